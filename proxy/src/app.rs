@@ -1,0 +1,131 @@
+//! Builds a running sidecar from a validated config: namers, routers, servers, admin — and drains it on shutdown.
+//!
+//! Every listener is bound before anything is served, so a port conflict fails start-up cleanly instead of
+//! leaving half a sidecar running.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::admin::{self, AdminState};
+use crate::config::{Config, NamerConfig};
+use crate::metrics::Metrics;
+use crate::namer::{fs::FsNamer, Namer, NamerSet};
+use crate::router::Router;
+
+/// A start-up failure (the config itself was already validated).
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// A running sidecar.
+pub struct Running {
+    /// Where the admin server listens.
+    pub admin_addr: SocketAddr,
+    /// Each router's label and the addresses its servers listen on (useful with port 0 in tests).
+    pub servers: Vec<(String, SocketAddr)>,
+    /// The routers, for in-process inspection.
+    pub routers: Vec<Arc<Router>>,
+    ready: Arc<AtomicBool>,
+    stop_servers: watch::Sender<bool>,
+    stop_admin: watch::Sender<bool>,
+    servers_done: JoinSet<()>,
+    admin_done: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// The first listening address of router `label`.
+    pub fn server_addr(&self, label: &str) -> Option<SocketAddr> {
+        self.servers.iter().find(|(l, _)| l == label).map(|(_, a)| *a)
+    }
+
+    /// Graceful shutdown: report not-ready, stop accepting, let in-flight requests finish (up to the `grace`
+    /// given to [`start`]), then stop the admin server.
+    pub async fn shutdown(mut self) {
+        self.ready.store(false, Ordering::Release);
+        let _ = self.stop_servers.send(true);
+        while self.servers_done.join_next().await.is_some() {}
+        let _ = self.stop_admin.send(true);
+        let _ = self.admin_done.await;
+    }
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|e| StartError(format!("cannot listen on {addr} for {what}: {e}")))
+}
+
+/// Starts everything `config` describes. `grace` bounds how long shutdown waits for in-flight requests.
+pub async fn start(config: Config, grace: Duration) -> Result<Running, StartError> {
+    let generation = Arc::new(AtomicU64::new(0));
+    let mut namers: Vec<Arc<dyn Namer>> = Vec::new();
+    for n in &config.namers {
+        match n {
+            NamerConfig::Fs(fs) => {
+                let namer = FsNamer::new(fs.prefix.clone(), fs.root_dir.clone(), generation.clone());
+                namer.spawn_watch();
+                namers.push(namer);
+            }
+        }
+    }
+    let namers = Arc::new(NamerSet::new(namers, generation));
+    let metrics = Arc::new(Metrics::new());
+
+    // Bind every port first: all or nothing.
+    let mut listeners = Vec::new();
+    let mut routers = Vec::new();
+    for rc in &config.routers {
+        let router = Arc::new(Router::new(rc, namers.clone(), metrics.clone()));
+        for s in &rc.servers {
+            let addr = SocketAddr::new(s.ip, s.port);
+            let listener = bind(addr, &format!("router {}", rc.label)).await?;
+            listeners.push((router.clone(), listener, !s.clear_context));
+        }
+        routers.push(router);
+    }
+    let admin_listener = bind(SocketAddr::new(config.admin.ip, config.admin.port), "the admin server").await?;
+    let admin_addr = admin_listener.local_addr().map_err(|e| StartError(e.to_string()))?;
+
+    let (stop_servers, stop_rx) = watch::channel(false);
+    let mut servers_done = JoinSet::new();
+    let mut servers = Vec::new();
+    for (router, listener, trusted) in listeners {
+        let addr = listener.local_addr().map_err(|e| StartError(e.to_string()))?;
+        tracing::info!(router = %router.label, %addr, trusted, "serving");
+        servers.push((router.label.to_string(), addr));
+        servers_done.spawn(crate::server::serve(listener, router, trusted, stop_rx.clone(), grace));
+    }
+
+    let ready = Arc::new(AtomicBool::new(true));
+    let state = Arc::new(AdminState {
+        routers: routers.clone(),
+        namers,
+        metrics,
+        config_json: serde_json::to_value(&config).unwrap_or_default(),
+        token: config.admin.token.clone(),
+        ready: ready.clone(),
+    });
+    let (stop_admin, mut admin_rx) = watch::channel(false);
+    let app = admin::app(state);
+    tracing::info!(addr = %admin_addr, "admin serving");
+    let admin_done = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = admin_rx.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(admin_listener, app).with_graceful_shutdown(shutdown).await {
+            tracing::error!(error = %e, "admin server failed");
+        }
+    });
+    Ok(Running { admin_addr, servers, routers, ready, stop_servers, stop_admin, servers_done, admin_done })
+}

@@ -1,0 +1,357 @@
+//! The sidecar's configuration: linkerd-1-shaped YAML, loaded and checked up front.
+//!
+//! [`load`] parses the text into a spanned YAML tree ([`yaml`]), then turns that tree into
+//! the typed [`Config`] ([`validate`]), collecting *every* problem with its line and column
+//! instead of stopping at the first, so `switchyard check` can point at all of them at once.
+//! linkerd keys switchyard does not implement, and keys nobody knows, are warnings: a
+//! linkerd user's file should run as written.
+
+mod validate;
+mod yaml;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+
+use serde::{Serialize, Serializer};
+use switchyard_dtab::{Dtab, Path};
+
+/// The whole sidecar configuration: one admin server, the namers, and the routers.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Config {
+    /// Where the admin API listens.
+    pub admin: AdminConfig,
+    /// Namers that dtabs reach through `/#/<prefix>`.
+    pub namers: Vec<NamerConfig>,
+    /// The routers (normally `ingress` and `egress`); at least one.
+    pub routers: Vec<RouterConfig>,
+}
+
+/// The admin server (ping, metrics, dtab read/write).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdminConfig {
+    /// Address to bind; default 127.0.0.1 so the admin API is not exposed by accident.
+    pub ip: IpAddr,
+    /// Port to bind; default 9990 as in linkerd.
+    pub port: u16,
+    /// Bearer token required for admin writes (dtab changes); `None` allows writes freely.
+    #[serde(serialize_with = "redacted")]
+    pub token: Option<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 9990,
+            token: None,
+        }
+    }
+}
+
+/// A namer: resolves `/#/<prefix>/…` names to endpoints.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind")]
+pub enum NamerConfig {
+    /// `kind: io.l5d.fs`: one file per service in a watched directory.
+    #[serde(rename = "io.l5d.fs")]
+    Fs(FsNamerConfig),
+}
+
+/// Settings of the file-system namer.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FsNamerConfig {
+    /// Prefix under `/#`; default `/io.l5d.fs`, so dtabs say `/#/io.l5d.fs/<service>`.
+    #[serde(serialize_with = "as_display")]
+    pub prefix: Path,
+    /// The watched directory (`rootDir`, required).
+    pub root_dir: PathBuf,
+}
+
+/// The protocol a router speaks on both sides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// HTTP/1.1 (`protocol: http`).
+    Http,
+    /// HTTP/2 over cleartext (`protocol: h2`).
+    H2,
+}
+
+impl Protocol {
+    /// The name used in config files, also a router's default label.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::H2 => "h2",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One router: servers that accept requests, how requests are named, and the dtab.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouterConfig {
+    /// `protocol: http | h2`, required.
+    pub protocol: Protocol,
+    /// Unique name (admin URLs, metrics); defaults to the protocol name.
+    pub label: String,
+    /// Identifiers tried in order until one names the request.
+    #[serde(rename = "identifier")]
+    pub identifiers: Vec<IdentifierConfig>,
+    /// Prefix of the names identifiers produce; `/svc` (or `/http` with `baseDtab`).
+    #[serde(serialize_with = "as_display")]
+    pub dst_prefix: Path,
+    /// The router's delegation table; empty by default.
+    #[serde(serialize_with = "as_display")]
+    pub dtab: Dtab,
+    /// The file used pre-0.9 `baseDtab`, which also changed the identifier and prefix defaults.
+    pub legacy_base_dtab: bool,
+    /// Where the router listens; at least one.
+    pub servers: Vec<ServerConfig>,
+    /// Policy for connections to concrete endpoints.
+    pub client: ClientConfig,
+    /// Policy per logical service (a request across all its attempts).
+    pub service: ServiceConfig,
+}
+
+/// A listening socket of a router.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerConfig {
+    /// Address to bind; default 127.0.0.1.
+    pub ip: IpAddr,
+    /// Port to bind; default 4140.
+    pub port: u16,
+    /// Ignore `l5d-dtab` / `l5d-ctx-*` from clients (default true): an untrusted client
+    /// must not be able to reroute traffic.
+    pub clear_context: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 4140,
+            clear_context: true,
+        }
+    }
+}
+
+/// How a router turns a request into a name under its `dstPrefix`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind")]
+pub enum IdentifierConfig {
+    /// `io.l5d.header.token`: the header's value as one segment (`/svc/<host>`).
+    #[serde(rename = "io.l5d.header.token")]
+    HeaderToken {
+        /// Header to read; default `Host`.
+        #[serde(serialize_with = "header_name")]
+        header: http::HeaderName,
+    },
+    /// `io.l5d.methodAndHost`: `/<prefix>/1.1/<METHOD>/<host>[/<uri>]`.
+    #[serde(rename = "io.l5d.methodAndHost")]
+    MethodAndHost {
+        /// Append the request path to the name (`httpUriInDst`).
+        #[serde(rename = "httpUriInDst")]
+        http_uri_in_dst: bool,
+    },
+    /// `io.l5d.path`: the first `segments` segments of the request path.
+    #[serde(rename = "io.l5d.path")]
+    Path {
+        /// How many segments name the service; at least 1.
+        segments: usize,
+        /// Strip those segments from the forwarded request.
+        consume: bool,
+    },
+    /// `io.l5d.header`: the header's value read as a whole path.
+    #[serde(rename = "io.l5d.header")]
+    Header {
+        /// Header to read; default `l5d-name`.
+        #[serde(serialize_with = "header_name")]
+        header: http::HeaderName,
+    },
+}
+
+/// Policy for talking to concrete endpoints.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientConfig {
+    /// TCP connect timeout (`connectTimeoutMs`), default 1000.
+    pub connect_timeout_ms: u64,
+    /// Timeout of one attempt (`requestAttemptTimeoutMs`); none by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_attempt_timeout_ms: Option<u64>,
+    /// Idle pooled connections are closed after this (`hostConnectionPool.idleTimeMs`).
+    #[serde(rename = "hostConnectionPool", serialize_with = "connection_pool")]
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            connect_timeout_ms: 1000,
+            request_attempt_timeout_ms: None,
+            idle_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Policy for a logical service.
+#[derive(Clone, Debug, PartialEq, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceConfig {
+    /// Deadline for a request including retries (`totalTimeoutMs`); none by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_timeout_ms: Option<u64>,
+}
+
+/// One problem (or warning) in a config file, with where it is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Diagnostic {
+    /// 1-based line; 0 when the problem has no position (the file could not be read).
+    pub line: usize,
+    /// 1-based column, in characters.
+    pub column: usize,
+    /// Where in the config, e.g. `routers[1].servers[0].port`; empty for the whole file.
+    pub key: String,
+    /// What is wrong, saying what was expected and what was found.
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: ", self.line, self.column)?;
+        if !self.key.is_empty() {
+            write!(f, "{}: ", self.key)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// A valid config and the warnings (ignored keys) found on the way.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Loaded {
+    /// The typed configuration.
+    pub config: Config,
+    /// Keys that were accepted but ignored, in file order.
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Parses and validates config text.
+///
+/// # Errors
+/// Every problem found (syntax, types, values, clashes), in file order. Warnings about
+/// ignored keys are only returned with a valid config, in [`Loaded::warnings`].
+pub fn load(text: &str) -> Result<Loaded, Vec<Diagnostic>> {
+    let root = yaml::parse(text).map_err(|error| vec![error])?;
+    validate::config(text, root)
+}
+
+/// Reads and [`load`]s a config file.
+///
+/// # Errors
+/// As [`load`]; an unreadable file is a single diagnostic at 0:0.
+pub fn load_file(path: &std::path::Path) -> Result<Loaded, Vec<Diagnostic>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => load(&text),
+        Err(error) => Err(vec![Diagnostic {
+            line: 0,
+            column: 0,
+            key: String::new(),
+            message: format!("cannot read {}: {error}", path.display()),
+        }]),
+    }
+}
+
+/// A commented example config: a sidecar with ingress and egress routers.
+#[must_use]
+pub fn example() -> &'static str {
+    EXAMPLE
+}
+
+const EXAMPLE: &str = r"# switchyard sidecar config (linkerd 1 shape).
+admin:
+  ip: 127.0.0.1        # admin API: metrics, dtab read/write
+  port: 9990
+  # token: s3cret      # if set, dtab writes need `Authorization: Bearer s3cret`
+
+namers:
+- kind: io.l5d.fs      # one file per service, each line `host:port`
+  rootDir: disco       # dtabs reach it as /#/io.l5d.fs/<service>
+
+routers:
+# Traffic into this service: everything goes to the local app.
+- protocol: http
+  label: ingress
+  dtab: |
+    /svc => /$/inet/127.0.0.1/8080;
+  servers:
+  - ip: 0.0.0.0
+    port: 4140
+    clearContext: true # ignore l5d-dtab from outside the mesh
+
+# Traffic this service sends to its peers: `Host: forex-rate` names /svc/forex-rate.
+- protocol: http
+  label: egress
+  identifier:
+    kind: io.l5d.header.token
+    header: Host
+  dtab: |
+    /svc => /#/io.l5d.fs;
+  servers:
+  - port: 4141
+    clearContext: false # our own app may send l5d-dtab overrides
+  client:
+    connectTimeoutMs: 500
+    requestAttemptTimeoutMs: 2000
+    hostConnectionPool:
+      idleTimeMs: 10000
+  service:
+    totalTimeoutMs: 5000
+";
+
+/// Serialises a value as its canonical text (paths and dtabs).
+fn as_display<T: fmt::Display, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(value)
+}
+
+/// Never lets a secret reach the effective-config endpoint or logs.
+#[allow(clippy::ref_option)] // serde's `serialize_with` hands over `&Option<_>`.
+fn redacted<S: Serializer>(token: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match token {
+        Some(_) => s.serialize_str("<redacted>"),
+        None => s.serialize_none(),
+    }
+}
+
+fn header_name<S: Serializer>(name: &http::HeaderName, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(name.as_str())
+}
+
+/// Writes the idle timeout back in linkerd's nested `hostConnectionPool` shape.
+#[allow(clippy::trivially_copy_pass_by_ref)] // signature fixed by `serialize_with`.
+fn connection_pool<S: Serializer>(idle_timeout_ms: &u64, s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Pool {
+        idle_time_ms: u64,
+    }
+    Pool {
+        idle_time_ms: *idle_timeout_ms,
+    }
+    .serialize(s)
+}

@@ -1,0 +1,798 @@
+//! Tests for the config loader: accepted shapes, defaults, every error kind with its
+//! exact position, warnings, and the effective-config JSON.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use super::*;
+
+/// The original system's ingress sidecar config (DESIGN.md §2), exactly as written.
+const ORIGINAL_INGRESS: &str = "\
+admin:
+  port: 9990
+routers:
+- protocol: http
+  label: incoming-forex-exchange-rate
+  baseDtab: |
+    /local => /$/inet/127.1/80;
+    /http/1.1/*/* => /local;
+  servers:
+  - port: 4140
+    ip: 0.0.0.0
+";
+
+const MODERN: &str = "\
+admin:
+  ip: 127.0.2.1
+  port: 9990
+  token: s3cret
+namers:
+- kind: io.l5d.fs
+  rootDir: /var/run/switchyard/disco
+routers:
+- protocol: http
+  label: ingress
+  dtab: |
+    /svc => /$/inet/127.0.2.1/8080;
+  servers:
+  - ip: 127.0.2.1
+    port: 4140
+- protocol: h2
+  label: egress
+  identifier: {kind: io.l5d.path, segments: 2, consume: true}
+  dstPrefix: /out
+  dtab: /out => /#/io.l5d.fs;
+  servers:
+  - ip: 127.0.2.1
+    port: 4141
+    clearContext: false
+  client:
+    kind: io.l5d.global
+    connectTimeoutMs: 250
+    requestAttemptTimeoutMs: 800
+    hostConnectionPool:
+      idleTimeMs: 3000
+  service:
+    kind: io.l5d.global
+    totalTimeoutMs: 2500
+";
+
+fn path(text: &str) -> Path {
+    Path::read(text).expect("test path is valid")
+}
+
+fn dtab(text: &str) -> Dtab {
+    Dtab::parse(text).expect("test dtab is valid")
+}
+
+fn errors(text: &str) -> Vec<Diagnostic> {
+    match load(text) {
+        Ok(loaded) => panic!("expected errors, config loaded: {:?}", loaded.config),
+        Err(errors) => errors,
+    }
+}
+
+fn loaded(text: &str) -> Loaded {
+    match load(text) {
+        Ok(loaded) => loaded,
+        Err(errors) => panic!("expected a config, got errors: {errors:#?}"),
+    }
+}
+
+/// Errors as `line:column key` strings, the part tests pin exactly.
+fn places(errors: &[Diagnostic]) -> Vec<String> {
+    errors
+        .iter()
+        .map(|e| format!("{}:{} {}", e.line, e.column, e.key))
+        .collect()
+}
+
+/// The character of `text` at a 1-based line and column.
+fn char_at(text: &str, line: usize, column: usize) -> Option<char> {
+    text.lines()
+        .nth(line.checked_sub(1)?)?
+        .chars()
+        .nth(column.checked_sub(1)?)
+}
+
+fn ip(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+}
+
+#[test]
+fn original_ingress_config_runs_as_written() {
+    let loaded = loaded(ORIGINAL_INGRESS);
+    assert_eq!(loaded.warnings, vec![]);
+    let config = loaded.config;
+    assert_eq!(
+        config.admin,
+        AdminConfig {
+            ip: ip(127, 0, 0, 1),
+            port: 9990,
+            token: None
+        }
+    );
+    assert_eq!(config.namers, vec![]);
+    let router = &config.routers[0];
+    assert_eq!(router.protocol, Protocol::Http);
+    assert_eq!(router.label, "incoming-forex-exchange-rate");
+    assert!(router.legacy_base_dtab);
+    // baseDtab brings the pre-0.9 defaults with it.
+    assert_eq!(
+        router.identifiers,
+        vec![IdentifierConfig::MethodAndHost {
+            http_uri_in_dst: false
+        }]
+    );
+    assert_eq!(router.dst_prefix, path("/http"));
+    assert_eq!(
+        router.dtab,
+        dtab("/local => /$/inet/127.1/80;\n/http/1.1/*/* => /local;\n")
+    );
+    assert_eq!(
+        router.servers,
+        vec![ServerConfig {
+            ip: ip(0, 0, 0, 0),
+            port: 4140,
+            clear_context: true
+        }]
+    );
+    assert_eq!(router.client, ClientConfig::default());
+    assert_eq!(
+        router.service,
+        ServiceConfig {
+            total_timeout_ms: None
+        }
+    );
+}
+
+#[test]
+fn modern_config_loads_every_setting() {
+    let loaded = loaded(MODERN);
+    assert_eq!(loaded.warnings, vec![]);
+    let config = loaded.config;
+    assert_eq!(config.admin.ip, ip(127, 0, 2, 1));
+    assert_eq!(config.admin.token.as_deref(), Some("s3cret"));
+    let fs = FsNamerConfig {
+        prefix: path("/io.l5d.fs"),
+        root_dir: "/var/run/switchyard/disco".into(),
+    };
+    assert_eq!(config.namers, vec![NamerConfig::Fs(fs)]);
+
+    let [ingress, egress] = &config.routers[..] else {
+        panic!("two routers expected")
+    };
+    assert_eq!(
+        (ingress.label.as_str(), egress.label.as_str()),
+        ("ingress", "egress")
+    );
+    assert!(!ingress.legacy_base_dtab);
+    assert_eq!(
+        ingress.identifiers,
+        vec![IdentifierConfig::HeaderToken {
+            header: http::header::HOST
+        }]
+    );
+    assert_eq!(ingress.dst_prefix, path("/svc"));
+    assert_eq!(ingress.dtab, dtab("/svc => /$/inet/127.0.2.1/8080;"));
+
+    assert_eq!(egress.protocol, Protocol::H2);
+    assert_eq!(
+        egress.identifiers,
+        vec![IdentifierConfig::Path {
+            segments: 2,
+            consume: true
+        }]
+    );
+    assert_eq!(egress.dst_prefix, path("/out"));
+    assert_eq!(egress.dtab, dtab("/out => /#/io.l5d.fs;"));
+    assert_eq!(
+        egress.servers,
+        vec![ServerConfig {
+            ip: ip(127, 0, 2, 1),
+            port: 4141,
+            clear_context: false
+        }]
+    );
+    let client = ClientConfig {
+        connect_timeout_ms: 250,
+        request_attempt_timeout_ms: Some(800),
+        idle_timeout_ms: 3000,
+    };
+    assert_eq!(egress.client, client);
+    assert_eq!(
+        egress.service,
+        ServiceConfig {
+            total_timeout_ms: Some(2500)
+        }
+    );
+}
+
+#[test]
+fn minimal_router_gets_the_documented_defaults() {
+    let config = loaded("routers:\n- protocol: h2\n  servers: [{}]\n").config;
+    assert_eq!(config.admin, AdminConfig::default());
+    let router = &config.routers[0];
+    assert_eq!(router.label, "h2");
+    assert_eq!(
+        router.identifiers,
+        vec![IdentifierConfig::HeaderToken {
+            header: http::header::HOST
+        }]
+    );
+    assert_eq!(router.dst_prefix, path("/svc"));
+    assert_eq!(router.dtab, dtab(""));
+    assert!(!router.legacy_base_dtab);
+    assert_eq!(router.servers, vec![ServerConfig::default()]);
+    assert_eq!(ServerConfig::default().port, 4140);
+    assert_eq!(
+        router.client,
+        ClientConfig {
+            connect_timeout_ms: 1000,
+            request_attempt_timeout_ms: None,
+            idle_timeout_ms: 10_000
+        }
+    );
+}
+
+#[test]
+fn identifier_list_keeps_order_and_kind_defaults() {
+    let text = "\
+routers:
+- protocol: http
+  identifier:
+  - kind: io.l5d.header
+  - kind: io.l5d.path
+  - kind: io.l5d.methodAndHost
+    httpUriInDst: true
+  - kind: io.l5d.header.token
+    header: X-Service
+  servers: [{port: 4150}]
+";
+    let identifiers = &loaded(text).config.routers[0].identifiers;
+    let expected = vec![
+        IdentifierConfig::Header {
+            header: http::HeaderName::from_static("l5d-name"),
+        },
+        IdentifierConfig::Path {
+            segments: 1,
+            consume: false,
+        },
+        IdentifierConfig::MethodAndHost {
+            http_uri_in_dst: true,
+        },
+        IdentifierConfig::HeaderToken {
+            header: http::HeaderName::from_static("x-service"),
+        },
+    ];
+    assert_eq!(identifiers, &expected);
+}
+
+#[test]
+fn example_config_is_valid_and_clean() {
+    let loaded = loaded(example());
+    assert_eq!(loaded.warnings, vec![]);
+    let labels: Vec<_> = loaded
+        .config
+        .routers
+        .iter()
+        .map(|r| r.label.as_str())
+        .collect();
+    assert_eq!(labels, ["ingress", "egress"]);
+}
+
+#[test]
+fn yaml_syntax_error_has_scanner_position() {
+    let errors = errors("admin:\n  port: 9990\n routers: [\n");
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].message.starts_with("YAML syntax error"),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        errors[0].message.contains("did not find expected key"),
+        "{}",
+        errors[0]
+    );
+    // ` routers` is indented one space too many.
+    assert_eq!((errors[0].line, errors[0].column), (3, 2));
+}
+
+#[test]
+fn wrong_port_reads_like_the_documented_example() {
+    let text = "\
+routers:
+- protocol: http
+  label: ingress
+  servers:
+  - port: 4140
+- protocol: http
+  label: egress
+  servers:
+  - port: abc
+";
+    let errors = errors(text);
+    assert_eq!(errors.len(), 1);
+    assert_eq!(
+        errors[0].to_string(),
+        "9:11: routers[1].servers[0].port: expected a port number 0-65535 (0: any free port), found \"abc\""
+    );
+}
+
+#[test]
+fn bad_values_are_errors_at_their_node() {
+    let text = "\
+admin:
+  ip: 300.1.1.1
+  port: -1
+routers:
+- protocol: http
+  identifier: {kind: io.l5d.header, header: bad header}
+  dstPrefix: svc
+  servers:
+  - port: 70000
+    clearContext: maybe
+  client:
+    connectTimeoutMs: -5
+    hostConnectionPool: {idleTimeMs: 0}
+  service: {totalTimeoutMs: [1]}
+";
+    let errors = errors(text);
+    let expected = [
+        "2:7 admin.ip",
+        "3:9 admin.port",
+        "6:45 routers[0].identifier.header",
+        "7:14 routers[0].dstPrefix",
+        "9:11 routers[0].servers[0].port",
+        "10:19 routers[0].servers[0].clearContext",
+        "12:23 routers[0].client.connectTimeoutMs",
+        "13:38 routers[0].client.hostConnectionPool.idleTimeMs",
+        "14:29 routers[0].service.totalTimeoutMs",
+    ];
+    assert_eq!(places(&errors), expected);
+    assert_eq!(
+        errors[0].message,
+        "expected an IP address, found \"300.1.1.1\""
+    );
+    assert_eq!(
+        errors[6].message,
+        "expected a positive number of milliseconds, found \"-5\""
+    );
+    assert_eq!(
+        errors[8].message,
+        "expected a positive number of milliseconds, found a list"
+    );
+    assert!(
+        errors[3].message.starts_with("invalid path"),
+        "{}",
+        errors[3]
+    );
+}
+
+#[test]
+fn unknown_kinds_list_the_known_ones() {
+    let text = "\
+namers:
+- kind: io.l5d.k8s
+  host: localhost
+routers:
+- protocol: thrift
+  identifier:
+    kind: io.l5d.static
+  servers: [{}]
+  client: {kind: io.l5d.static}
+";
+    let errors = errors(text);
+    assert_eq!(
+        places(&errors),
+        [
+            "2:9 namers[0].kind",
+            "5:13 routers[0].protocol",
+            "7:11 routers[0].identifier.kind",
+            "9:18 routers[0].client.kind"
+        ]
+    );
+    assert_eq!(
+        errors[0].message,
+        "unknown namer kind \"io.l5d.k8s\"; known: io.l5d.fs"
+    );
+    assert_eq!(
+        errors[1].message,
+        "unknown protocol \"thrift\"; known: http, h2"
+    );
+    assert_eq!(
+        errors[2].message,
+        "unknown identifier kind \"io.l5d.static\"; known: io.l5d.header.token, io.l5d.methodAndHost, io.l5d.path, io.l5d.header"
+    );
+}
+
+#[test]
+fn missing_required_keys_point_at_the_parent_map() {
+    let text = "\
+namers:
+- kind: io.l5d.fs
+routers:
+- label: a
+  servers: [{}]
+- protocol: http
+  label: b
+  identifier: {header: Host}
+";
+    let errors = errors(text);
+    let expected = [
+        "2:3 namers[0].rootDir",
+        "4:3 routers[0].protocol",
+        "6:3 routers[1].servers",
+        "8:15 routers[1].identifier.kind",
+    ];
+    assert_eq!(places(&errors), expected);
+    assert_eq!(errors[0].message, "missing required key `rootDir`");
+}
+
+#[test]
+fn empty_file_and_empty_lists_are_errors() {
+    assert_eq!(places(&errors("")), ["1:1 routers"]);
+    assert_eq!(places(&errors("# just a comment\n")), ["1:1 routers"]);
+    assert_eq!(places(&errors("routers: []\n")), ["1:10 routers"]);
+    let errors = errors("routers:\n- protocol: http\n  servers: []\n  identifier: []\n");
+    assert_eq!(
+        places(&errors),
+        ["3:12 routers[0].servers", "4:15 routers[0].identifier"]
+    );
+    assert_eq!(errors[0].message, "expected at least one server");
+}
+
+#[test]
+fn wrong_shapes_are_type_errors() {
+    let errors = errors("admin: 9990\nrouters:\n  protocol: http\n");
+    assert_eq!(places(&errors), ["1:8 admin", "3:3 routers"]);
+    assert_eq!(errors[0].message, "expected a map, found \"9990\"");
+    assert_eq!(errors[1].message, "expected a list, found a map");
+    assert_eq!(places(&self::errors("- a\n- b\n")), ["1:1 "]);
+}
+
+#[test]
+fn duplicate_router_labels_are_errors() {
+    let text = "\
+routers:
+- protocol: http
+  servers: [{port: 4140}]
+- protocol: http
+  servers: [{port: 4141}]
+- protocol: h2
+  label: http
+  servers: [{port: 4142}]
+- protocol: h2
+  label: in/out
+  servers: [{port: 4143}]
+";
+    let errors = errors(text);
+    // The second router's label defaults to `http`, so the error sits on its map.
+    assert_eq!(
+        places(&errors),
+        [
+            "4:3 routers[1].label",
+            "7:10 routers[2].label",
+            "10:10 routers[3].label"
+        ]
+    );
+    assert_eq!(
+        errors[0].message,
+        "router label `http` is already used by routers[0]; labels must be unique"
+    );
+}
+
+#[test]
+fn two_servers_on_one_socket_are_errors() {
+    let text = "\
+admin: {port: 9990}
+routers:
+- protocol: http
+  label: a
+  servers:
+  - {ip: 0.0.0.0, port: 4140}
+  - {port: 9990}
+- protocol: http
+  label: b
+  servers:
+  - {ip: 127.0.0.1, port: 4140}
+  - {ip: 127.0.0.2, port: 4141}
+  - {ip: 127.0.0.3, port: 4141}
+";
+    let errors = errors(text);
+    assert_eq!(
+        places(&errors),
+        ["7:5 routers[0].servers[1]", "11:5 routers[1].servers[0]"]
+    );
+    assert_eq!(
+        errors[0].message,
+        "127.0.0.1:9990 is already bound by admin"
+    );
+    assert_eq!(
+        errors[1].message,
+        "127.0.0.1:4140 is already bound by routers[0].servers[0]"
+    );
+}
+
+#[test]
+fn duplicate_keys_are_errors() {
+    let text = "admin:\n  port: 9990\n  port: 9991\nrouters:\n- protocol: http\n  servers: [{}]\n  protocol: h2\n";
+    let errors = errors(text);
+    assert_eq!(
+        places(&errors),
+        ["3:3 admin.port", "7:3 routers[0].protocol"]
+    );
+    assert_eq!(errors[0].message, "duplicate key `port` (first set at 2:3)");
+}
+
+#[test]
+fn dtab_and_base_dtab_together_is_an_error() {
+    let text =
+        "routers:\n- protocol: http\n  dtab: /a => /b;\n  baseDtab: /a => /c;\n  servers: [{}]\n";
+    let errors = errors(text);
+    assert_eq!(places(&errors), ["4:3 routers[0].baseDtab"]);
+}
+
+#[test]
+fn anchors_and_extra_documents_are_rejected_clearly() {
+    let errors = errors("routers:\n- &r {protocol: http, servers: [{}]}\n- *r\n");
+    assert_eq!(places(&errors), ["2:3 routers[0]"]);
+    assert!(errors[0]
+        .message
+        .contains("anchors and aliases are not supported"));
+    let errors = self::errors("routers: []\n---\nrouters: []\n");
+    assert_eq!(places(&errors), ["2:1 "]);
+    assert_eq!(errors[0].message, "only one YAML document is allowed here");
+}
+
+#[test]
+fn hostile_nesting_is_an_error_not_a_crash() {
+    // Deep block nesting stops at our own limit...
+    let mut text = String::from("routers:\n");
+    for depth in 1..100 {
+        text.push_str(&"  ".repeat(depth));
+        text.push_str("- \n");
+    }
+    let errors = errors(&text);
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].message, "nesting is too deep");
+    // ...and deep flow nesting at the parser's.
+    let text = format!("routers: {}{}\n", "[".repeat(10_000), "]".repeat(10_000));
+    let errors = self::errors(&text);
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].message.starts_with("YAML syntax error"),
+        "{}",
+        errors[0]
+    );
+}
+
+/// Where a dtab error lands in the file must be the same character the dtab parser blamed.
+fn assert_dtab_error_maps(text: &str, dtab_text: &str) -> Diagnostic {
+    let parse_error = Dtab::parse(dtab_text).expect_err("test dtab must be invalid");
+    let errors = errors(text);
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    let error = errors[0].clone();
+    assert!(error.message.starts_with("invalid dtab: "), "{error}");
+    assert!(error.message.ends_with(&parse_error.message), "{error}");
+    let blamed = char_at(dtab_text, parse_error.line, parse_error.column);
+    assert_eq!(
+        char_at(text, error.line, error.column),
+        blamed,
+        "{error} vs {parse_error:?}"
+    );
+    error
+}
+
+#[test]
+fn dtab_error_in_block_scalar_maps_to_file_line_and_column() {
+    let text = "\
+routers:
+- protocol: http
+  dtab: |
+    /svc => /#/io.l5d.fs;
+    /svc/forex-rate => /#/io.l5d.fs/forex-rate
+    oops;
+  servers: [{}]
+";
+    let dtab_text = "/svc => /#/io.l5d.fs;\n/svc/forex-rate => /#/io.l5d.fs/forex-rate\noops;\n";
+    let error = assert_dtab_error_maps(text, dtab_text);
+    let parse_error = Dtab::parse(dtab_text).expect_err("invalid");
+    // Block starts on line 3 (`dtab: |`) and is indented by 4.
+    assert_eq!(
+        (error.line, error.column),
+        (3 + parse_error.line, 4 + parse_error.column)
+    );
+    assert_eq!(error.key, "routers[0].dtab");
+    // The `o` of `oops`, which the dtab parser blames.
+    assert_eq!((error.line, error.column), (6, 5));
+}
+
+#[test]
+fn dtab_error_in_plain_and_quoted_scalars_maps_to_offset_in_line() {
+    let plain = "routers:\n- protocol: http\n  dtab: /svc => /a; /svc => oops\n  servers: [{}]\n";
+    let error = assert_dtab_error_maps(plain, "/svc => /a; /svc => oops");
+    assert_eq!((error.line, error.column), (3, 29));
+    let quoted =
+        "routers:\n- protocol: http\n  dtab: '/svc => /a; /svc => oops'\n  servers: [{}]\n";
+    let error = assert_dtab_error_maps(quoted, "/svc => /a; /svc => oops");
+    assert_eq!((error.line, error.column), (3, 30));
+    let doubled = "routers:\n- protocol: http\n  dtab: \"/svc => /a;;\"\n  servers: [{}]\n";
+    let error = assert_dtab_error_maps(doubled, "/svc => /a;;");
+    assert_eq!((error.line, error.column), (3, 21));
+    // A plain scalar folded over two lines still points into the second line.
+    let folded =
+        "routers:\n- protocol: http\n  dtab: /svc => /a;\n    /svc => oops\n  servers: [{}]\n";
+    let error = assert_dtab_error_maps(folded, "/svc => /a; /svc => oops");
+    assert_eq!((error.line, error.column), (4, 13));
+}
+
+#[test]
+fn locate_maps_value_offsets_through_block_indentation_and_quotes() {
+    let text = "a: |\n    xy\n    zw\nb: 'p''q'\n";
+    let Some(yaml::Node {
+        kind: yaml::Kind::Map(entries),
+        ..
+    }) = yaml::parse(text).expect("valid yaml")
+    else {
+        panic!("expected a map");
+    };
+    let block = &entries[0].1;
+    let at = |node, value, target| {
+        let pos = yaml::locate(text, node, value, target);
+        (pos.line, pos.column)
+    };
+    assert_eq!(at(block, "xy\nzw\n", 0), (2, 5));
+    assert_eq!(at(block, "xy\nzw\n", 4), (3, 6));
+    let quoted = &entries[1].1;
+    // `p'q`: the `q` is after the doubled quote, at column 8.
+    assert_eq!(at(quoted, "p'q", 2), (4, 8));
+}
+
+#[test]
+fn every_error_is_reported_at_once_in_file_order() {
+    let text = "\
+admin:
+  port: nine
+namers:
+- kind: io.l5d.fs
+routers:
+- protocol: http
+  dtab: /svc => ;;
+  servers:
+  - port: 4140
+    ip: nowhere
+";
+    let errors = errors(text);
+    let keys: Vec<_> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "admin.port",
+            "namers[0].rootDir",
+            "routers[0].dtab",
+            "routers[0].servers[0].ip"
+        ]
+    );
+    let lines: Vec<_> = errors.iter().map(|e| e.line).collect();
+    assert_eq!(lines, [2, 4, 7, 10]);
+}
+
+#[test]
+fn linkerd_only_and_unknown_keys_are_warnings() {
+    let text = "\
+admin:
+  port: 9990
+  httpInterfaceWhitelist: [127.0.0.1]
+namers:
+- kind: io.l5d.fs
+  rootDir: disco
+  experimental: true
+routers:
+- protocol: http
+  bindingTimeoutMs: 5000
+  servers:
+  - port: 4140
+    maxConcurrentRequests: 100
+  lable: oops
+telemetry:
+- kind: io.l5d.prometheus
+";
+    let loaded = loaded(text);
+    assert_eq!(loaded.config.routers[0].label, "http");
+    let places: Vec<_> = loaded
+        .warnings
+        .iter()
+        .map(|w| format!("{}:{} {}", w.line, w.column, w.key))
+        .collect();
+    let expected = [
+        "3:3 admin.httpInterfaceWhitelist",
+        "7:3 namers[0].experimental",
+        "10:3 routers[0].bindingTimeoutMs",
+        "13:5 routers[0].servers[0].maxConcurrentRequests",
+        "14:3 routers[0].lable",
+        "15:1 telemetry",
+    ];
+    assert_eq!(places, expected);
+    assert_eq!(
+        loaded.warnings[1].message,
+        "`experimental` is a linkerd option switchyard does not implement; ignored"
+    );
+    assert!(loaded.warnings[4]
+        .message
+        .starts_with("unknown key `lable` ignored (known here: protocol, label,"));
+}
+
+#[test]
+fn effective_config_serialises_in_linkerd_shape() {
+    let config = loaded(MODERN).config;
+    let json = serde_json::to_value(&config).expect("config serialises");
+    let expected = serde_json::json!({
+        "admin": {"ip": "127.0.2.1", "port": 9990, "token": "<redacted>"},
+        "namers": [{"kind": "io.l5d.fs", "prefix": "/io.l5d.fs", "rootDir": "/var/run/switchyard/disco"}],
+        "routers": [
+            {
+                "protocol": "http", "label": "ingress",
+                "identifier": [{"kind": "io.l5d.header.token", "header": "host"}],
+                "dstPrefix": "/svc", "dtab": dtab("/svc => /$/inet/127.0.2.1/8080;").to_string(),
+                "legacyBaseDtab": false,
+                "servers": [{"ip": "127.0.2.1", "port": 4140, "clearContext": true}],
+                "client": {"connectTimeoutMs": 1000, "hostConnectionPool": {"idleTimeMs": 10000}},
+                "service": {}
+            },
+            {
+                "protocol": "h2", "label": "egress",
+                "identifier": [{"kind": "io.l5d.path", "segments": 2, "consume": true}],
+                "dstPrefix": "/out", "dtab": dtab("/out => /#/io.l5d.fs;").to_string(),
+                "legacyBaseDtab": false,
+                "servers": [{"ip": "127.0.2.1", "port": 4141, "clearContext": false}],
+                "client": {"connectTimeoutMs": 250, "requestAttemptTimeoutMs": 800, "hostConnectionPool": {"idleTimeMs": 3000}},
+                "service": {"totalTimeoutMs": 2500}
+            }
+        ]
+    });
+    assert_eq!(json, expected);
+    assert!(!serde_json::to_string(&config)
+        .unwrap_or_default()
+        .contains("s3cret"));
+}
+
+#[test]
+fn load_file_reads_files_and_reports_io_errors_at_zero() {
+    let missing = std::path::Path::new("/nonexistent/switchyard/config.yaml");
+    let errors = load_file(missing).expect_err("missing file");
+    assert_eq!((errors[0].line, errors[0].column, errors.len()), (0, 0, 1));
+    assert!(errors[0]
+        .to_string()
+        .starts_with("0:0: cannot read /nonexistent/switchyard/config.yaml"));
+
+    let file = std::env::temp_dir().join(format!(
+        "switchyard-config-test-{}.yaml",
+        std::process::id()
+    ));
+    std::fs::write(&file, ORIGINAL_INGRESS).expect("temp file writable");
+    let result = load_file(&file);
+    let _ = std::fs::remove_file(&file);
+    assert_eq!(
+        result.map(|l| l.config),
+        load(ORIGINAL_INGRESS).map(|l| l.config)
+    );
+}
+
+#[test]
+fn truncated_or_damaged_input_never_panics() {
+    // Every prefix and every one-character deletion of two real configs: each must give
+    // either a config or diagnostics with real positions, never a panic.
+    for text in [MODERN, ORIGINAL_INGRESS] {
+        let boundaries: Vec<usize> = text.char_indices().map(|(i, _)| i).collect();
+        for &i in &boundaries {
+            let damaged = format!("{}{}", &text[..i], &text[i + 1..]);
+            for candidate in [&text[..i], damaged.as_str()] {
+                if let Err(errors) = load(candidate) {
+                    assert!(!errors.is_empty());
+                    assert!(errors.iter().all(|e| e.line >= 1 && e.column >= 1), "{errors:?}");
+                }
+            }
+        }
+    }
+}

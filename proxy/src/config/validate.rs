@@ -1,0 +1,813 @@
+//! Turns the spanned YAML tree into a typed [`Config`], collecting every problem on the way.
+//!
+//! Each reader returns a usable value even after reporting an error (the default, or a
+//! fallback), so one bad value never hides the next; the config is only handed out when
+//! no error was found. Cross-checks (unique labels, one server per ip:port) run as the
+//! routers are read, which keeps the reports in file order.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use http::HeaderName;
+use switchyard_dtab::{Dtab, ParseError, Path};
+
+use super::yaml::{self, Kind, Node, Pos};
+use super::{
+    AdminConfig, ClientConfig, Config, Diagnostic, FsNamerConfig, IdentifierConfig, Loaded,
+    NamerConfig, Protocol, RouterConfig, ServerConfig, ServiceConfig,
+};
+
+const NAMER_KINDS: &[&str] = &["io.l5d.fs"];
+const IDENTIFIER_KINDS: &[&str] = &[
+    "io.l5d.header.token",
+    "io.l5d.methodAndHost",
+    "io.l5d.path",
+    "io.l5d.header",
+];
+const CLIENT_KINDS: &[&str] = &["io.l5d.global"];
+const PROTOCOLS: &[&str] = &["http", "h2"];
+
+// Keys switchyard understands, per map, and the linkerd 1 keys it accepts but ignores
+// (the latter get a gentler warning than typos, which list the keys that would work).
+const TOP: &[&str] = &["admin", "namers", "routers"];
+const TOP_LINKERD: &[&str] = &["telemetry", "usage"];
+const ADMIN: &[&str] = &["ip", "port", "token"];
+const ADMIN_LINKERD: &[&str] = &[
+    "httpInterfaceWhitelist",
+    "socketOptions",
+    "shutdownGraceMs",
+    "workerThreads",
+    "tls",
+];
+const FS_NAMER: &[&str] = &["kind", "prefix", "rootDir"];
+const NAMER_LINKERD: &[&str] = &["experimental", "transformers"];
+const ROUTER: &[&str] = &[
+    "protocol",
+    "label",
+    "identifier",
+    "dstPrefix",
+    "dtab",
+    "baseDtab",
+    "servers",
+    "client",
+    "service",
+];
+const ROUTER_LINKERD: &[&str] = &[
+    "interpreter",
+    "bindingTimeoutMs",
+    "bindingCache",
+    "responseClassifier",
+    "originator",
+    "timeoutMs",
+    "announcers",
+    "maxHeadersKB",
+    "maxInitialLineKB",
+    "maxRequestKB",
+    "maxResponseKB",
+    "maxChunkKB",
+    "streamingEnabled",
+    "addForwardedHeader",
+    "tracePropagator",
+    "loggers",
+    "httpAccessLog",
+    "httpAccessLogRollPolicy",
+    "httpAccessLogAppend",
+    "httpAccessLogRotateCount",
+    "compressionLevel",
+    "socketOptions",
+];
+const SERVER: &[&str] = &["ip", "port", "clearContext"];
+const SERVER_LINKERD: &[&str] = &[
+    "maxConcurrentRequests",
+    "tls",
+    "announce",
+    "socketOptions",
+    "timeoutMs",
+    "initialStreamWindowBytes",
+    "maxFrameBytes",
+    "maxHeaderListBytes",
+    "maxConcurrentStreamsPerConnection",
+    "windowUpdateRatio",
+];
+const CLIENT: &[&str] = &[
+    "kind",
+    "connectTimeoutMs",
+    "requestAttemptTimeoutMs",
+    "hostConnectionPool",
+];
+const CLIENT_LINKERD: &[&str] = &[
+    "loadBalancer",
+    "failureAccrual",
+    "tls",
+    "socketOptions",
+    "clientSession",
+    "retries",
+];
+const POOL: &[&str] = &["idleTimeMs"];
+const POOL_LINKERD: &[&str] = &["minSize", "maxSize", "maxWaiters"];
+const SERVICE: &[&str] = &["kind", "totalTimeoutMs"];
+const SERVICE_LINKERD: &[&str] = &["retries", "responseClassifier"];
+const NONE: &[&str] = &[];
+
+const PORT: &str = "a port number 0-65535 (0: any free port)";
+const IP: &str = "an IP address";
+const BOOL: &str = "true or false";
+const LABEL: &str = "a router label of letters, digits, `-`, `_` and `.`";
+const MS: &str = "a positive number of milliseconds";
+
+/// Validates the document (`None` for an empty file) and builds the config.
+pub(crate) fn config(text: &str, root: Option<Node>) -> Result<Loaded, Vec<Diagnostic>> {
+    let root = root.unwrap_or_else(|| Node {
+        pos: Pos {
+            line: 1,
+            column: 1,
+            index: 0,
+        },
+        end: 0,
+        kind: Kind::Map(Vec::new()),
+    });
+    let mut check = Checker {
+        text,
+        errors: Vec::new(),
+        warnings: Vec::new(),
+        labels: Vec::new(),
+        prefixes: Vec::new(),
+        bindings: Vec::new(),
+    };
+    let config = check.root(&root);
+    let by_position = |d: &Diagnostic| (d.line, d.column);
+    check.errors.sort_by_key(by_position);
+    check.warnings.sort_by_key(by_position);
+    if check.errors.is_empty() {
+        Ok(Loaded {
+            config,
+            warnings: check.warnings,
+        })
+    } else {
+        Err(check.errors)
+    }
+}
+
+/// Collects diagnostics and what cross-checks need while the tree is read.
+struct Checker<'t> {
+    text: &'t str,
+    errors: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
+    /// Router labels seen so far, with the key that set them.
+    labels: Vec<(String, String)>,
+    /// Namer prefixes seen so far, with the namer that has each.
+    prefixes: Vec<(String, String)>,
+    /// Sockets bound so far (admin first, then servers), with the key that bound them.
+    bindings: Vec<(SocketAddr, String)>,
+}
+
+/// A map being read: keys are taken as they are understood; the rest become warnings.
+struct Fields<'n> {
+    path: String,
+    pos: Pos,
+    entries: Vec<Entry<'n>>,
+}
+
+struct Entry<'n> {
+    key: &'n str,
+    key_pos: Pos,
+    value: &'n Node,
+    used: bool,
+}
+
+impl<'n> Fields<'n> {
+    fn empty(path: &str, pos: Pos) -> Fields<'n> {
+        Fields {
+            path: path.to_string(),
+            pos,
+            entries: Vec::new(),
+        }
+    }
+
+    /// The value under `key`, marking it understood. Duplicates were reported already.
+    fn take(&mut self, key: &str) -> Option<&'n Node> {
+        let mut found = None;
+        for entry in self.entries.iter_mut().filter(|e| e.key == key) {
+            entry.used = true;
+            found = found.or(Some(entry.value));
+        }
+        found
+    }
+
+    /// The value under `key`, with a null value read as absent.
+    fn take_present(&mut self, key: &str) -> Option<&'n Node> {
+        self.take(key).filter(|node| !node.is_null())
+    }
+
+    fn child(&self, key: &str) -> String {
+        join(&self.path, key)
+    }
+
+    fn key_pos(&self, key: &str) -> Option<Pos> {
+        self.entries
+            .iter()
+            .find(|e| e.key == key)
+            .map(|e| e.key_pos)
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+impl Checker<'_> {
+    fn error(&mut self, pos: Pos, key: &str, message: String) {
+        let (line, column, key) = (pos.line, pos.column, key.to_string());
+        self.errors.push(Diagnostic {
+            line,
+            column,
+            key,
+            message,
+        });
+    }
+
+    fn warn(&mut self, pos: Pos, key: &str, message: String) {
+        let (line, column, key) = (pos.line, pos.column, key.to_string());
+        self.warnings.push(Diagnostic {
+            line,
+            column,
+            key,
+            message,
+        });
+    }
+
+    /// Opens a map for reading, reporting a non-map, non-string keys and duplicate keys.
+    fn fields<'n>(&mut self, node: &'n Node, path: &str) -> Fields<'n> {
+        let mut fields = Fields::empty(path, node.pos);
+        let entries = match &node.kind {
+            Kind::Map(entries) => entries,
+            _ if node.is_null() => return fields,
+            _ => {
+                self.error(
+                    node.pos,
+                    path,
+                    format!("expected a map, found {}", node.describe()),
+                );
+                return fields;
+            }
+        };
+        for (key, value) in entries {
+            let Some(name) = key.text() else {
+                self.error(
+                    key.pos,
+                    path,
+                    format!("expected a key name, found {}", key.describe()),
+                );
+                continue;
+            };
+            if let Some(first) = fields.key_pos(name) {
+                let message = format!(
+                    "duplicate key `{name}` (first set at {}:{})",
+                    first.line, first.column
+                );
+                self.error(key.pos, &join(path, name), message);
+            }
+            fields.entries.push(Entry {
+                key: name,
+                key_pos: key.pos,
+                value,
+                used: false,
+            });
+        }
+        fields
+    }
+
+    /// Warns about every key nobody took: linkerd's own keys kindly, others as likely typos.
+    fn finish(&mut self, fields: &Fields<'_>, known: &[&str], linkerd: &[&str]) {
+        for entry in fields.entries.iter().filter(|e| !e.used) {
+            let key = join(&fields.path, entry.key);
+            let message = if linkerd.contains(&entry.key) {
+                format!(
+                    "`{}` is a linkerd option switchyard does not implement; ignored",
+                    entry.key
+                )
+            } else {
+                format!(
+                    "unknown key `{}` ignored (known here: {})",
+                    entry.key,
+                    known.join(", ")
+                )
+            };
+            self.warn(entry.key_pos, &key, message);
+        }
+    }
+
+    /// Reads a scalar with `parse`, reporting `expected` and what was found when it fails.
+    fn value<T>(
+        &mut self,
+        node: &Node,
+        key: &str,
+        expected: &str,
+        parse: impl FnOnce(&str) -> Option<T>,
+    ) -> Option<T> {
+        let parsed = node.text().and_then(parse);
+        if parsed.is_none() {
+            self.error(
+                node.pos,
+                key,
+                format!("expected {expected}, found {}", node.describe()),
+            );
+        }
+        parsed
+    }
+
+    /// An optional key: `None` when absent or on error (the error is recorded).
+    fn optional<T>(
+        &mut self,
+        fields: &mut Fields<'_>,
+        key: &str,
+        expected: &str,
+        parse: impl FnOnce(&str) -> Option<T>,
+    ) -> Option<T> {
+        let node = fields.take(key)?;
+        self.value(node, fields.child(key).as_str(), expected, parse)
+    }
+
+    /// An optional key with a default: `None` only when the value is bad (error recorded).
+    fn optional_or<T>(
+        &mut self,
+        fields: &mut Fields<'_>,
+        key: &str,
+        expected: &str,
+        parse: impl FnOnce(&str) -> Option<T>,
+        default: T,
+    ) -> Option<T> {
+        match fields.take(key) {
+            Some(node) => self.value(node, fields.child(key).as_str(), expected, parse),
+            None => Some(default),
+        }
+    }
+
+    /// A required key: reports its absence at the enclosing map.
+    fn required<'n>(&mut self, fields: &mut Fields<'n>, key: &str) -> Option<&'n Node> {
+        let node = fields.take_present(key);
+        if node.is_none() {
+            self.error(
+                fields.pos,
+                &fields.child(key),
+                format!("missing required key `{key}`"),
+            );
+        }
+        node
+    }
+
+    /// One of a closed set of names, listing the set when the value is not in it.
+    fn one_of<'a>(
+        &mut self,
+        node: &Node,
+        key: &str,
+        what: &str,
+        known: &[&'a str],
+    ) -> Option<&'a str> {
+        let text = node.text();
+        let found = known.iter().copied().find(|k| Some(*k) == text);
+        if found.is_none() {
+            let message = format!(
+                "unknown {what} {}; known: {}",
+                node.describe(),
+                known.join(", ")
+            );
+            self.error(node.pos, key, message);
+        }
+        found
+    }
+
+    /// A path, with a syntax error pointed at the exact character in the file.
+    fn path(&mut self, node: &Node, key: &str) -> Option<Path> {
+        let text = self.value(node, key, "a path such as /svc", |t| Some(t.to_string()))?;
+        Path::read(&text)
+            .map_err(|e| self.parse_error(node, key, &text, "invalid path", &e))
+            .ok()
+    }
+
+    /// A dtab, with a syntax error mapped from the dtab's line/column to the file's.
+    fn dtab(&mut self, node: &Node, key: &str) -> Option<Dtab> {
+        let text = self.value(node, key, "a dtab", |t| Some(t.to_string()))?;
+        Dtab::parse(&text)
+            .map_err(|e| self.parse_error(node, key, &text, "invalid dtab", &e))
+            .ok()
+    }
+
+    fn parse_error(&mut self, node: &Node, key: &str, value: &str, what: &str, error: &ParseError) {
+        let target = char_index(value, error.line, error.column);
+        let pos = yaml::locate(self.text, node, value, target);
+        self.error(pos, key, format!("{what}: {}", error.message));
+    }
+
+    fn header(&mut self, fields: &mut Fields<'_>, default: &'static str) -> HeaderName {
+        let parse = |t: &str| HeaderName::from_bytes(t.as_bytes()).ok();
+        self.optional(fields, "header", "a header name", parse)
+            .unwrap_or_else(|| HeaderName::from_static(default))
+    }
+
+    /// Records a bound socket, reporting a clash with one bound earlier.
+    fn bind(&mut self, addr: SocketAddr, pos: Pos, key: &str) {
+        let clash = self
+            .bindings
+            .iter()
+            .find(|(other, _)| overlaps(*other, addr))
+            .map(|(_, k)| k.clone());
+        if let Some(other) = clash {
+            self.error(pos, key, format!("{addr} is already bound by {other}"));
+        }
+        self.bindings.push((addr, key.to_string()));
+    }
+}
+
+/// Two sockets clash on the same port when the addresses match or either is a wildcard
+/// of the same family (binding 0.0.0.0:4140 and 127.0.0.1:4140 fails with EADDRINUSE).
+fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    // Port 0 asks the OS for a free port, so such sockets never clash.
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip()
+            || (a.is_ipv4() == b.is_ipv4() && (a.ip().is_unspecified() || b.ip().is_unspecified())))
+}
+
+/// The character offset of a 1-based line and column within `value`, clamped to the line.
+fn char_index(value: &str, line: usize, column: usize) -> usize {
+    let mut index = 0;
+    for (number, text) in value.split('\n').enumerate() {
+        let width = text.chars().count();
+        if number + 1 >= line {
+            return index + column.saturating_sub(1).min(width);
+        }
+        index += width + 1;
+    }
+    index
+}
+
+fn parse_port(text: &str) -> Option<u16> {
+    text.parse::<u16>().ok()
+}
+
+fn parse_ip(text: &str) -> Option<IpAddr> {
+    // linkerd resolves `ip:` as a host name; `localhost` is the only one worth honouring here.
+    if text == "localhost" {
+        return Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+    text.parse().ok()
+}
+
+fn parse_bool(text: &str) -> Option<bool> {
+    match text {
+        "true" | "True" | "TRUE" => Some(true),
+        "false" | "False" | "FALSE" => Some(false),
+        _ => None,
+    }
+}
+
+fn parse_ms(text: &str) -> Option<u64> {
+    text.parse::<u64>().ok().filter(|ms| *ms > 0)
+}
+
+/// Labels appear in admin URLs (`/dtab/<label>`) and metric labels, so keep them plain.
+fn parse_label(text: &str) -> Option<String> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    Some(text.to_string()).filter(|t| !t.is_empty() && t.chars().all(plain))
+}
+
+fn parse_string(text: &str) -> Option<String> {
+    Some(text.to_string())
+}
+
+impl Checker<'_> {
+    fn root(&mut self, node: &Node) -> Config {
+        if !matches!(node.kind, Kind::Map(_)) {
+            let message = format!(
+                "expected a map with `admin`, `namers` and `routers`, found {}",
+                node.describe()
+            );
+            self.error(node.pos, "", message);
+            return Config {
+                admin: AdminConfig::default(),
+                namers: Vec::new(),
+                routers: Vec::new(),
+            };
+        }
+        let mut fields = self.fields(node, "");
+        let admin = self.admin(fields.take_present("admin"), node.pos);
+        let namers = self.list(fields.take_present("namers"), "namers", Self::namer);
+        let routers = self.required(&mut fields, "routers");
+        if let Some(list) = routers {
+            self.at_least_one(list, "routers", "router");
+        }
+        let routers = self.list(routers, "routers", Self::router);
+        self.finish(&fields, TOP, TOP_LINKERD);
+        Config {
+            admin,
+            namers,
+            routers,
+        }
+    }
+
+    /// Reads each item of a list (null or absent is empty), keeping the ones that read.
+    fn list<T>(
+        &mut self,
+        node: Option<&Node>,
+        path: &str,
+        mut read: impl FnMut(&mut Self, &Node, &str) -> Option<T>,
+    ) -> Vec<T> {
+        let Some(node) = node.filter(|n| !n.is_null()) else {
+            return Vec::new();
+        };
+        let Kind::Seq(items) = &node.kind else {
+            self.error(
+                node.pos,
+                path,
+                format!("expected a list, found {}", node.describe()),
+            );
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            out.extend(read(self, item, &format!("{path}[{i}]")));
+        }
+        out
+    }
+
+    /// Reports an empty list where at least one item is needed.
+    fn at_least_one(&mut self, node: &Node, path: &str, what: &str) {
+        if matches!(&node.kind, Kind::Seq(items) if items.is_empty()) {
+            self.error(node.pos, path, format!("expected at least one {what}"));
+        }
+    }
+
+    fn admin(&mut self, node: Option<&Node>, root: Pos) -> AdminConfig {
+        let defaults = AdminConfig::default();
+        let Some(node) = node else {
+            self.bind(SocketAddr::new(defaults.ip, defaults.port), root, "admin");
+            return defaults;
+        };
+        let mut fields = self.fields(node, "admin");
+        let ip = self.optional_or(&mut fields, "ip", IP, parse_ip, defaults.ip);
+        let port = self.optional_or(&mut fields, "port", PORT, parse_port, defaults.port);
+        let non_empty = |t: &str| Some(t.to_string()).filter(|t| !t.trim().is_empty());
+        let token = self.optional(&mut fields, "token", "a non-empty token", non_empty);
+        self.finish(&fields, ADMIN, ADMIN_LINKERD);
+        if let (Some(ip), Some(port)) = (ip, port) {
+            self.bind(SocketAddr::new(ip, port), node.pos, "admin");
+        }
+        AdminConfig {
+            ip: ip.unwrap_or(defaults.ip),
+            port: port.unwrap_or(defaults.port),
+            token,
+        }
+    }
+
+    fn namer(&mut self, node: &Node, path: &str) -> Option<NamerConfig> {
+        let mut fields = self.fields(node, path);
+        let kind = self.required(&mut fields, "kind");
+        let kind =
+            kind.and_then(|k| self.one_of(k, &fields.child("kind"), "namer kind", NAMER_KINDS));
+        let Some("io.l5d.fs") = kind else {
+            // Unknown kind: its other keys mean nothing to us, so no warnings for them.
+            return None;
+        };
+        let prefix = match fields.take("prefix") {
+            Some(node) => self.path(node, &fields.child("prefix")),
+            None => Path::read("/io.l5d.fs").ok(),
+        };
+        if let Some(prefix) = &prefix {
+            self.unique_prefix(prefix, &fields);
+        }
+        let root_dir = self.required(&mut fields, "rootDir");
+        let root_dir = root_dir
+            .and_then(|n| self.value(n, &fields.child("rootDir"), "a directory", parse_string));
+        self.finish(&fields, FS_NAMER, NAMER_LINKERD);
+        Some(NamerConfig::Fs(FsNamerConfig {
+            prefix: prefix?,
+            root_dir: PathBuf::from(root_dir?),
+        }))
+    }
+
+    /// Two namers under one prefix would make `/#/<prefix>` ambiguous.
+    fn unique_prefix(&mut self, prefix: &Path, fields: &Fields<'_>) {
+        let text = prefix.to_string();
+        if let Some((_, first)) = self.prefixes.iter().find(|(p, _)| *p == text) {
+            let message = format!("namer prefix {text} is already used by {first}");
+            let pos = fields.key_pos("prefix").unwrap_or(fields.pos);
+            self.error(pos, &fields.child("prefix"), message);
+        }
+        self.prefixes.push((text, fields.path.clone()));
+    }
+
+    fn router(&mut self, node: &Node, path: &str) -> Option<RouterConfig> {
+        let mut fields = self.fields(node, path);
+        let protocol = self.required(&mut fields, "protocol");
+        let protocol = match protocol
+            .and_then(|p| self.one_of(p, &fields.child("protocol"), "protocol", PROTOCOLS))
+        {
+            Some("h2") => Protocol::H2,
+            _ => Protocol::Http,
+        };
+        let label = self.label(&mut fields, protocol);
+        let (dtab, legacy_base_dtab) = self.router_dtab(&mut fields);
+        let identifiers = match fields.take_present("identifier") {
+            Some(node) => self.identifiers(node, &fields.child("identifier")),
+            None if legacy_base_dtab => vec![IdentifierConfig::MethodAndHost {
+                http_uri_in_dst: false,
+            }],
+            None => vec![IdentifierConfig::HeaderToken {
+                header: http::header::HOST,
+            }],
+        };
+        let dst_prefix = match fields.take("dstPrefix") {
+            Some(node) => self.path(node, &fields.child("dstPrefix")),
+            None => Path::read(if legacy_base_dtab { "/http" } else { "/svc" }).ok(),
+        };
+        let servers = self.servers(&mut fields);
+        let client = self.client(fields.take_present("client"), &fields.child("client"));
+        let service = self.service(fields.take_present("service"), &fields.child("service"));
+        self.finish(&fields, ROUTER, ROUTER_LINKERD);
+        let (dtab, dst_prefix) = (dtab?, dst_prefix?);
+        Some(RouterConfig {
+            protocol,
+            label,
+            identifiers,
+            dst_prefix,
+            dtab,
+            legacy_base_dtab,
+            servers,
+            client,
+            service,
+        })
+    }
+
+    /// The label (default: the protocol name), reported when another router has it already.
+    fn label(&mut self, fields: &mut Fields<'_>, protocol: Protocol) -> String {
+        let key = fields.child("label");
+        let (label, pos) = match fields.take("label") {
+            Some(node) => match self.value(node, &key, LABEL, parse_label) {
+                Some(label) => (label, node.pos),
+                None => return protocol.as_str().to_string(),
+            },
+            None => (protocol.as_str().to_string(), fields.pos),
+        };
+        if let Some((_, first)) = self.labels.iter().find(|(l, _)| *l == label) {
+            let message =
+                format!("router label `{label}` is already used by {first}; labels must be unique");
+            self.error(pos, &key, message);
+        }
+        self.labels.push((label.clone(), fields.path.clone()));
+        label
+    }
+
+    /// `dtab` or the pre-0.9 `baseDtab` (never both); returns the dtab and whether it was legacy.
+    fn router_dtab(&mut self, fields: &mut Fields<'_>) -> (Option<Dtab>, bool) {
+        let (dtab, base) = (fields.take_present("dtab"), fields.take_present("baseDtab"));
+        if let (Some(_), Some(_)) = (dtab, base) {
+            // Blame whichever of the two comes second in the file.
+            let index = |key| fields.key_pos(key).map(|pos| pos.index);
+            let key = if index("dtab") > index("baseDtab") {
+                "dtab"
+            } else {
+                "baseDtab"
+            };
+            let pos = fields.key_pos(key).unwrap_or(fields.pos);
+            let message = "`dtab` and `baseDtab` cannot both be set; use `dtab`";
+            self.error(pos, &fields.child(key), message.to_string());
+        }
+        match (dtab, base) {
+            (Some(node), _) => (self.dtab(node, &fields.child("dtab")), false),
+            (None, Some(node)) => (self.dtab(node, &fields.child("baseDtab")), true),
+            (None, None) => (Dtab::parse("").ok(), false),
+        }
+    }
+
+    /// `identifier:` is one map or a list of maps tried in order.
+    fn identifiers(&mut self, node: &Node, path: &str) -> Vec<IdentifierConfig> {
+        if let Kind::Map(_) = node.kind {
+            return self.identifier(node, path).into_iter().collect();
+        }
+        self.at_least_one(node, path, "identifier");
+        self.list(Some(node), path, Self::identifier)
+    }
+
+    fn identifier(&mut self, node: &Node, path: &str) -> Option<IdentifierConfig> {
+        let mut fields = self.fields(node, path);
+        let kind = self.required(&mut fields, "kind")?;
+        let kind = self.one_of(
+            kind,
+            &fields.child("kind"),
+            "identifier kind",
+            IDENTIFIER_KINDS,
+        )?;
+        let (identifier, known): (_, &[&str]) = match kind {
+            "io.l5d.header.token" => (
+                IdentifierConfig::HeaderToken {
+                    header: self.header(&mut fields, "host"),
+                },
+                &["kind", "header"],
+            ),
+            "io.l5d.header" => (
+                IdentifierConfig::Header {
+                    header: self.header(&mut fields, "l5d-name"),
+                },
+                &["kind", "header"],
+            ),
+            "io.l5d.methodAndHost" => {
+                let uri = self.optional(&mut fields, "httpUriInDst", BOOL, parse_bool);
+                (
+                    IdentifierConfig::MethodAndHost {
+                        http_uri_in_dst: uri.unwrap_or(false),
+                    },
+                    &["kind", "httpUriInDst"],
+                )
+            }
+            _ => {
+                let count = |t: &str| t.parse::<usize>().ok().filter(|n| *n >= 1);
+                let segments = self.optional(
+                    &mut fields,
+                    "segments",
+                    "a whole number of at least 1",
+                    count,
+                );
+                let consume = self.optional(&mut fields, "consume", BOOL, parse_bool);
+                let path = IdentifierConfig::Path {
+                    segments: segments.unwrap_or(1),
+                    consume: consume.unwrap_or(false),
+                };
+                (path, &["kind", "segments", "consume"])
+            }
+        };
+        self.finish(&fields, known, NONE);
+        Some(identifier)
+    }
+
+    fn servers(&mut self, fields: &mut Fields<'_>) -> Vec<ServerConfig> {
+        let path = fields.child("servers");
+        let Some(node) = self.required(fields, "servers") else {
+            return Vec::new();
+        };
+        self.at_least_one(node, &path, "server");
+        self.list(Some(node), &path, Self::server)
+    }
+
+    fn server(&mut self, node: &Node, path: &str) -> Option<ServerConfig> {
+        let mut fields = self.fields(node, path);
+        let defaults = ServerConfig::default();
+        let ip = self.optional_or(&mut fields, "ip", IP, parse_ip, defaults.ip);
+        let port = self.optional_or(&mut fields, "port", PORT, parse_port, defaults.port);
+        let clear = self.optional(&mut fields, "clearContext", BOOL, parse_bool);
+        self.finish(&fields, SERVER, SERVER_LINKERD);
+        // A bad ip or port was reported already; binding a fallback would add a false clash.
+        let (ip, port) = (ip?, port?);
+        self.bind(SocketAddr::new(ip, port), node.pos, path);
+        Some(ServerConfig {
+            ip,
+            port,
+            clear_context: clear.unwrap_or(defaults.clear_context),
+        })
+    }
+
+    /// `kind: io.l5d.global` is linkerd's explicit spelling of "one policy for all".
+    fn policy_kind(&mut self, fields: &mut Fields<'_>) {
+        if let Some(kind) = fields.take("kind") {
+            self.one_of(kind, &fields.child("kind"), "kind", CLIENT_KINDS);
+        }
+    }
+
+    fn client(&mut self, node: Option<&Node>, path: &str) -> ClientConfig {
+        let defaults = ClientConfig::default();
+        let Some(node) = node else { return defaults };
+        let mut fields = self.fields(node, path);
+        self.policy_kind(&mut fields);
+        let connect = self.optional(&mut fields, "connectTimeoutMs", MS, parse_ms);
+        let attempt = self.optional(&mut fields, "requestAttemptTimeoutMs", MS, parse_ms);
+        let mut idle = None;
+        if let Some(pool) = fields.take_present("hostConnectionPool") {
+            let mut pool = self.fields(pool, &fields.child("hostConnectionPool"));
+            idle = self.optional(&mut pool, "idleTimeMs", MS, parse_ms);
+            self.finish(&pool, POOL, POOL_LINKERD);
+        }
+        self.finish(&fields, CLIENT, CLIENT_LINKERD);
+        ClientConfig {
+            connect_timeout_ms: connect.unwrap_or(defaults.connect_timeout_ms),
+            request_attempt_timeout_ms: attempt,
+            idle_timeout_ms: idle.unwrap_or(defaults.idle_timeout_ms),
+        }
+    }
+
+    fn service(&mut self, node: Option<&Node>, path: &str) -> ServiceConfig {
+        let Some(node) = node else {
+            return ServiceConfig::default();
+        };
+        let mut fields = self.fields(node, path);
+        self.policy_kind(&mut fields);
+        let total = self.optional(&mut fields, "totalTimeoutMs", MS, parse_ms);
+        self.finish(&fields, SERVICE, SERVICE_LINKERD);
+        ServiceConfig {
+            total_timeout_ms: total,
+        }
+    }
+}

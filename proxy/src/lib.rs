@@ -1,0 +1,21 @@
+//! switchyard: a linkerd-1-style HTTP sidecar proxy with dtab routing.
+//!
+//! # Layout
+//! - [`config`]: the linkerd-shaped YAML config, validated up front with line and column.
+//! - [`namer`]: namers (`/$/inet`, `io.l5d.fs`) that turn concrete names into live endpoint sets.
+//! - [`router`]: the request path — identify → bind → balance → endpoint — and the one error rescue point.
+//! - [`server`]: downstream HTTP/1.1 + h2c listeners with graceful drain.
+//! - [`admin`]: the admin server (ping, ready, metrics, config, dtab read/write, delegator).
+//! - [`metrics`]: Prometheus metric families.
+//! - [`app`]: wiring a config into a running sidecar; [`telemetry`]: logging and signals.
+//!
+//! The dtab engine itself lives in the pure `switchyard-dtab` crate.
+
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod metrics;
+pub mod namer;
+pub mod router;
+pub mod server;
+pub mod telemetry;

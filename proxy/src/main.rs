@@ -1,0 +1,108 @@
+//! `switchyard`: the sidecar binary — read config, set up logging, serve, drain on SIGTERM.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use switchyard::config;
+
+/// How long a draining sidecar waits for in-flight requests before it closes what is left.
+const GRACE: Duration = Duration::from_secs(10);
+
+/// `sysexits.h` EX_USAGE / EX_CONFIG-style code for an invalid command line or config, as linkerd2-proxy does.
+const EXIT_CONFIG: u8 = 64;
+
+const USAGE: &str = "\
+switchyard — a linkerd-style HTTP sidecar proxy with dtab routing
+
+USAGE:
+    switchyard run CONFIG.yaml     serve the routers CONFIG describes (also: switchyard CONFIG.yaml)
+    switchyard check CONFIG.yaml   validate CONFIG and report every problem with line and column
+    switchyard example             print a commented example config
+    switchyard --version
+
+ENVIRONMENT:
+    RUST_LOG   log filter, e.g. `info` (default) or `switchyard=debug,info`
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let strs: Vec<&str> = args.iter().map(String::as_str).collect();
+    match strs.as_slice() {
+        ["check", file] => check(Path::new(file)),
+        ["run", file] => run(Path::new(file)),
+        ["example"] => {
+            print!("{}", config::example());
+            ExitCode::SUCCESS
+        }
+        ["--version" | "-V" | "version"] => {
+            println!("switchyard {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        ["--help" | "-h" | "help"] => {
+            print!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        [file] if !file.starts_with('-') => run(Path::new(file)),
+        _ => {
+            eprint!("{USAGE}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+/// Loads and validates; prints warnings and errors as `FILE:LINE:COL: key: message`.
+fn load(file: &Path) -> Option<config::Config> {
+    match config::load_file(file) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                eprintln!("{}:{w} (warning)", file.display());
+            }
+            Some(loaded.config)
+        }
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{}:{e}", file.display());
+            }
+            eprintln!("{}: {} problem(s); nothing started", file.display(), errors.len());
+            None
+        }
+    }
+}
+
+fn check(file: &Path) -> ExitCode {
+    match load(file) {
+        Some(cfg) => {
+            let routers: Vec<&str> = cfg.routers.iter().map(|r| r.label.as_str()).collect();
+            println!("{}: ok ({} router(s): {})", file.display(), routers.len(), routers.join(", "));
+            ExitCode::SUCCESS
+        }
+        None => ExitCode::from(EXIT_CONFIG),
+    }
+}
+
+fn run(file: &Path) -> ExitCode {
+    switchyard::telemetry::init_logging();
+    let Some(cfg) = load(file) else { return ExitCode::from(EXIT_CONFIG) };
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("switchyard: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let running = match switchyard::app::start(cfg, GRACE).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        switchyard::telemetry::shutdown_signal().await;
+        tracing::info!("shutting down: draining in-flight requests (up to {} s)", GRACE.as_secs());
+        running.shutdown().await;
+        tracing::info!("stopped");
+        ExitCode::SUCCESS
+    })
+}

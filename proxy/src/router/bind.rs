@@ -1,0 +1,177 @@
+//! The bind stage: a router's routing table — an immutable dtab snapshot plus a cache of bound names.
+//!
+//! [`RoutingTable`] is swapped whole (arc-swap) when the dtab changes; a request holds the `Arc` it loaded, so it
+//! finishes on the table it started with. Each table caches, per logical name, the bound tree with its clients
+//! resolved; a cached binding is re-made when the namers' generation moves (a name appeared or vanished), which is
+//! how `|` fallback follows the registry live. Readers never lock: the cache is a copy-on-write map.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use switchyard_dtab::{bind, BindError, Dtab, NameTree, Path};
+
+use super::balance::Client;
+use super::endpoint::EndpointPool;
+use crate::metrics::{Metrics, RouteMetrics};
+use crate::namer::{BoundName, NamerSet};
+
+/// Names cached per table (and so distinct `service` label values per router). Past this, names are bound per
+/// request and their metrics share the `service="overflow"` series, so hostile Host headers cannot grow memory.
+pub const MAX_CACHED_NAMES: usize = 1000;
+
+/// One leaf of a bound tree: the client to send to and the bound name's residual.
+pub struct Target {
+    pub client: Arc<Client>,
+    pub residual: Path,
+}
+
+/// A logical name bound under one dtab.
+pub struct Binding {
+    pub tree: Result<NameTree<Arc<Target>>, BindError>,
+    /// Metrics for the logical name (the `service` label).
+    pub route: RouteMetrics,
+    namer_generation: u64,
+}
+
+/// Everything binding needs that outlives a dtab: namers, the router's clients and endpoint pool, metrics.
+pub struct Binder {
+    pub router: Arc<str>,
+    pub namers: Arc<NamerSet>,
+    pub pool: Arc<EndpointPool>,
+    pub metrics: Arc<Metrics>,
+    clients: Mutex<HashMap<Path, Arc<Client>>>,
+}
+
+impl Binder {
+    /// A binder for router `router`.
+    pub fn new(router: Arc<str>, namers: Arc<NamerSet>, pool: Arc<EndpointPool>, metrics: Arc<Metrics>) -> Self {
+        Self { router, namers, pool, metrics, clients: Mutex::new(HashMap::new()) }
+    }
+
+    /// Binds `path` under `dtab` now, resolving every bound leaf to its (interned) client.
+    pub fn bind(&self, dtab: &Dtab, path: &Path, service_label: &str) -> Binding {
+        let namer_generation = self.namers.generation();
+        let tree = bind(dtab, path, &*self.namers).map(|t| t.map(&mut |b: &BoundName| self.target(b)));
+        Binding { tree, route: self.metrics.route(&self.router, service_label), namer_generation }
+    }
+
+    fn target(&self, bound: &BoundName) -> Arc<Target> {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let client = clients
+            .entry(bound.id.clone())
+            .or_insert_with(|| {
+                let id = bound.id.to_string();
+                Arc::new(Client::new(
+                    bound.id.clone(),
+                    bound.endpoints.clone(),
+                    self.pool.clone(),
+                    self.metrics.client(&self.router, &id),
+                    self.metrics.client_endpoints.with_label_values(&[&*self.router, id.as_str()]),
+                ))
+            })
+            .clone();
+        Arc::new(Target { client, residual: bound.residual.clone() })
+    }
+
+    /// The clients bound so far, for the admin API.
+    pub fn clients(&self) -> Vec<Arc<Client>> {
+        let mut v: Vec<_> = self.clients.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+}
+
+/// An immutable routing snapshot: the dtab, its generation and version tag, and its binding cache.
+pub struct RoutingTable {
+    pub dtab: Dtab,
+    pub generation: u64,
+    pub etag: String,
+    cache: ArcSwap<HashMap<Path, Arc<Binding>>>,
+}
+
+impl RoutingTable {
+    /// A table for `dtab` at `generation`.
+    pub fn new(dtab: Dtab, generation: u64) -> Self {
+        let etag = etag_of(&dtab);
+        Self { dtab, generation, etag, cache: ArcSwap::default() }
+    }
+
+    /// The binding for `path`, from the cache when it is still current.
+    pub fn binding(&self, path: &Path, binder: &Binder) -> Arc<Binding> {
+        let generation = binder.namers.generation();
+        let cache = self.cache.load();
+        if let Some(b) = cache.get(path).filter(|b| b.namer_generation == generation) {
+            return b.clone();
+        }
+        let cacheable = cache.contains_key(path) || cache.len() < MAX_CACHED_NAMES;
+        drop(cache);
+        let label = if cacheable { path.to_string() } else { "overflow".to_string() };
+        let binding = Arc::new(binder.bind(&self.dtab, path, &label));
+        if cacheable {
+            // Copy-on-write: rare (first request for a name, or after a registry change), and readers never lock.
+            self.cache.rcu(|old| {
+                let mut next = HashMap::clone(old);
+                next.insert(path.clone(), binding.clone());
+                next
+            });
+        }
+        binding
+    }
+}
+
+/// A strong ETag for a dtab: a hash of its canonical text, so equal dtabs have equal tags across restarts.
+pub fn etag_of(dtab: &Dtab) -> String {
+    // FNV-1a, 64-bit: stable across Rust versions, unlike `DefaultHasher`.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in dtab.to_string().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("\"{h:016x}\"")
+}
+
+/// What a request's bound tree yields: a target, or why there is none.
+pub enum Choice<'a> {
+    Target(&'a Arc<Target>),
+    Neg,
+    Fail,
+    Empty,
+}
+
+/// Walks a (simplified) bound tree for one request: unions are split by weight per request, alternations take
+/// their first usable branch.
+pub fn choose(tree: &NameTree<Arc<Target>>) -> Choice<'_> {
+    match tree {
+        NameTree::Leaf(t) => Choice::Target(t),
+        NameTree::Neg => Choice::Neg,
+        NameTree::Fail => Choice::Fail,
+        NameTree::Empty => Choice::Empty,
+        NameTree::Alt(alts) => {
+            for alt in alts {
+                match choose(alt) {
+                    Choice::Neg => continue,
+                    other => return other,
+                }
+            }
+            Choice::Neg
+        }
+        NameTree::Union(branches) => {
+            let total: f64 = branches.iter().map(|w| w.weight.max(0.0)).sum();
+            if branches.is_empty() {
+                return Choice::Neg;
+            }
+            if total <= 0.0 {
+                return choose(&branches[fastrand::usize(..branches.len())].tree);
+            }
+            let mut x = fastrand::f64() * total;
+            for w in branches {
+                x -= w.weight.max(0.0);
+                if x < 0.0 {
+                    return choose(&w.tree);
+                }
+            }
+            choose(&branches[branches.len() - 1].tree)
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! The endpoint stage: one [`EndpointClient`] per upstream address, owning its pooled connections.
+//!
+//! HTTP/1.1 upstreams get a LIFO pool of idle keep-alive connections (a connection goes back to the pool once
+//! hyper says it can take another request, i.e. after the response body is done). HTTP/2 (h2c, prior knowledge)
+//! upstreams share one multiplexed connection. A pooled HTTP/1 connection that turns out to be dead before the
+//! request was written is retried once on a fresh connection — hyper hands the unsent request back, so this is
+//! safe for every method.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use std::collections::HashMap;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use prometheus::IntCounter;
+use tokio::net::TcpStream;
+
+use super::error::ProxyError;
+
+/// Most idle HTTP/1 connections kept per endpoint; more are closed when returned.
+const MAX_IDLE_PER_ENDPOINT: usize = 64;
+
+/// Settings shared by all endpoints of one router.
+#[derive(Clone, Debug)]
+pub struct EndpointSettings {
+    pub h2: bool,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+/// Connection-level counters for one router.
+#[derive(Clone)]
+pub struct ConnectMetrics {
+    pub ok: IntCounter,
+    pub failed: IntCounter,
+}
+
+/// Interns one [`EndpointClient`] per address for a router, so pools survive endpoint-set updates.
+pub struct EndpointPool {
+    settings: EndpointSettings,
+    metrics: ConnectMetrics,
+    endpoints: Mutex<HashMap<SocketAddr, Weak<EndpointClient>>>,
+}
+
+impl EndpointPool {
+    /// An empty pool.
+    pub fn new(settings: EndpointSettings, metrics: ConnectMetrics) -> Arc<Self> {
+        Arc::new(Self { settings, metrics, endpoints: Mutex::new(HashMap::new()) })
+    }
+
+    /// The client for `addr`, shared with anyone else who asked while it was alive.
+    pub fn get(&self, addr: SocketAddr) -> Arc<EndpointClient> {
+        let mut map = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(ep) = map.get(&addr).and_then(Weak::upgrade) {
+            return ep;
+        }
+        map.retain(|_, w| w.strong_count() > 0);
+        let ep = Arc::new(EndpointClient {
+            addr,
+            settings: self.settings.clone(),
+            metrics: self.metrics.clone(),
+            idle: Mutex::new(Vec::new()),
+            h2: Mutex::new(None),
+            in_flight: AtomicUsize::new(0),
+        });
+        map.insert(addr, Arc::downgrade(&ep));
+        ep
+    }
+}
+
+struct Idle {
+    sender: http1::SendRequest<Incoming>,
+    since: Instant,
+}
+
+/// One upstream address and its connections.
+pub struct EndpointClient {
+    pub addr: SocketAddr,
+    settings: EndpointSettings,
+    metrics: ConnectMetrics,
+    idle: Mutex<Vec<Idle>>,
+    h2: Mutex<Option<http2::SendRequest<Incoming>>>,
+    in_flight: AtomicUsize,
+}
+
+/// Decrements the in-flight count however the request ends (including the caller being dropped).
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl EndpointClient {
+    /// Requests sent and not yet answered: the balancer's load signal.
+    pub fn load(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Sends `req` and waits for the response headers; the body streams afterwards.
+    pub async fn send(self: &Arc<Self>, req: Request<Incoming>) -> Result<Response<Incoming>, ProxyError> {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let _guard = InFlight(&self.in_flight);
+        if self.settings.h2 {
+            self.send_h2(req).await
+        } else {
+            self.send_h1(req).await
+        }
+    }
+
+    async fn send_h1(self: &Arc<Self>, mut req: Request<Incoming>) -> Result<Response<Incoming>, ProxyError> {
+        loop {
+            let (mut sender, reused) = match self.take_idle() {
+                Some(s) => (s, true),
+                None => (self.connect_h1().await?, false),
+            };
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    self.recycle(sender);
+                    return Ok(resp);
+                }
+                Err(mut err) => match err.take_message() {
+                    // A pooled connection closed under us before anything was written: try a fresh one.
+                    Some(unsent) if reused => req = unsent,
+                    _ => return Err(self.upstream_error(err.into_error())),
+                },
+            }
+        }
+    }
+
+    async fn send_h2(self: &Arc<Self>, req: Request<Incoming>) -> Result<Response<Incoming>, ProxyError> {
+        let existing = self.h2.lock().unwrap_or_else(|e| e.into_inner()).clone().filter(|s| !s.is_closed());
+        let mut sender = match existing {
+            Some(s) => s,
+            None => {
+                let s = self.connect_h2().await?;
+                *self.h2.lock().unwrap_or_else(|e| e.into_inner()) = Some(s.clone());
+                s
+            }
+        };
+        sender.send_request(req).await.map_err(|e| self.upstream_error(e))
+    }
+
+    fn take_idle(&self) -> Option<http1::SendRequest<Incoming>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(entry) = idle.pop() {
+            if entry.since.elapsed() < self.settings.idle_timeout && entry.sender.is_ready() {
+                return Some(entry.sender);
+            }
+        }
+        None
+    }
+
+    /// Returns the connection to the pool once it can take another request (after the response body ends).
+    fn recycle(self: &Arc<Self>, mut sender: http1::SendRequest<Incoming>) {
+        let this: Weak<Self> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            if sender.ready().await.is_err() {
+                return;
+            }
+            if let Some(this) = this.upgrade() {
+                let mut idle = this.idle.lock().unwrap_or_else(|e| e.into_inner());
+                if idle.len() < MAX_IDLE_PER_ENDPOINT {
+                    idle.push(Idle { sender, since: Instant::now() });
+                }
+            }
+        });
+    }
+
+    async fn connect(&self) -> Result<TokioIo<TcpStream>, ProxyError> {
+        let timeout = self.settings.connect_timeout;
+        let res = match tokio::time::timeout(timeout, TcpStream::connect(self.addr)).await {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("connect timed out after {} ms", timeout.as_millis())),
+        };
+        match res {
+            Ok(stream) => {
+                self.metrics.ok.inc();
+                // Small request/response messages: never wait for Nagle.
+                let _ = stream.set_nodelay(true);
+                Ok(TokioIo::new(stream))
+            }
+            Err(error) => {
+                self.metrics.failed.inc();
+                Err(ProxyError::Connect { addr: self.addr, error })
+            }
+        }
+    }
+
+    async fn connect_h1(&self) -> Result<http1::SendRequest<Incoming>, ProxyError> {
+        let io = self.connect().await?;
+        let (sender, conn) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|e| ProxyError::Connect { addr: self.addr, error: e.to_string() })?;
+        let addr = self.addr;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%addr, error = %e, "upstream connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    async fn connect_h2(&self) -> Result<http2::SendRequest<Incoming>, ProxyError> {
+        let io = self.connect().await?;
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(20))
+            .handshake(io)
+            .await
+            .map_err(|e| ProxyError::Connect { addr: self.addr, error: e.to_string() })?;
+        let addr = self.addr;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%addr, error = %e, "upstream h2 connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    fn upstream_error(&self, e: hyper::Error) -> ProxyError {
+        let mut msg = e.to_string();
+        if let Some(src) = std::error::Error::source(&e) {
+            msg = format!("{msg}: {src}");
+        }
+        ProxyError::Upstream { addr: self.addr, error: msg }
+    }
+}

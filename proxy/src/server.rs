@@ -1,0 +1,88 @@
+//! Downstream servers: accept connections for a router and serve HTTP/1.1 and h2c (detected per connection).
+//!
+//! Connections are tracked by hyper-util's graceful-shutdown watcher: on shutdown the accept loop stops, every
+//! connection is told to finish its in-flight requests (HTTP/1 stops keep-alive, HTTP/2 sends GOAWAY), and the
+//! caller waits for them up to a deadline.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use prometheus::{IntCounter, IntGauge};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::router::Router;
+
+/// Counts an open connection for as long as it lives.
+struct OpenConnection(IntGauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Resolves once shutdown is signalled (or its sender is gone).
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await.is_ok();
+}
+
+/// Serves `router` on `listener` until `shutdown` turns true, then drains for at most `grace`.
+pub async fn serve(
+    listener: TcpListener,
+    router: Arc<Router>,
+    trusted: bool,
+    mut shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let metrics = &router.binder.metrics;
+    let open: IntGauge = metrics.server_connections_open.with_label_values(&[&router.label]);
+    let accepted: IntCounter = metrics.server_connections.with_label_values(&[&router.label]);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
+    builder.http2().timer(TokioTimer::new());
+    let graceful = GracefulShutdown::new();
+    let local = listener.local_addr().ok();
+    loop {
+        let (stream, peer): (_, SocketAddr) = tokio::select! {
+            res = listener.accept() => match res {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(router = %router.label, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut shutdown) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        accepted.inc();
+        open.inc();
+        let guard = OpenConnection(open.clone());
+        let router = router.clone();
+        let svc = service_fn(move |req| {
+            let router = router.clone();
+            async move { Ok::<_, Infallible>(router.route(req, peer, trusted).await) }
+        });
+        let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _guard = guard;
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "downstream connection ended with error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!(router = %router.label, addr = ?local, "draining connections");
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!(router = %router.label, "drain deadline reached; closing remaining connections");
+    }
+}

@@ -1,0 +1,266 @@
+//! Test harness: starts the whole sidecar in-process on port 0, with fake upstreams on real sockets.
+
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+pub type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+pub fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).boxed()
+}
+
+/// What a fake upstream saw of one request.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    pub uri: String,
+    pub version: http::Version,
+    pub headers: http::HeaderMap,
+    pub body_len: usize,
+}
+
+/// A fake upstream: answers `200 <name>` with `x-upstream: <name>`, and a few special paths:
+/// `/status/N` → that status; `/slow/MS` → waits MS ms first; `/drip` → streams a first chunk, then waits until
+/// `release()` before the rest; `/big/N` → N bytes streamed in 64 KiB chunks. Request bodies are read fully and
+/// their length reported in `x-body-len`.
+pub struct Upstream {
+    pub name: &'static str,
+    pub addr: SocketAddr,
+    pub hits: Arc<AtomicUsize>,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    pub release: Arc<tokio::sync::Notify>,
+}
+
+impl Upstream {
+    pub async fn start(name: &'static str) -> Self {
+        Self::start_on(name, "127.0.0.1:0".parse().unwrap(), false).await
+    }
+
+    pub async fn start_h2(name: &'static str) -> Self {
+        Self::start_on(name, "127.0.0.1:0".parse().unwrap(), true).await
+    }
+
+    pub async fn start_on(name: &'static str, addr: SocketAddr, h2_only: bool) -> Self {
+        let listener = TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let release = Arc::new(tokio::sync::Notify::new());
+        let (h, s, r) = (hits.clone(), seen.clone(), release.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let (h, s, r) = (h.clone(), s.clone(), r.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| handle(name, req, h.clone(), s.clone(), r.clone()));
+                    let io = TokioIo::new(stream);
+                    if h2_only {
+                        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new()).serve_connection(io, svc).await;
+                    } else {
+                        let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
+                    }
+                });
+            }
+        });
+        Self { name, addr, hits, seen, release }
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    pub fn last_seen(&self) -> Seen {
+        self.seen.lock().unwrap().last().cloned().expect("upstream saw a request")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+}
+
+async fn handle(
+    name: &'static str,
+    req: Request<Incoming>,
+    hits: Arc<AtomicUsize>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    release: Arc<tokio::sync::Notify>,
+) -> Result<Response<Body>, Infallible> {
+    hits.fetch_add(1, Ordering::SeqCst);
+    let (parts, body) = req.into_parts();
+    let body_len = body.collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
+    seen.lock().unwrap().push(Seen {
+        method: parts.method.to_string(),
+        uri: parts.uri.to_string(),
+        version: parts.version,
+        headers: parts.headers.clone(),
+        body_len,
+    });
+    let path = parts.uri.path().to_string();
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let mut status = StatusCode::OK;
+    let body = match segs.as_slice() {
+        ["status", code] => {
+            status = StatusCode::from_u16(code.parse().unwrap_or(500)).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            full(name)
+        }
+        ["slow", ms] => {
+            tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(100))).await;
+            full(name)
+        }
+        ["drip"] => {
+            let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(2);
+            tokio::spawn(async move {
+                let _ = tx.send(Bytes::from_static(b"first-chunk;")).await;
+                release.notified().await;
+                let _ = tx.send(Bytes::from_static(b"rest")).await;
+            });
+            ChannelBody(rx).boxed()
+        }
+        ["big", n] => {
+            let total: usize = n.parse().unwrap_or(0);
+            let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+            tokio::spawn(async move {
+                let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+                let mut left = total;
+                while left > 0 {
+                    let n = left.min(chunk.len());
+                    if tx.send(chunk.slice(..n)).await.is_err() {
+                        return;
+                    }
+                    left -= n;
+                }
+            });
+            ChannelBody(rx).boxed()
+        }
+        _ => full(name),
+    };
+    let resp = Response::builder()
+        .status(status)
+        .header("x-upstream", name)
+        .header("x-body-len", body_len.to_string())
+        .header("connection", "x-upstream-private")
+        .header("x-upstream-private", "secret")
+        .body(body)
+        .unwrap();
+    Ok(resp)
+}
+
+/// A body fed chunk by chunk from a channel, so tests control exactly when bytes become available.
+pub struct ChannelBody(pub tokio::sync::mpsc::Receiver<Bytes>);
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+/// A sidecar started from YAML (use `PORT0` placeholders freely: everything binds 127.0.0.1:0 by default).
+pub struct Sidecar {
+    pub running: switchyard::app::Running,
+    pub registry: PathBuf,
+}
+
+impl Sidecar {
+    /// Starts a sidecar from `yaml`, in which `{registry}` is replaced by a fresh registry directory.
+    pub async fn start(yaml: &str) -> Self {
+        let registry = std::env::temp_dir().join(format!("sy-test-{}-{}", std::process::id(), fastrand_u64()));
+        std::fs::create_dir_all(&registry).unwrap();
+        let yaml = yaml.replace("{registry}", registry.to_str().unwrap());
+        let loaded = match switchyard::config::load(&yaml) {
+            Ok(l) => l,
+            Err(errs) => panic!("test config invalid: {errs:?}\n{yaml}"),
+        };
+        let running = switchyard::app::start(loaded.config, Duration::from_secs(5)).await.expect("sidecar starts");
+        Self { running, registry }
+    }
+
+    pub fn addr(&self, router: &str) -> SocketAddr {
+        self.running.server_addr(router).expect("router exists")
+    }
+
+    pub fn admin(&self) -> SocketAddr {
+        self.running.admin_addr
+    }
+
+    /// Writes a registry file for the fs namer atomically.
+    pub fn register(&self, name: &str, addrs: &[SocketAddr]) {
+        let text: String = addrs.iter().map(|a| format!("{a}\n")).collect();
+        let tmp = self.registry.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(tmp, self.registry.join(name)).unwrap();
+    }
+
+    pub fn deregister(&self, name: &str) {
+        let _ = std::fs::remove_file(self.registry.join(name));
+    }
+}
+
+fn fastrand_u64() -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 ^ (N.fetch_add(1, Ordering::SeqCst) as u64) << 48
+}
+
+/// A minimal HTTP/1.1 client over a fresh connection per call (no pooling: tests want each request independent).
+pub async fn send(addr: SocketAddr, req: Request<Body>) -> Response<Incoming> {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+    tokio::spawn(conn);
+    sender.send_request(req).await.expect("response")
+}
+
+/// GET `path` with `Host: host` (and extra headers).
+pub async fn get(addr: SocketAddr, host: &str, path: &str, headers: &[(&str, &str)]) -> Response<Incoming> {
+    let mut b = Request::builder().uri(path).header("host", host);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    send(addr, b.body(full("")).unwrap()).await
+}
+
+pub async fn text(resp: Response<Incoming>) -> String {
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// A plain admin request: (status, headers, body).
+pub async fn admin(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (StatusCode, http::HeaderMap, String) {
+    let mut b = Request::builder().method(method).uri(path).header("host", "admin");
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let resp = send(addr, b.body(full(body.to_string())).unwrap()).await;
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    (status, headers, text(resp).await)
+}
+
+/// Polls `f` every 20 ms until it returns true or `deadline` passes; the deadline only bounds how long a broken
+/// build hangs, it is not a performance assertion.
+pub async fn eventually(what: &str, deadline: Duration, mut f: impl FnMut() -> bool) {
+    let start = tokio::time::Instant::now();
+    while !f() {
+        assert!(start.elapsed() < deadline, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
