@@ -1,0 +1,245 @@
+#!/usr/bin/env bash
+# run.sh — `make bench`: what a switchyard hop costs, next to no proxy and to HAProxy.
+#
+# Starts, all on 127.0.0.1 with free ports: the bench upstream (`200 ok`), one switchyard
+# hop in front of it, two hops (egress sidecar → ingress sidecar → upstream, as in the
+# mesh) and HAProxy in front of it. For each target it runs the load harness flat-out
+# (throughput) and at a fixed rate (latency percentiles measured open-loop), reads the
+# proxies' memory from /proc, prints one table and writes it to target/bench/latest.md.
+#
+# Environment: BENCH_SECS=10 (per run), BENCH_CONNECTIONS=32 (flat-out), BENCH_RATE=1000
+# (requests/s of the latency run), SKIP_BUILD=1 (use the binaries in target/release).
+# Targets whose proxy is missing or does not start are reported as n/a.
+set -euo pipefail
+
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO_ROOT"
+SECS=${BENCH_SECS:-10}
+CONNECTIONS=${BENCH_CONNECTIONS:-32}
+RATE=${BENCH_RATE:-1000}
+# Few connections for the paced run: enough to absorb a stall, as a real caller's pool.
+RATE_CONNECTIONS=${BENCH_RATE_CONNECTIONS:-8}
+BIN=target/release
+WORK=target/bench/run
+REPORT=target/bench/latest.md
+LOOPBACK=127.0.0.1
+
+say() { printf '==> %s\n' "$*"; }
+warn() { printf 'bench: %s\n' "$*" >&2; }
+
+STARTED_PIDS=()
+cleanup() {
+  local pid
+  for pid in "${STARTED_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${STARTED_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# start NAME COMMAND... — in the background, output to $WORK/NAME.log; sets LAST_PID.
+start() {
+  local name=$1
+  shift
+  "$@" >"$WORK/$name.log" 2>&1 </dev/null &
+  LAST_PID=$!
+  STARTED_PIDS+=("$LAST_PID")
+}
+
+# wait_for URL PID NAME — true once URL answers; false (with the log) if the process dies
+# or 15 s pass.
+wait_for() {
+  local url=$1 pid=$2 name=$3 deadline=$((SECONDS + 15))
+  until curl -fsS -o /dev/null --max-time 1 -H 'Host: upstream' "$url" 2>/dev/null; do
+    if ! kill -0 "$pid" 2>/dev/null || ((SECONDS >= deadline)); then
+      warn "$name did not come up at $url; last lines of $WORK/$name.log:"
+      tail -n 15 "$WORK/$name.log" | sed 's/^/    | /' >&2
+      return 1
+    fi
+    sleep 0.1
+  done
+}
+
+build() {
+  if [[ ${SKIP_BUILD:-0} == 1 ]]; then
+    say "SKIP_BUILD=1: using the binaries in $BIN"
+    return
+  fi
+  say "building the load harness (cargo build --release -p switchyard-bench)"
+  cargo build --release --bins -p switchyard-bench
+  say "building the proxy (cargo build --release -p switchyard)"
+  cargo build --release --bins -p switchyard || warn "switchyard does not build: its rows will be n/a"
+}
+
+# sidecar_config FILE LABEL LISTEN_PORT ADMIN_PORT NEXT_PORT — one router sending every
+# /svc/* name to 127.0.0.1:NEXT_PORT.
+sidecar_config() {
+  cat >"$1" <<EOF
+# switchyard for bench/run.sh: one $2 router, everything to $LOOPBACK:$5.
+admin:
+  ip: $LOOPBACK
+  port: $4
+routers:
+- protocol: http
+  label: $2
+  dtab: |
+    /svc/* => /\$/inet/$LOOPBACK/$5;
+  servers:
+  - ip: $LOOPBACK
+    port: $3
+EOF
+}
+
+# start_switchyard NAME LABEL LISTEN_PORT NEXT_PORT — sets LAST_PID; false if it fails.
+start_switchyard() {
+  local name=$1 label=$2 port=$3 next=$4 admin
+  [[ -x $BIN/switchyard ]] || {
+    warn "$BIN/switchyard is missing"
+    return 1
+  }
+  admin=$(free_port)
+  sidecar_config "$WORK/$name.yaml" "$label" "$port" "$admin" "$next"
+  start "$name" "$BIN/switchyard" run "$WORK/$name.yaml"
+  wait_for "http://$LOOPBACK:$admin/admin/ready" "$LAST_PID" "$name"
+}
+
+start_haproxy() {
+  local port=$1 upstream=$2
+  command -v haproxy >/dev/null 2>&1 || mesh/mesh.sh install-haproxy
+  cat >"$WORK/haproxy.cfg" <<EOF
+# HAProxy for bench/run.sh: a plain HTTP reverse proxy, keep-alive on both sides.
+global
+    maxconn 4096
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    http-reuse always
+frontend bench
+    bind $LOOPBACK:$port
+    default_backend upstream
+backend upstream
+    server upstream $LOOPBACK:$upstream
+EOF
+  start haproxy "$(command -v haproxy)" -db -f "$WORK/haproxy.cfg"
+  wait_for "http://$LOOPBACK:$port/" "$LAST_PID" haproxy
+}
+
+# memory PID... — "VmRSS / VmHWM" in MiB, summed over the processes.
+memory() {
+  local pid rss=0 hwm=0 kb
+  for pid in "$@"; do
+    kb=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || echo 0)
+    rss=$((rss + ${kb:-0}))
+    kb=$(awk '/^VmHWM:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || echo 0)
+    hwm=$((hwm + ${kb:-0}))
+  done
+  awk -v r="$rss" -v h="$hwm" 'BEGIN { printf "%.1f / %.1f MiB", r / 1024, h / 1024 }'
+}
+
+# field LINE KEY — the value of KEY=value in the harness's summary line.
+field() {
+  local pair
+  for pair in $1; do
+    [[ ${pair%%=*} == "$2" ]] && { printf '%s' "${pair#*=}"; return; }
+  done
+  printf '?'
+}
+
+load() {
+  "$BIN/switchyard-bench" load --url "http://$LOOPBACK:$1/" --host upstream "${@:2}"
+}
+
+ROWS=()
+# measure NAME PORT PID... — warm up, run flat-out, run paced; appends a table row.
+measure() {
+  local name=$1 port=$2 flat paced errors
+  shift 2
+  say "$name: warm-up 1 s, flat-out ${SECS} s ($CONNECTIONS connections), ${RATE} rps for ${SECS} s"
+  load "$port" --connections "$CONNECTIONS" --duration 1 >/dev/null
+  flat=$(load "$port" --connections "$CONNECTIONS" --duration "$SECS")
+  echo "    flat-out: $flat"
+  paced=$(load "$port" --connections "$RATE_CONNECTIONS" --duration "$SECS" --rate "$RATE")
+  echo "    paced:    $paced"
+  errors=$(($(field "$flat" errors) + $(field "$paced" errors)))
+  local mem="-"
+  (($# > 0)) && mem=$(memory "$@")
+  ROWS+=("| $name | $(field "$flat" rps) | $(field "$paced" p50_us) | $(field "$paced" p99_us) | $(field "$paced" p999_us) | $errors | $mem |")
+}
+
+not_available() {
+  ROWS+=("| $1 | n/a | n/a | n/a | n/a | n/a | $2 |")
+}
+
+print_table() {
+  {
+    echo "# switchyard bench — $(date -u +%Y-%m-%dT%H:%MZ)"
+    echo
+    echo "$(nproc) CPUs shared by load generator, proxies and upstream; ${SECS} s per run;" \
+      "flat-out with $CONNECTIONS connections; latency at $RATE rps over $RATE_CONNECTIONS" \
+      "connections, measured from each request's intended send time."
+    echo
+    echo "| target | flat-out rps | p50 µs @${RATE}rps | p99 µs | p99.9 µs | errors | proxy RSS / peak |"
+    echo "|---|---:|---:|---:|---:|---:|---|"
+    printf '%s\n' "${ROWS[@]}"
+  } >"$REPORT"
+  echo
+  cat "$REPORT"
+  echo
+  say "table written to $REPORT"
+}
+
+main() {
+  build
+  rm -rf "$WORK"
+  mkdir -p "$WORK"
+  local upstream hop1 egress ingress hap pid1 pid_egress pid_ingress
+
+  upstream=$(free_port)
+  say "starting the bench upstream on $LOOPBACK:$upstream"
+  start upstream "$BIN/switchyard-bench" upstream --listen "$LOOPBACK:$upstream"
+  wait_for "http://$LOOPBACK:$upstream/" "$LAST_PID" upstream || exit 1
+  measure "direct (no proxy)" "$upstream"
+
+  hop1=$(free_port)
+  say "starting one switchyard hop on $LOOPBACK:$hop1"
+  if start_switchyard switchyard-1hop bench "$hop1" "$upstream"; then
+    pid1=$LAST_PID
+    measure "switchyard, 1 hop" "$hop1" "$pid1"
+    kill -TERM "$pid1" 2>/dev/null || true
+  else
+    not_available "switchyard, 1 hop" "did not start"
+  fi
+
+  ingress=$(free_port)
+  egress=$(free_port)
+  say "starting two switchyard hops: egress $LOOPBACK:$egress → ingress $LOOPBACK:$ingress"
+  if start_switchyard switchyard-ingress ingress "$ingress" "$upstream"; then
+    pid_ingress=$LAST_PID
+    if start_switchyard switchyard-egress egress "$egress" "$ingress"; then
+      pid_egress=$LAST_PID
+      measure "switchyard, 2 hops (egress → ingress)" "$egress" "$pid_egress" "$pid_ingress"
+      kill -TERM "$pid_egress" 2>/dev/null || true
+    else
+      not_available "switchyard, 2 hops (egress → ingress)" "did not start"
+    fi
+    kill -TERM "$pid_ingress" 2>/dev/null || true
+  else
+    not_available "switchyard, 2 hops (egress → ingress)" "did not start"
+  fi
+
+  hap=$(free_port)
+  say "starting HAProxy on $LOOPBACK:$hap"
+  if start_haproxy "$hap" "$upstream"; then
+    measure "HAProxy $(haproxy -v | awk 'NR == 1 { print $3 }')" "$hap" "$LAST_PID"
+  else
+    not_available HAProxy "did not start"
+  fi
+
+  print_table
+}
+
+main "$@"
