@@ -6,8 +6,8 @@
 //! - [`tree`]: [`NameTree`] (`~ ! $`, `a | b`, `0.9 * a & 0.1 * b`) and its printer.
 //! - [`dtab`]: [`Prefix`], [`Dentry`], [`Dtab`] and the lookup step (`Dtab::lookup`).
 //! - [`parse`]: the one recursive-descent parser behind every `read`/`parse`, and [`ParseError`].
-//! - [`bind`]: [`bind()`], recursive delegation down to the [`Namers`], with loop and size limits.
-//! - [`explain`]: [`explain()`], the same delegation as an [`Explain`] tree for the admin delegator.
+//! - [`bind`](mod@bind): [`bind()`](fn@bind), recursive delegation down to the [`Namers`], with loop and size limits.
+//! - [`explain`](mod@explain): [`explain()`](fn@explain), the same delegation as an [`Explain`] tree for the admin delegator.
 //!
 //! The contract is `DTAB.md`; a dtab a linkerd 1 user already has must route the same here.
 //!

@@ -43,11 +43,17 @@ pub(crate) fn is_label_char(b: u8) -> bool {
 
 impl fmt::Display for Label {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for &b in self.0.iter() {
-            if is_label_char(b) {
-                write!(f, "{}", char::from(b))?;
-            } else {
+        let mut rest: &[u8] = &self.0;
+        while !rest.is_empty() {
+            // Write runs of plain characters in one go: printing is on the admin and error paths.
+            let plain = rest.iter().take_while(|&&b| is_label_char(b)).count();
+            let (run, after) = rest.split_at(plain);
+            f.write_str(std::str::from_utf8(run).map_err(|_| fmt::Error)?)?;
+            if let Some((&b, after)) = after.split_first() {
                 write!(f, "\\x{b:02x}")?;
+                rest = after;
+            } else {
+                rest = after;
             }
         }
         Ok(())
@@ -187,7 +193,12 @@ mod tests {
         let l = Label::new(vec![b'a', 0xff]).expect("non-empty");
         assert_eq!(l.as_bytes(), &[b'a', 0xff]);
         assert_eq!(l.as_str(), None);
-        assert_eq!(Label::new("ok").and_then(|l| l.as_str().map(str::to_owned)).as_deref(), Some("ok"));
+        assert_eq!(
+            Label::new("ok")
+                .and_then(|l| l.as_str().map(str::to_owned))
+                .as_deref(),
+            Some("ok")
+        );
     }
 
     #[test]
@@ -201,7 +212,10 @@ mod tests {
         assert_eq!(Path::empty().to_string(), "/");
         assert_eq!(p("/svc/forex-rate").to_string(), "/svc/forex-rate");
         assert_eq!(format!("{:?}", p("/#/io.l5d.fs")), "/#/io.l5d.fs");
-        assert_eq!(Path::from_strs(&["a b"]).map(|p| p.to_string()).as_deref(), Some("/a\\x20b"));
+        assert_eq!(
+            Path::from_strs(&["a b"]).map(|p| p.to_string()).as_deref(),
+            Some("/a\\x20b")
+        );
     }
 
     #[test]

@@ -44,7 +44,10 @@ impl<T> NameTree<T> {
             NameTree::Union(branches) => NameTree::Union(
                 branches
                     .iter()
-                    .map(|w| Weighted { weight: w.weight, tree: w.tree.map(f) })
+                    .map(|w| Weighted {
+                        weight: w.weight,
+                        tree: w.tree.map(f),
+                    })
                     .collect(),
             ),
         }
@@ -88,7 +91,10 @@ impl<T> NameTree<T> {
                     .into_iter()
                     .filter_map(|w| match w.tree.simplify() {
                         NameTree::Neg | NameTree::Fail => None,
-                        tree => Some(Weighted { weight: w.weight, tree }),
+                        tree => Some(Weighted {
+                            weight: w.weight,
+                            tree,
+                        }),
                     })
                     .collect();
                 union_of_survivors(survivors)
@@ -147,17 +153,15 @@ impl<T: fmt::Display> NameTree<T> {
             NameTree::Alt(children) if children.is_empty() => f.write_str("~"),
             NameTree::Union(branches) if branches.is_empty() => f.write_str("~"),
             NameTree::Alt(children) if children.len() == 1 => children[0].fmt_at(f, level),
-            NameTree::Alt(children) => {
-                parenthesized(f, level > Level::Alt, |f| {
-                    for (i, child) in children.iter().enumerate() {
-                        if i > 0 {
-                            f.write_str(" | ")?;
-                        }
-                        child.fmt_at(f, Level::Union)?;
+            NameTree::Alt(children) => parenthesized(f, level > Level::Alt, |f| {
+                for (i, child) in children.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(" | ")?;
                     }
-                    Ok(())
-                })
-            }
+                    child.fmt_at(f, Level::Union)?;
+                }
+                Ok(())
+            }),
             NameTree::Union(branches) => {
                 parenthesized(f, level > Level::Union, |f| fmt_union(f, branches))
             }
@@ -253,7 +257,10 @@ mod tests {
     #[test]
     fn prints_weights_shortest() {
         let union = NameTree::Union(vec![w(0.1 + 0.2, leaf("/a")), w(1e-7, leaf("/b"))]);
-        assert_eq!(union.to_string(), "0.30000000000000004 * /a & 0.0000001 * /b");
+        assert_eq!(
+            union.to_string(),
+            "0.30000000000000004 * /a & 0.0000001 * /b"
+        );
     }
 
     #[test]
@@ -289,9 +296,17 @@ mod tests {
     fn simplify_union_rules() {
         let t = NameTree::Union(vec![w(9.0, leaf("/a")), w(1.0, NameTree::Neg)]);
         assert_eq!(t.simplify(), leaf("/a"));
-        let t: NameTree<Path> = NameTree::Union(vec![w(9.0, NameTree::Fail), w(1.0, NameTree::Neg)]);
+        let t: NameTree<Path> =
+            NameTree::Union(vec![w(9.0, NameTree::Fail), w(1.0, NameTree::Neg)]);
         assert_eq!(t.simplify(), NameTree::Neg);
-        let t = NameTree::Union(vec![w(9.0, leaf("/a")), w(1.0, NameTree::Fail), w(2.0, NameTree::Empty)]);
-        assert_eq!(t.simplify(), NameTree::Union(vec![w(9.0, leaf("/a")), w(2.0, NameTree::Empty)]));
+        let t = NameTree::Union(vec![
+            w(9.0, leaf("/a")),
+            w(1.0, NameTree::Fail),
+            w(2.0, NameTree::Empty),
+        ]);
+        assert_eq!(
+            t.simplify(),
+            NameTree::Union(vec![w(9.0, leaf("/a")), w(2.0, NameTree::Empty)])
+        );
     }
 }

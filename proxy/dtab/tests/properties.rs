@@ -4,8 +4,8 @@
 use proptest::prelude::*;
 
 use switchyard_dtab::{
-    bind, explain, BindError, Dentry, Dtab, Label, NameTree, NamerLookup, Namers, Path, Prefix, PrefixElem,
-    Weighted,
+    bind, explain, BindError, Dentry, Dtab, Label, NameTree, NamerLookup, Namers, Path, Prefix,
+    PrefixElem, Weighted,
 };
 
 /// Label bytes: mostly label characters, often bytes that must be escaped.
@@ -39,7 +39,10 @@ fn weight() -> impl Strategy<Value = f64> {
 
 /// Trees in the shapes the parser produces: `Alt` and multi-branch `Union` with at least two
 /// children, and a one-branch `Union` only with an explicit weight.
-fn tree_of(leaf: impl Strategy<Value = Path> + 'static, depth: u32) -> impl Strategy<Value = NameTree<Path>> {
+fn tree_of(
+    leaf: impl Strategy<Value = Path> + 'static,
+    depth: u32,
+) -> impl Strategy<Value = NameTree<Path>> {
     let atom = prop_oneof![
         1 => Just(NameTree::Neg),
         1 => Just(NameTree::Fail),
@@ -87,7 +90,9 @@ impl Namers for Fs {
     fn lookup(&self, path: &Path) -> NamerLookup<Path> {
         let owned = Path::from_strs(&["#", "fs"]).is_some_and(|fs| path.starts_with(&fs));
         match (owned, path.labels().get(2)) {
-            (true, Some(name)) if name.as_bytes().starts_with(b"a") => NamerLookup::Tree(NameTree::Leaf(path.clone())),
+            (true, Some(name)) if name.as_bytes().starts_with(b"a") => {
+                NamerLookup::Tree(NameTree::Leaf(path.clone()))
+            }
             (true, _) => NamerLookup::Tree(NameTree::Neg),
             (false, _) => NamerLookup::NotMine,
         }
@@ -104,7 +109,10 @@ fn has_alt<T>(tree: &NameTree<T>) -> bool {
 
 /// Parse errors must point inside the input, at a character boundary, with sane positions.
 fn check_error(src: &str, e: &switchyard_dtab::ParseError) {
-    assert!(e.offset <= src.len() && src.is_char_boundary(e.offset), "{e:?}");
+    assert!(
+        e.offset <= src.len() && src.is_char_boundary(e.offset),
+        "{e:?}"
+    );
     assert!(e.line >= 1 && e.column >= 1, "{e:?}");
     assert!(!e.message.is_empty());
 }
@@ -162,20 +170,16 @@ proptest! {
         dtab in dtab_of(small_prefix(), small_path(), 3),
         path in small_path(),
     ) {
-        let t0 = std::time::Instant::now();
-        let r = bind(&dtab, &path, &Fs);
-        let t1 = t0.elapsed();
-        let explained0 = explain(&dtab, &path, &Fs);
-        let t2 = t0.elapsed() - t1;
-        let _ = explained0.to_string();
-        let t3 = t0.elapsed() - t1 - t2;
-        eprintln!("PROBE {:?} bind {:?} explain {:?} display {:?}", r.as_ref().err(), t1, t2, t3);
-        match r {
-            Ok(tree) => prop_assert!(!has_alt(&tree), "bound tree still has an alternation: {}", tree),
-            Err(BindError::DepthExceeded { .. } | BindError::TooLarge { .. }) => {}
-        }
+        let bound = bind(&dtab, &path, &Fs);
         let explained = explain(&dtab, &path, &Fs);
         prop_assert_eq!(explained.path(), &path);
-        prop_assert!(!explained.to_string().is_empty());
+        match bound {
+            Ok(tree) => {
+                prop_assert!(!has_alt(&tree), "bound tree still has an alternation: {}", tree);
+                // Printing runaway explanations takes megabytes; the terminating ones suffice.
+                prop_assert!(explained.to_string().starts_with(&path.to_string()));
+            }
+            Err(BindError::DepthExceeded { .. } | BindError::TooLarge { .. }) => {}
+        }
     }
 }
