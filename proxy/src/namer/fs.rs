@@ -19,7 +19,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use switchyard_dtab::{Label, NameTree, Path};
 
-use super::{inet::parse_host, BoundName, Endpoint, EndpointSet, EndpointWatch, Namer};
+use super::{inet::parse_host, BoundName, Endpoint, EndpointSet, EndpointWatch, Namer, NamerAnswer};
 
 /// How often the directory is re-read.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -103,16 +103,17 @@ impl Namer for FsNamer {
         "io.l5d.fs"
     }
 
-    fn lookup(&self, id_prefix: &Path, rest: &Path) -> NameTree<BoundName> {
-        let Some(name) = rest.labels().first() else { return NameTree::Neg };
-        match self.names.load().get(name) {
+    fn lookup(&self, id_prefix: &Path, rest: &Path) -> NamerAnswer {
+        // The directory is always fully known (scanned at start-up), so there is never a pending answer.
+        let Some(name) = rest.labels().first() else { return NamerAnswer::Ready(NameTree::Neg) };
+        NamerAnswer::Ready(match self.names.load().get(name) {
             Some(watch) => NameTree::Leaf(BoundName {
                 id: id_prefix.append(name.clone()),
                 residual: rest.drop(1),
                 endpoints: watch.clone(),
             }),
             None => NameTree::Neg,
-        }
+        })
     }
 
     fn state(&self) -> serde_json::Value {
@@ -237,13 +238,17 @@ mod tests {
         let namer = FsNamer::new(Path::read("/io.l5d.fs").unwrap(), dir.clone(), generation.clone());
         let prefix = Path::read("/#/io.l5d.fs").unwrap();
         let rest = Path::read("/forex-rate/extra").unwrap();
-        assert_eq!(namer.lookup(&prefix, &rest), NameTree::Neg);
+        let tree = |n: &FsNamer| match n.lookup(&prefix, &rest) {
+            NamerAnswer::Ready(t) => t,
+            NamerAnswer::Pending(_) => panic!("the fs namer never pends"),
+        };
+        assert_eq!(tree(&namer), NameTree::Neg);
 
         std::fs::write(dir.join("forex-rate"), "127.0.3.1:4140\n").unwrap();
         std::fs::write(dir.join(".forex-rate.tmp"), "ignored").unwrap();
         namer.apply(scan_dir(&dir));
         assert_eq!(generation.load(Ordering::Acquire), 1);
-        let NameTree::Leaf(bound) = namer.lookup(&prefix, &rest) else { panic!("expected bound") };
+        let NameTree::Leaf(bound) = tree(&namer) else { panic!("expected bound") };
         assert_eq!(bound.id.to_string(), "/#/io.l5d.fs/forex-rate");
         assert_eq!(bound.residual.to_string(), "/extra");
         let v = bound.endpoints.version();
@@ -257,7 +262,7 @@ mod tests {
         std::fs::remove_file(dir.join("forex-rate")).unwrap();
         namer.apply(scan_dir(&dir));
         assert_eq!(generation.load(Ordering::Acquire), 2);
-        assert_eq!(namer.lookup(&prefix, &rest), NameTree::Neg);
+        assert_eq!(tree(&namer), NameTree::Neg);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

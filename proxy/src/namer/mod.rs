@@ -11,13 +11,16 @@
 pub mod fs;
 pub mod inet;
 
+use std::cell::RefCell;
 use std::fmt;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use switchyard_dtab::{Label, NameTree, NamerLookup, Namers, Path};
+use switchyard_dtab::{bind, BindError, Dtab, Label, NameTree, NamerLookup, Namers, Path};
 
 /// One address a bound name resolves to, with its load-balancer weight (1.0 unless the registry says otherwise).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -92,6 +95,19 @@ impl PartialEq for BoundName {
     }
 }
 
+/// Resolves when a namer has its first answer for a name it was asked about.
+pub type Ready = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A namer's answer for one name.
+pub enum NamerAnswer {
+    /// What the name binds to now.
+    Ready(NameTree<BoundName>),
+    /// The namer has just started watching the name and has no answer yet; the future resolves when it does.
+    /// The router waits (bounded by its binding timeout) and binds again. When the first answer turns out to be
+    /// bound, the namer must bump the generation, like any neg → bound transition.
+    Pending(Ready),
+}
+
 /// A configured namer, addressed in dtabs as `/#/<prefix>/…`.
 pub trait Namer: Send + Sync + 'static {
     /// The prefix it serves under `/#`, e.g. `/io.l5d.fs`.
@@ -99,7 +115,8 @@ pub trait Namer: Send + Sync + 'static {
     /// Its kind, e.g. `io.l5d.fs`, for the admin API.
     fn kind(&self) -> &'static str;
     /// What `rest` (the path after `/#/<prefix>`) binds to now. `id_prefix` is `/#/<prefix>`.
-    fn lookup(&self, id_prefix: &Path, rest: &Path) -> NameTree<BoundName>;
+    /// Must not block: answer from memory, and start a watch (returning `Pending`) for names not seen before.
+    fn lookup(&self, id_prefix: &Path, rest: &Path) -> NamerAnswer;
     /// A JSON summary of what the namer currently knows, for the admin API.
     fn state(&self) -> serde_json::Value;
 }
@@ -140,24 +157,61 @@ impl NamerSet {
     }
 }
 
+impl NamerSet {
+    fn answer(&self, path: &Path) -> Option<NamerAnswer> {
+        let labels = path.labels();
+        match labels.first().map(|l| l.as_bytes()) {
+            Some(b"$") if labels.get(1).map(|l| l.as_bytes()) == Some(b"inet") => {
+                Some(NamerAnswer::Ready(self.inet.lookup(path)))
+            }
+            Some(b"#") => self
+                .namers
+                .iter()
+                .find(|(prefix, _)| path.starts_with(prefix))
+                .map(|(prefix, namer)| namer.lookup(prefix, &path.drop(prefix.len()))),
+            _ => None,
+        }
+    }
+
+    /// Binds `path` under `dtab` with the namers' current answers. Names whose namer has no answer yet count as
+    /// Neg in the tree and are returned as futures to wait for before binding again.
+    pub fn bind(&self, dtab: &Dtab, path: &Path) -> (Result<NameTree<BoundName>, BindError>, Vec<Ready>) {
+        let collecting = Collecting { set: self, pending: RefCell::new(Vec::new()) };
+        let tree = bind(dtab, path, &collecting);
+        (tree, collecting.pending.into_inner())
+    }
+}
+
+/// Present answers as they are; pending ones as Neg (for the delegator, which explains the state right now).
 impl Namers for NamerSet {
     type Bound = BoundName;
 
     fn lookup(&self, path: &Path) -> NamerLookup<BoundName> {
-        let labels = path.labels();
-        match labels.first().map(|l| l.as_bytes()) {
-            Some(b"$") if labels.get(1).map(|l| l.as_bytes()) == Some(b"inet") => {
-                NamerLookup::Tree(self.inet.lookup(path))
+        match self.answer(path) {
+            Some(NamerAnswer::Ready(tree)) => NamerLookup::Tree(tree),
+            Some(NamerAnswer::Pending(_)) => NamerLookup::Tree(NameTree::Neg),
+            None => NamerLookup::NotMine,
+        }
+    }
+}
+
+/// One binding's view of the namers: pending answers are collected so the caller can wait for them.
+struct Collecting<'a> {
+    set: &'a NamerSet,
+    pending: RefCell<Vec<Ready>>,
+}
+
+impl Namers for Collecting<'_> {
+    type Bound = BoundName;
+
+    fn lookup(&self, path: &Path) -> NamerLookup<BoundName> {
+        match self.set.answer(path) {
+            Some(NamerAnswer::Ready(tree)) => NamerLookup::Tree(tree),
+            Some(NamerAnswer::Pending(ready)) => {
+                self.pending.borrow_mut().push(ready);
+                NamerLookup::Tree(NameTree::Neg)
             }
-            Some(b"#") => {
-                for (prefix, namer) in &self.namers {
-                    if path.starts_with(prefix) {
-                        return NamerLookup::Tree(namer.lookup(prefix, &path.drop(prefix.len())));
-                    }
-                }
-                NamerLookup::NotMine
-            }
-            _ => NamerLookup::NotMine,
+            None => NamerLookup::NotMine,
         }
     }
 }

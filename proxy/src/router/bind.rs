@@ -7,9 +7,10 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use switchyard_dtab::{bind, BindError, Dtab, NameTree, Path};
+use switchyard_dtab::{BindError, Dtab, NameTree, Path};
 
 use super::balance::Client;
 use super::endpoint::EndpointPool;
@@ -32,6 +33,8 @@ pub struct Binding {
     /// Metrics for the logical name (the `service` label).
     pub route: RouteMetrics,
     namer_generation: u64,
+    /// Some namer still had no answer when the binding timeout ran out: never cache this binding.
+    incomplete: bool,
 }
 
 /// Everything binding needs that outlives a dtab: namers, the router's clients and endpoint pool, metrics.
@@ -40,20 +43,42 @@ pub struct Binder {
     pub namers: Arc<NamerSet>,
     pub pool: Arc<EndpointPool>,
     pub metrics: Arc<Metrics>,
+    /// How long a request waits for namers that have no answer yet (linkerd's `bindingTimeoutMs`).
+    pub binding_timeout: Duration,
     clients: Mutex<HashMap<Path, Arc<Client>>>,
 }
 
 impl Binder {
     /// A binder for router `router`.
-    pub fn new(router: Arc<str>, namers: Arc<NamerSet>, pool: Arc<EndpointPool>, metrics: Arc<Metrics>) -> Self {
-        Self { router, namers, pool, metrics, clients: Mutex::new(HashMap::new()) }
+    pub fn new(
+        router: Arc<str>,
+        namers: Arc<NamerSet>,
+        pool: Arc<EndpointPool>,
+        metrics: Arc<Metrics>,
+        binding_timeout: Duration,
+    ) -> Self {
+        Self { router, namers, pool, metrics, binding_timeout, clients: Mutex::new(HashMap::new()) }
     }
 
-    /// Binds `path` under `dtab` now, resolving every bound leaf to its (interned) client.
-    pub fn bind(&self, dtab: &Dtab, path: &Path, service_label: &str) -> Binding {
-        let namer_generation = self.namers.generation();
-        let tree = bind(dtab, path, &*self.namers).map(|t| t.map(&mut |b: &BoundName| self.target(b)));
-        Binding { tree, route: self.metrics.route(&self.router, service_label), namer_generation }
+    /// Binds `path` under `dtab`, resolving every bound leaf to its (interned) client. Waits for namers that are
+    /// still fetching their first answer, up to the binding timeout, then binds with what is known.
+    pub async fn bind(&self, dtab: &Dtab, path: &Path, service_label: &str) -> Binding {
+        let deadline = tokio::time::Instant::now() + self.binding_timeout;
+        loop {
+            let namer_generation = self.namers.generation();
+            let (tree, pending) = self.namers.bind(dtab, path);
+            let incomplete = !pending.is_empty();
+            if !incomplete || tokio::time::Instant::now() >= deadline {
+                let tree = tree.map(|t| t.map(&mut |b: &BoundName| self.target(b)));
+                let route = self.metrics.route(&self.router, service_label);
+                return Binding { tree, route, namer_generation, incomplete };
+            }
+            for ready in pending {
+                if tokio::time::timeout_at(deadline, ready).await.is_err() {
+                    break;
+                }
+            }
+        }
     }
 
     fn target(&self, bound: &BoundName) -> Arc<Target> {
@@ -98,7 +123,7 @@ impl RoutingTable {
     }
 
     /// The binding for `path`, from the cache when it is still current.
-    pub fn binding(&self, path: &Path, binder: &Binder) -> Arc<Binding> {
+    pub async fn binding(&self, path: &Path, binder: &Binder) -> Arc<Binding> {
         let generation = binder.namers.generation();
         let cache = self.cache.load();
         if let Some(b) = cache.get(path).filter(|b| b.namer_generation == generation) {
@@ -107,8 +132,8 @@ impl RoutingTable {
         let cacheable = cache.contains_key(path) || cache.len() < MAX_CACHED_NAMES;
         drop(cache);
         let label = if cacheable { path.to_string() } else { "overflow".to_string() };
-        let binding = Arc::new(binder.bind(&self.dtab, path, &label));
-        if cacheable {
+        let binding = Arc::new(binder.bind(&self.dtab, path, &label).await);
+        if cacheable && !binding.incomplete {
             // Copy-on-write: rare (first request for a name, or after a registry change), and readers never lock.
             self.cache.rcu(|old| {
                 let mut next = HashMap::clone(old);

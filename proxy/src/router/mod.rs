@@ -32,6 +32,9 @@ use crate::namer::NamerSet;
 use arc_swap::ArcSwap;
 use prometheus::{IntCounter, IntGauge};
 
+/// How long a request waits for a namer's first answer (linkerd 1's `bindingTimeoutMs` default).
+const DEFAULT_BINDING_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Response bodies: the upstream's stream, or a small body the proxy wrote.
 pub type ProxyBody = Either<Incoming, Full<Bytes>>;
 
@@ -91,7 +94,7 @@ impl Router {
             table: ArcSwap::from_pointee(RoutingTable::new(config.dtab.clone(), 1)),
             write_lock: Mutex::new(()),
             server_requests: metrics.server_requests.with_label_values(&[&label]),
-            binder: Binder::new(label.clone(), namers, pool, metrics),
+            binder: Binder::new(label.clone(), namers, pool, metrics, DEFAULT_BINDING_TIMEOUT),
             label,
             timeout,
             dtab_generation,
@@ -149,8 +152,8 @@ impl Router {
         // bind: the table is loaded once; this request finishes on it even if the dtab changes meanwhile.
         let table = self.table.load_full();
         let binding = match &local {
-            None => table.binding(&ident.path, &self.binder),
-            Some(local) => Arc::new(self.binder.bind(&table.dtab.concat(local), &ident.path, "overridden")),
+            None => table.binding(&ident.path, &self.binder).await,
+            Some(local) => Arc::new(self.binder.bind(&table.dtab.concat(local), &ident.path, "overridden").await),
         };
         let route = &binding.route;
         route.request();
