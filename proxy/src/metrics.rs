@@ -43,6 +43,18 @@ pub struct Metrics {
     pub dtab_updates: IntCounterVec,
     /// Upstream connections opened per router.
     pub upstream_connects: IntCounterVec,
+    /// Retries sent per logical service.
+    pub retries: IntCounterVec,
+    /// Retries not sent because the service's retry budget was spent.
+    pub retry_budget_exhausted: IntCounterVec,
+    /// 1 while an endpoint is in rotation, 0 while failure accrual has marked it dead.
+    pub endpoint_available: IntGaugeVec,
+    /// Times failure accrual took an endpoint out of rotation.
+    pub endpoint_ejections: IntCounterVec,
+    /// The endpoint's peak-EWMA latency estimate, in seconds (the load balancer's view).
+    pub endpoint_latency_ewma: prometheus::GaugeVec,
+    /// Requests in flight per endpoint.
+    pub endpoint_in_flight: IntGaugeVec,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -93,6 +105,16 @@ impl Metrics {
             dtab_generation: gauge_vec(&r, "switchyard_dtab_generation", "Generation of the router's dtab; bumps on every accepted change.", &["router"]),
             dtab_updates: counter_vec(&r, "switchyard_dtab_updates_total", "Dtab update attempts by result.", &["router", "result"]),
             upstream_connects: counter_vec(&r, "switchyard_upstream_connects_total", "Upstream connections opened, by result.", &["router", "result"]),
+            retries: counter_vec(&r, "switchyard_retries_total", "Retries sent per logical service.", rs),
+            retry_budget_exhausted: counter_vec(&r, "switchyard_retry_budget_exhausted_total", "Retryable failures not retried because the retry budget was spent.", rs),
+            endpoint_available: gauge_vec(&r, "switchyard_endpoint_available", "1 while the endpoint is in rotation, 0 while failure accrual has marked it dead.", &["router", "endpoint"]),
+            endpoint_ejections: counter_vec(&r, "switchyard_failure_accrual_ejections_total", "Times failure accrual took an endpoint out of rotation.", &["router", "endpoint"]),
+            endpoint_latency_ewma: {
+                let g = prometheus::GaugeVec::new(Opts::new("switchyard_endpoint_latency_ewma_seconds", "Peak-EWMA latency estimate per endpoint (the load balancer's cost)."), &["router", "endpoint"]).expect("valid metric definition");
+                r.register(Box::new(g.clone())).expect("metric registered once");
+                g
+            },
+            endpoint_in_flight: gauge_vec(&r, "switchyard_endpoint_requests_in_flight", "Requests sent to an endpoint and not yet answered.", &["router", "endpoint"]),
             registry: r,
         };
         let info = IntGaugeVec::new(Opts::new("switchyard_build_info", "Build information."), &["version"])
@@ -122,6 +144,18 @@ impl Metrics {
             responses: self.client_responses.clone(),
             router: router.into(),
             name: client.into(),
+        }
+    }
+
+    /// A snapshot of every family, for readers other than the text exposition (the admin dashboard's JSON).
+    pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.registry.gather()
+    }
+
+    /// Registers a component's own collector (computed at scrape time, e.g. the Consul namer's staleness).
+    pub fn register_collector(&self, collector: Box<dyn prometheus::core::Collector>) {
+        if let Err(e) = self.registry.register(collector) {
+            tracing::warn!(error = %e, "metrics collector not registered");
         }
     }
 

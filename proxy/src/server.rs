@@ -6,6 +6,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +29,26 @@ impl Drop for OpenConnection {
     }
 }
 
+/// Per-server limits (`maxConcurrentRequests`, and the router's `maxHeadersKB`).
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Requests served at once; more are answered 503 with `l5d-err`.
+    pub max_concurrent: Option<usize>,
+    /// Largest request head; larger ones are answered 431 by hyper.
+    pub max_header_bytes: usize,
+    /// Whether `l5d-dtab` / `l5d-ctx-*` from clients are honoured (`clearContext: false`).
+    pub trusted: bool,
+}
+
+/// Releases a concurrency slot however the request ends.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Resolves once shutdown is signalled (or its sender is gone).
 async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await.is_ok();
@@ -37,16 +58,20 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
 pub async fn serve(
     listener: TcpListener,
     router: Arc<Router>,
-    trusted: bool,
+    limits: Limits,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
+    let trusted = limits.trusted;
+    let in_flight = Arc::new(AtomicUsize::new(0));
     let metrics = &router.binder.metrics;
     let open: IntGauge = metrics.server_connections_open.with_label_values(&[&router.label]);
     let accepted: IntCounter = metrics.server_connections.with_label_values(&[&router.label]);
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
-    builder.http2().timer(TokioTimer::new());
+    // hyper answers 431 itself when a request head outgrows this buffer (it needs at least 8 KiB).
+    let head = limits.max_header_bytes.max(8192);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30)).max_buf_size(head);
+    builder.http2().timer(TokioTimer::new()).max_header_list_size(u32::try_from(head).unwrap_or(u32::MAX));
     let graceful = GracefulShutdown::new();
     let local = listener.local_addr().ok();
     loop {
@@ -67,9 +92,21 @@ pub async fn serve(
         open.inc();
         let guard = OpenConnection(open.clone());
         let router = router.clone();
+        let in_flight = in_flight.clone();
         let svc = service_fn(move |req| {
             let router = router.clone();
-            async move { Ok::<_, Infallible>(router.route(req, peer, trusted).await) }
+            let in_flight = in_flight.clone();
+            async move {
+                if let Some(max) = limits.max_concurrent {
+                    if in_flight.fetch_add(1, Ordering::AcqRel) >= max {
+                        in_flight.fetch_sub(1, Ordering::AcqRel);
+                        return Ok::<_, Infallible>(router.refuse_busy(max));
+                    }
+                    let _slot = Slot(in_flight);
+                    return Ok(router.route(req, peer, trusted).await);
+                }
+                Ok(router.route(req, peer, trusted).await)
+            }
         });
         let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
         let conn = graceful.watch(conn);

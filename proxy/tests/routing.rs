@@ -271,15 +271,13 @@ async fn expect_error(addr: std::net::SocketAddr, host: &str, path: &str, status
 #[tokio::test]
 async fn error_statuses_and_l5d_err() {
     let app = Upstream::start("app").await;
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    // Nothing listens on 127.0.0.2 (tests bind 127.0.0.1), and port 1 is privileged: connects are refused.
+    let dead = 1;
     let dtab = format!(
         "/svc => /#/io.l5d.fs;
 /svc/failing => !;
 /svc/empty => $;
-/svc/dead => /$/inet/127.0.0.1/{dead};
+/svc/dead => /$/inet/127.0.0.2/{dead};
 /svc/slow => /$/inet/127.0.0.1/{app};
 /svc/loop => /svc/loop2; /svc/loop2 => /svc/loop;",
         app = app.port()
@@ -291,7 +289,7 @@ async fn error_statuses_and_l5d_err() {
     expect_error(addr, "nobody", "/", 502, "/svc/nobody").await;
     expect_error(addr, "failing", "/", 502, "/svc/failing").await;
     expect_error(addr, "empty", "/", 503, "no endpoints").await;
-    expect_error(addr, "dead", "/", 502, "connection to 127.0.0.1").await;
+    expect_error(addr, "dead", "/", 502, "connection to 127.0.0.2:1 failed").await;
     expect_error(addr, "slow", "/slow/3000", 504, "timed out after 300 ms").await;
     expect_error(addr, "loop", "/", 502, "/svc/loop").await;
     sc.register("registered-empty", &[]);

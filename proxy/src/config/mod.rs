@@ -6,6 +6,7 @@
 //! linkerd keys switchyard does not implement, and keys nobody knows, are warnings: a
 //! linkerd user's file should run as written.
 
+pub mod policy;
 mod validate;
 mod yaml;
 
@@ -18,6 +19,11 @@ use std::path::PathBuf;
 
 use serde::{Serialize, Serializer};
 use switchyard_dtab::{Dtab, Path};
+
+pub use policy::{
+    Backoff, Classifier, ClientParams, ClientPolicy, FailureAccrual, LoadBalancer, Override, Retries, RetryBudget,
+    ServiceParams, ServicePolicy,
+};
 
 /// The whole sidecar configuration: one admin server, the namers, and the routers.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -61,6 +67,77 @@ pub enum NamerConfig {
     /// `kind: io.l5d.fs`: one file per service in a watched directory.
     #[serde(rename = "io.l5d.fs")]
     Fs(FsNamerConfig),
+    /// `kind: io.l5d.consul`: services from a Consul agent, watched with blocking queries.
+    #[serde(rename = "io.l5d.consul")]
+    Consul(ConsulNamerConfig),
+}
+
+/// Settings of the Consul namer, with linkerd 1's option names and defaults.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsulNamerConfig {
+    /// Prefix under `/#`; default `/io.l5d.consul`.
+    #[serde(serialize_with = "as_display")]
+    pub prefix: Path,
+    /// The agent's host; default `localhost`.
+    pub host: String,
+    /// The agent's HTTP port; default 8500.
+    pub port: u16,
+    /// ACL token sent as `X-Consul-Token`.
+    #[serde(serialize_with = "redacted")]
+    pub token: Option<String>,
+    /// Names are `/<dc>/<tag>/<service>` instead of `/<dc>/<service>` (default false).
+    pub include_tag: bool,
+    /// Ask the health endpoint and keep only instances whose checks are in `healthStatuses` (default false).
+    pub use_health_check: bool,
+    /// Health states that count as up with `useHealthCheck`; default `[passing]`.
+    pub health_statuses: Vec<String>,
+    /// Send `Host: <service>.service.<dc>.consul` upstream (default false; see docs/consul.md).
+    pub set_host: bool,
+    /// `default`, `stale` or `consistent`.
+    pub consistency_mode: crate::consul::ConsistencyMode,
+    /// Answer "no such service" at once while Consul has never answered, instead of waiting (default false).
+    pub fail_fast: bool,
+    /// Use the service's address over its node's address when both are set (default true).
+    pub prefer_service_address: bool,
+    /// Load-balancer weights of instances carrying a tag.
+    pub weights: Vec<TagWeight>,
+}
+
+/// `weights: [{tag: canary, weight: 0.1}]`: instances with `tag` get `weight` (others 1).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TagWeight {
+    /// The Consul service tag.
+    pub tag: String,
+    /// A non-negative weight.
+    pub weight: f64,
+}
+
+/// Where a router reads its dtab from when many sidecars share it (`dtabStore:`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind")]
+pub enum DtabStoreConfig {
+    /// `kind: io.l5d.consul`: a Consul KV key, watched with blocking queries, written with check-and-set.
+    #[serde(rename = "io.l5d.consul", rename_all = "camelCase")]
+    Consul {
+        /// The agent's host; default `localhost`.
+        host: String,
+        /// The agent's HTTP port; default 8500.
+        port: u16,
+        /// ACL token sent as `X-Consul-Token`.
+        #[serde(serialize_with = "redacted")]
+        token: Option<String>,
+        /// The KV key; default `switchyard/dtabs/<router label>`.
+        key: String,
+        /// `default`, `stale` or `consistent`.
+        consistency_mode: crate::consul::ConsistencyMode,
+    },
+    /// `kind: io.l5d.fs`: a file holding the dtab text, polled, replaced atomically on writes.
+    #[serde(rename = "io.l5d.fs")]
+    File {
+        /// The file (`path`, required).
+        path: PathBuf,
+    },
 }
 
 /// Settings of the file-system namer.
@@ -126,6 +203,18 @@ pub struct RouterConfig {
     pub client: ClientConfig,
     /// Policy per logical service (a request across all its attempts).
     pub service: ServiceConfig,
+    /// A shared store the dtab is read from (and `PUT /dtab/<label>` writes to); `dtab` is then only the
+    /// fallback used until the store first answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dtab_store: Option<DtabStoreConfig>,
+    /// How long a request waits for namers still fetching a name (`bindingTimeoutMs`, default 10 s).
+    pub binding_timeout_ms: u64,
+    /// Largest request head accepted (`maxHeadersKB`); larger → 431. Default 64 KiB.
+    #[serde(rename = "maxHeadersKB")]
+    pub max_headers_kb: u64,
+    /// Largest request body accepted (`maxRequestKB`); larger → 413. Unlimited by default (bodies stream).
+    #[serde(rename = "maxRequestKB", skip_serializing_if = "Option::is_none")]
+    pub max_request_kb: Option<u64>,
 }
 
 /// A listening socket of a router.
@@ -139,6 +228,9 @@ pub struct ServerConfig {
     /// Ignore `l5d-dtab` / `l5d-ctx-*` from clients (default true): an untrusted client
     /// must not be able to reroute traffic.
     pub clear_context: bool,
+    /// Requests served at once on this server (`maxConcurrentRequests`); more → 503. Unlimited by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_requests: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -147,6 +239,7 @@ impl Default for ServerConfig {
             ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: 4140,
             clear_context: true,
+            max_concurrent_requests: None,
         }
     }
 }
@@ -198,6 +291,16 @@ pub struct ClientConfig {
     /// Idle pooled connections are closed after this (`hostConnectionPool.idleTimeMs`).
     #[serde(rename = "hostConnectionPool", serialize_with = "connection_pool")]
     pub idle_timeout_ms: u64,
+    /// How endpoints are picked (`loadBalancer`); peak-EWMA power of two choices by default.
+    pub load_balancer: LoadBalancer,
+    /// When endpoints are taken out of rotation (`failureAccrual`); 5 consecutive failures by default.
+    pub failure_accrual: FailureAccrual,
+    /// Most requests in flight per endpoint (`hostConnectionPool.maxSize`); unlimited by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_per_endpoint: Option<usize>,
+    /// `kind: io.l5d.static` entries: overrides for clients whose bound name matches a prefix.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub configs: Vec<Override<ClientParams>>,
 }
 
 impl Default for ClientConfig {
@@ -206,6 +309,10 @@ impl Default for ClientConfig {
             connect_timeout_ms: 1000,
             request_attempt_timeout_ms: None,
             idle_timeout_ms: 10_000,
+            load_balancer: LoadBalancer::default(),
+            failure_accrual: FailureAccrual::default(),
+            max_concurrent_per_endpoint: None,
+            configs: Vec::new(),
         }
     }
 }
@@ -217,6 +324,14 @@ pub struct ServiceConfig {
     /// Deadline for a request including retries (`totalTimeoutMs`); none by default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub total_timeout_ms: Option<u64>,
+    /// Which responses are failures and which may be retried (`responseClassifier`).
+    #[serde(rename = "responseClassifier")]
+    pub classifier: Classifier,
+    /// Retry budget and backoff (`retries`).
+    pub retries: Retries,
+    /// `kind: io.l5d.static` entries: overrides for logical names matching a prefix.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub configs: Vec<Override<ServiceParams>>,
 }
 
 /// One problem (or warning) in a config file, with where it is.

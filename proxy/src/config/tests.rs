@@ -133,14 +133,16 @@ fn original_ingress_config_runs_as_written() {
         vec![ServerConfig {
             ip: ip(0, 0, 0, 0),
             port: 4140,
-            clear_context: true
+            clear_context: true,
+            max_concurrent_requests: None,
         }]
     );
     assert_eq!(router.client, ClientConfig::default());
     assert_eq!(
         router.service,
         ServiceConfig {
-            total_timeout_ms: None
+            total_timeout_ms: None,
+            ..ServiceConfig::default()
         }
     );
 }
@@ -190,19 +192,22 @@ fn modern_config_loads_every_setting() {
         vec![ServerConfig {
             ip: ip(127, 0, 2, 1),
             port: 4141,
-            clear_context: false
+            clear_context: false,
+            max_concurrent_requests: None,
         }]
     );
     let client = ClientConfig {
         connect_timeout_ms: 250,
         request_attempt_timeout_ms: Some(800),
         idle_timeout_ms: 3000,
+        ..ClientConfig::default()
     };
     assert_eq!(egress.client, client);
     assert_eq!(
         egress.service,
         ServiceConfig {
-            total_timeout_ms: Some(2500)
+            total_timeout_ms: Some(2500),
+            ..ServiceConfig::default()
         }
     );
 }
@@ -229,7 +234,8 @@ fn minimal_router_gets_the_documented_defaults() {
         ClientConfig {
             connect_timeout_ms: 1000,
             request_attempt_timeout_ms: None,
-            idle_timeout_ms: 10_000
+            idle_timeout_ms: 10_000,
+            ..ClientConfig::default()
         }
     );
 }
@@ -380,7 +386,7 @@ routers:
   identifier:
     kind: io.l5d.static
   servers: [{}]
-  client: {kind: io.l5d.static}
+  client: {kind: io.l5d.perHost}
 ";
     let errors = errors(text);
     assert_eq!(
@@ -394,7 +400,7 @@ routers:
     );
     assert_eq!(
         errors[0].message,
-        "unknown namer kind \"io.l5d.k8s\"; known: io.l5d.fs"
+        "unknown namer kind \"io.l5d.k8s\"; known: io.l5d.fs, io.l5d.consul"
     );
     assert_eq!(
         errors[1].message,
@@ -690,10 +696,10 @@ namers:
   experimental: true
 routers:
 - protocol: http
-  bindingTimeoutMs: 5000
+  interpreter: {kind: default}
   servers:
   - port: 4140
-    maxConcurrentRequests: 100
+    tls: {}
   lable: oops
 telemetry:
 - kind: io.l5d.prometheus
@@ -708,8 +714,8 @@ telemetry:
     let expected = [
         "3:3 admin.httpInterfaceWhitelist",
         "7:3 namers[0].experimental",
-        "10:3 routers[0].bindingTimeoutMs",
-        "13:5 routers[0].servers[0].maxConcurrentRequests",
+        "10:3 routers[0].interpreter",
+        "13:5 routers[0].servers[0].tls",
         "14:3 routers[0].lable",
         "15:1 telemetry",
     ];
@@ -721,6 +727,20 @@ telemetry:
     assert!(loaded.warnings[4]
         .message
         .starts_with("unknown key `lable` ignored (known here: protocol, label,"));
+}
+
+/// Adds `extra`'s keys into `into`, recursively.
+fn merge(into: &mut serde_json::Value, extra: &serde_json::Value) {
+    if let (Some(into), Some(extra)) = (into.as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            match into.get_mut(k) {
+                Some(existing) if existing.is_object() => merge(existing, v),
+                _ => {
+                    into.insert(k.clone(), v.clone());
+                }
+            }
+        }
+    }
 }
 
 #[test]
@@ -751,6 +771,24 @@ fn effective_config_serialises_in_linkerd_shape() {
             }
         ]
     });
+    // Resilience defaults are shown explicitly, so /config.json says what is in force.
+    let defaults = serde_json::json!({
+        "bindingTimeoutMs": 10000, "maxHeadersKB": 64,
+        "client": {
+            "loadBalancer": {"kind": "ewma", "decayTimeMs": 10000},
+            "failureAccrual": {"kind": "io.l5d.consecutiveFailures", "failures": 5,
+                               "backoff": {"kind": "jittered", "minMs": 5000, "maxMs": 300000}},
+        },
+        "service": {
+            "responseClassifier": "io.l5d.http.nonRetryable5XX",
+            "retries": {"budget": {"ttlSecs": 10, "minRetriesPerSec": 10, "percentCanRetry": 0.2},
+                        "backoff": {"kind": "jittered", "minMs": 10, "maxMs": 10000}},
+        },
+    });
+    let mut expected = expected;
+    for router in expected["routers"].as_array_mut().unwrap() {
+        merge(router, &defaults);
+    }
     assert_eq!(json, expected);
     assert!(!serde_json::to_string(&config)
         .unwrap_or_default()
@@ -795,4 +833,189 @@ fn truncated_or_damaged_input_never_panics() {
             }
         }
     }
+}
+
+#[test]
+fn resilience_policies_and_static_overrides() {
+    let text = "\
+routers:
+- protocol: http
+  servers: [{port: 4141, maxConcurrentRequests: 500}]
+  bindingTimeoutMs: 2000
+  maxHeadersKB: 16
+  maxRequestKB: 1024
+  client:
+    kind: io.l5d.static
+    requestAttemptTimeoutMs: 300
+    loadBalancer: {kind: p2c}
+    failureAccrual:
+      kind: io.l5d.consecutiveFailures
+      failures: 3
+      backoff: {kind: jittered, minMs: 100, maxMs: 1000}
+    hostConnectionPool: {maxSize: 50}
+    configs:
+    - prefix: /#/io.l5d.fs/forex-rate
+      loadBalancer: {kind: roundRobin}
+    - prefix: /$/inet/*/*
+      failureAccrual: {kind: none}
+  service:
+    kind: io.l5d.static
+    totalTimeoutMs: 3000
+    responseClassifier: {kind: io.l5d.http.retryableRead5XX}
+    retries:
+      budget: {ttlSecs: 5, minRetriesPerSec: 2, percentCanRetry: 0.5}
+      backoff: {kind: constant, ms: 0}
+    configs:
+    - prefix: /svc/forex-rate
+      totalTimeoutMs: 1000
+      responseClassifier: {kind: allSuccessful}
+";
+    let r = &loaded(text).config.routers[0];
+    assert_eq!(r.servers[0].max_concurrent_requests, Some(500));
+    assert_eq!((r.binding_timeout_ms, r.max_headers_kb, r.max_request_kb), (2000, 16, Some(1024)));
+    let p = |s: &str| Path::read(s).unwrap();
+    let rate = r.client.resolve(&p("/#/io.l5d.fs/forex-rate"));
+    assert_eq!(rate.load_balancer, LoadBalancer::RoundRobin, "override applies");
+    assert_eq!(rate.max_concurrent_per_endpoint, Some(50), "global value kept");
+    assert_eq!(rate.request_attempt_timeout, Some(std::time::Duration::from_millis(300)));
+    let other = r.client.resolve(&p("/#/io.l5d.fs/forex-web"));
+    assert_eq!(other.load_balancer, LoadBalancer::P2c);
+    assert_eq!(
+        other.failure_accrual,
+        FailureAccrual::ConsecutiveFailures { failures: 3, backoff: Backoff::Jittered { min_ms: 100, max_ms: 1000 } }
+    );
+    assert_eq!(r.client.resolve(&p("/$/inet/127.1/80")).failure_accrual, FailureAccrual::None);
+    let svc = r.service.resolve(&p("/svc/forex-rate"));
+    assert_eq!(svc.classifier, Classifier::AllSuccessful);
+    assert_eq!(svc.total_timeout, Some(std::time::Duration::from_millis(1000)));
+    assert_eq!(svc.retries.budget, RetryBudget { ttl_secs: 5, min_retries_per_sec: 2, percent_can_retry: 0.5 });
+    let web = r.service.resolve(&p("/svc/forex-web"));
+    assert_eq!(web.classifier, Classifier::RetryableRead5xx);
+    assert_eq!(web.retries.backoff, Backoff::Constant { ms: 0 });
+}
+
+#[test]
+fn bad_resilience_values_are_errors_with_positions() {
+    let text = "\
+routers:
+- protocol: http
+  servers: [{port: 4141}]
+  client:
+    loadBalancer: {kind: heap}
+    failureAccrual: {kind: io.l5d.successRate, successRate: 2}
+    configs:
+    - prefix: /svc/**
+  service:
+    responseClassifier: {kind: retryEverything}
+    retries: {backoff: {kind: jittered, minMs: 50, maxMs: 10}}
+";
+    let errors = errors(text);
+    let places = places(&errors);
+    assert_eq!(
+        places,
+        [
+            "5:26 routers[0].client.loadBalancer.kind",
+            "6:61 routers[0].client.failureAccrual.successRate",
+            "8:21 routers[0].client.configs[0].prefix",
+            "10:32 routers[0].service.responseClassifier.kind",
+            "11:24 routers[0].service.retries.backoff",
+        ],
+        "{errors:?}"
+    );
+}
+
+/// The original system's outgoing sidecar config (DESIGN.md §2): a Consul namer and a `baseDtab` into it.
+const ORIGINAL_OUTGOING: &str = "\
+admin:
+  port: 9990
+namers:
+- kind: io.l5d.consul
+  host: 172.17.0.1
+  port: 8500
+  includeTag: false
+  setHost: false
+routers:
+- protocol: http
+  label: outgoing
+  baseDtab: |
+    /http/1.1/* => /#/io.l5d.consul/dc1;
+  servers:
+  - port: 4141
+    ip: 0.0.0.0
+";
+
+#[test]
+fn original_outgoing_consul_config_runs_as_written() {
+    let loaded = loaded(ORIGINAL_OUTGOING);
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let Some(NamerConfig::Consul(c)) = loaded.config.namers.first() else { panic!("consul namer expected") };
+    assert_eq!(c.prefix, path("/io.l5d.consul"));
+    assert_eq!((c.host.as_str(), c.port), ("172.17.0.1", 8500));
+    assert!(!c.include_tag && !c.set_host && !c.use_health_check && !c.fail_fast);
+    assert!(c.prefer_service_address, "linkerd's default");
+    assert_eq!(c.health_statuses, vec!["passing".to_string()]);
+    assert_eq!(c.consistency_mode, crate::consul::ConsistencyMode::Default);
+    assert_eq!(loaded.config.routers[0].dtab, dtab("/http/1.1/* => /#/io.l5d.consul/dc1;"));
+}
+
+#[test]
+fn consul_namer_and_dtab_store_options_are_read_and_checked() {
+    let text = "\
+namers:
+- kind: io.l5d.consul
+  token: t0ken
+  useHealthCheck: true
+  healthStatuses: [passing, warning]
+  consistencyMode: stale
+  weights: [{tag: canary, weight: 0.1}]
+routers:
+- protocol: http
+  label: egress
+  servers: [{port: 4141}]
+  dtabStore: {kind: io.l5d.consul, port: 8501}
+- protocol: http
+  label: other
+  servers: [{port: 4142}]
+  dtabStore: {kind: io.l5d.fs, path: run/dtabs/other}
+";
+    let loaded = loaded(text);
+    let Some(NamerConfig::Consul(c)) = loaded.config.namers.first() else { panic!("consul namer expected") };
+    assert_eq!(c.health_statuses, vec!["passing".to_string(), "warning".to_string()]);
+    assert_eq!(c.consistency_mode, crate::consul::ConsistencyMode::Stale);
+    assert_eq!(c.weights, vec![TagWeight { tag: "canary".into(), weight: 0.1 }]);
+    let Some(DtabStoreConfig::Consul { key, port, host, .. }) = &loaded.config.routers[0].dtab_store else { panic!() };
+    assert_eq!((key.as_str(), *port, host.as_str()), ("switchyard/dtabs/egress", 8501, "localhost"));
+    assert_eq!(
+        loaded.config.routers[1].dtab_store,
+        Some(DtabStoreConfig::File { path: PathBuf::from("run/dtabs/other") })
+    );
+    let json = serde_json::to_string(&loaded.config).unwrap();
+    assert!(!json.contains("t0ken"), "tokens are redacted: {json}");
+
+    let bad = "\
+namers:
+- kind: io.l5d.consul
+  healthStatuses: [passing, sick]
+  consistencyMode: eventual
+  weights: [{tag: canary, weight: -1}]
+routers:
+- protocol: http
+  servers: [{port: 4141}]
+  dtabStore: {kind: io.l5d.zk, path: x}
+- protocol: h2
+  servers: [{port: 4142}]
+  dtabStore: {kind: io.l5d.fs}
+";
+    let errors = errors(bad);
+    assert_eq!(
+        places(&errors),
+        [
+            "3:29 namers[0].healthStatuses[1]",
+            "4:20 namers[0].consistencyMode",
+            "5:35 namers[0].weights[0].weight",
+            "9:21 routers[0].dtabStore.kind",
+            "12:14 routers[1].dtabStore.path",
+        ],
+        "{errors:?}"
+    );
 }

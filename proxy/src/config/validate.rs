@@ -9,22 +9,31 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use http::HeaderName;
-use switchyard_dtab::{Dtab, ParseError, Path};
+use switchyard_dtab::{Dtab, ParseError, Path, Prefix};
 
 use super::yaml::{self, Kind, Node, Pos};
+
+mod consul;
 use super::{
     AdminConfig, ClientConfig, Config, Diagnostic, FsNamerConfig, IdentifierConfig, Loaded,
     NamerConfig, Protocol, RouterConfig, ServerConfig, ServiceConfig,
 };
+use super::policy::{
+    Backoff, Classifier, ClientParams, FailureAccrual, LoadBalancer, Override, Retries, RetryBudget,
+    ServiceParams,
+};
 
-const NAMER_KINDS: &[&str] = &["io.l5d.fs"];
+const NAMER_KINDS: &[&str] = &["io.l5d.fs", "io.l5d.consul"];
 const IDENTIFIER_KINDS: &[&str] = &[
     "io.l5d.header.token",
     "io.l5d.methodAndHost",
     "io.l5d.path",
     "io.l5d.header",
 ];
-const CLIENT_KINDS: &[&str] = &["io.l5d.global"];
+const CLIENT_KINDS: &[&str] = &["io.l5d.global", "io.l5d.static"];
+const LB_KINDS: &[&str] = &["ewma", "p2c", "roundRobin"];
+const ACCRUAL_KINDS: &[&str] = &["io.l5d.consecutiveFailures", "io.l5d.successRate", "none"];
+const BACKOFF_KINDS: &[&str] = &["jittered", "constant"];
 const PROTOCOLS: &[&str] = &["http", "h2"];
 
 // Keys switchyard understands, per map, and the linkerd 1 keys it accepts but ignores
@@ -51,18 +60,19 @@ const ROUTER: &[&str] = &[
     "servers",
     "client",
     "service",
+    "dtabStore",
+    "bindingTimeoutMs",
+    "maxHeadersKB",
+    "maxRequestKB",
 ];
 const ROUTER_LINKERD: &[&str] = &[
     "interpreter",
-    "bindingTimeoutMs",
     "bindingCache",
     "responseClassifier",
     "originator",
     "timeoutMs",
     "announcers",
-    "maxHeadersKB",
     "maxInitialLineKB",
-    "maxRequestKB",
     "maxResponseKB",
     "maxChunkKB",
     "streamingEnabled",
@@ -76,9 +86,8 @@ const ROUTER_LINKERD: &[&str] = &[
     "compressionLevel",
     "socketOptions",
 ];
-const SERVER: &[&str] = &["ip", "port", "clearContext"];
+const SERVER: &[&str] = &["ip", "port", "clearContext", "maxConcurrentRequests"];
 const SERVER_LINKERD: &[&str] = &[
-    "maxConcurrentRequests",
     "tls",
     "announce",
     "socketOptions",
@@ -94,19 +103,22 @@ const CLIENT: &[&str] = &[
     "connectTimeoutMs",
     "requestAttemptTimeoutMs",
     "hostConnectionPool",
-];
-const CLIENT_LINKERD: &[&str] = &[
     "loadBalancer",
     "failureAccrual",
+    "configs",
+];
+const CLIENT_OVERRIDE: &[&str] =
+    &["prefix", "requestAttemptTimeoutMs", "hostConnectionPool", "loadBalancer", "failureAccrual"];
+const CLIENT_LINKERD: &[&str] = &[
     "tls",
     "socketOptions",
     "clientSession",
-    "retries",
 ];
-const POOL: &[&str] = &["idleTimeMs"];
-const POOL_LINKERD: &[&str] = &["minSize", "maxSize", "maxWaiters"];
-const SERVICE: &[&str] = &["kind", "totalTimeoutMs"];
-const SERVICE_LINKERD: &[&str] = &["retries", "responseClassifier"];
+const POOL: &[&str] = &["idleTimeMs", "maxSize"];
+const POOL_LINKERD: &[&str] = &["minSize", "maxWaiters"];
+const SERVICE: &[&str] = &["kind", "totalTimeoutMs", "responseClassifier", "retries", "configs"];
+const SERVICE_OVERRIDE: &[&str] = &["prefix", "totalTimeoutMs", "responseClassifier", "retries"];
+const SERVICE_LINKERD: &[&str] = &[];
 const NONE: &[&str] = &[];
 
 const PORT: &str = "a port number 0-65535 (0: any free port)";
@@ -466,6 +478,10 @@ fn parse_bool(text: &str) -> Option<bool> {
     }
 }
 
+fn parse_count(text: &str) -> Option<usize> {
+    text.parse::<usize>().ok().filter(|n| *n >= 1)
+}
+
 fn parse_ms(text: &str) -> Option<u64> {
     text.parse::<u64>().ok().filter(|ms| *ms > 0)
 }
@@ -569,6 +585,9 @@ impl Checker<'_> {
         let kind = self.required(&mut fields, "kind");
         let kind =
             kind.and_then(|k| self.one_of(k, &fields.child("kind"), "namer kind", NAMER_KINDS));
+        if kind == Some("io.l5d.consul") {
+            return self.consul_namer(fields);
+        }
         let Some("io.l5d.fs") = kind else {
             // Unknown kind: its other keys mean nothing to us, so no warnings for them.
             return None;
@@ -628,6 +647,11 @@ impl Checker<'_> {
         let servers = self.servers(&mut fields);
         let client = self.client(fields.take_present("client"), &fields.child("client"));
         let service = self.service(fields.take_present("service"), &fields.child("service"));
+        let binding_timeout_ms = self.optional(&mut fields, "bindingTimeoutMs", MS, parse_ms);
+        let kb = "a positive number of KiB";
+        let max_headers_kb = self.optional(&mut fields, "maxHeadersKB", kb, parse_ms);
+        let max_request_kb = self.optional(&mut fields, "maxRequestKB", kb, parse_ms);
+        let dtab_store = self.dtab_store(fields.take_present("dtabStore"), &fields.child("dtabStore"), &label);
         self.finish(&fields, ROUTER, ROUTER_LINKERD);
         let (dtab, dst_prefix) = (dtab?, dst_prefix?);
         Some(RouterConfig {
@@ -640,6 +664,10 @@ impl Checker<'_> {
             servers,
             client,
             service,
+            dtab_store,
+            binding_timeout_ms: binding_timeout_ms.unwrap_or(10_000),
+            max_headers_kb: max_headers_kb.unwrap_or(64),
+            max_request_kb,
         })
     }
 
@@ -759,6 +787,8 @@ impl Checker<'_> {
         let ip = self.optional_or(&mut fields, "ip", IP, parse_ip, defaults.ip);
         let port = self.optional_or(&mut fields, "port", PORT, parse_port, defaults.port);
         let clear = self.optional(&mut fields, "clearContext", BOOL, parse_bool);
+        let count = "a whole number of at least 1";
+        let max_concurrent = self.optional(&mut fields, "maxConcurrentRequests", count, parse_count);
         self.finish(&fields, SERVER, SERVER_LINKERD);
         // A bad ip or port was reported already; binding a fallback would add a false clash.
         let (ip, port) = (ip?, port?);
@@ -767,6 +797,7 @@ impl Checker<'_> {
             ip,
             port,
             clear_context: clear.unwrap_or(defaults.clear_context),
+            max_concurrent_requests: max_concurrent,
         })
     }
 
@@ -783,19 +814,153 @@ impl Checker<'_> {
         let mut fields = self.fields(node, path);
         self.policy_kind(&mut fields);
         let connect = self.optional(&mut fields, "connectTimeoutMs", MS, parse_ms);
-        let attempt = self.optional(&mut fields, "requestAttemptTimeoutMs", MS, parse_ms);
-        let mut idle = None;
-        if let Some(pool) = fields.take_present("hostConnectionPool") {
-            let mut pool = self.fields(pool, &fields.child("hostConnectionPool"));
-            idle = self.optional(&mut pool, "idleTimeMs", MS, parse_ms);
-            self.finish(&pool, POOL, POOL_LINKERD);
-        }
+        let (params, idle) = self.client_params(&mut fields, true);
+        let configs = self.overrides(&mut fields, CLIENT_OVERRIDE, |c, f| c.client_params(f, false).0);
         self.finish(&fields, CLIENT, CLIENT_LINKERD);
         ClientConfig {
             connect_timeout_ms: connect.unwrap_or(defaults.connect_timeout_ms),
-            request_attempt_timeout_ms: attempt,
+            request_attempt_timeout_ms: params.request_attempt_timeout_ms,
             idle_timeout_ms: idle.unwrap_or(defaults.idle_timeout_ms),
+            load_balancer: params.load_balancer.unwrap_or(defaults.load_balancer),
+            failure_accrual: params.failure_accrual.unwrap_or(defaults.failure_accrual),
+            max_concurrent_per_endpoint: params.max_concurrent_per_endpoint,
+            configs,
         }
+    }
+
+    /// The client keys a `configs:` entry may also set; with `global`, `hostConnectionPool.idleTimeMs` too.
+    fn client_params(&mut self, fields: &mut Fields<'_>, global: bool) -> (ClientParams, Option<u64>) {
+        let mut params = ClientParams {
+            request_attempt_timeout_ms: self.optional(fields, "requestAttemptTimeoutMs", MS, parse_ms),
+            ..ClientParams::default()
+        };
+        if let Some(node) = fields.take_present("loadBalancer") {
+            params.load_balancer = self.load_balancer(node, &fields.child("loadBalancer"));
+        }
+        if let Some(node) = fields.take_present("failureAccrual") {
+            params.failure_accrual = self.failure_accrual(node, &fields.child("failureAccrual"));
+        }
+        let mut idle = None;
+        if let Some(pool) = fields.take_present("hostConnectionPool") {
+            let mut pool = self.fields(pool, &fields.child("hostConnectionPool"));
+            if global {
+                idle = self.optional(&mut pool, "idleTimeMs", MS, parse_ms);
+            }
+            let count = "a whole number of at least 1";
+            params.max_concurrent_per_endpoint = self.optional(&mut pool, "maxSize", count, parse_count);
+            self.finish(&pool, if global { POOL } else { &["maxSize"] }, POOL_LINKERD);
+        }
+        (params, idle)
+    }
+
+    /// `configs:` — `kind: io.l5d.static` entries, each a `prefix` plus parameters to override.
+    fn overrides<P>(
+        &mut self,
+        fields: &mut Fields<'_>,
+        known: &[&str],
+        mut read: impl FnMut(&mut Self, &mut Fields<'_>) -> P,
+    ) -> Vec<Override<P>> {
+        let Some(list) = fields.take_present("configs") else { return Vec::new() };
+        let path = fields.child("configs");
+        let Kind::Seq(items) = &list.kind else {
+            self.error(list.pos, &path, format!("expected a list of {{prefix, …}} maps, found {}", list.describe()));
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let item_path = format!("{path}[{i}]");
+            let mut f = self.fields(item, &item_path);
+            let prefix = self.required(&mut f, "prefix").and_then(|n| self.prefix(n, &f.child("prefix")));
+            let params = read(self, &mut f);
+            self.finish(&f, known, NONE);
+            if let Some(prefix) = prefix {
+                out.push(Override { prefix, params });
+            }
+        }
+        out
+    }
+
+    /// A dtab prefix (segments may be `*`), with a syntax error pointed at its character.
+    fn prefix(&mut self, node: &Node, key: &str) -> Option<Prefix> {
+        let text = self.value(node, key, "a prefix such as /svc/forex-rate", |t| Some(t.to_string()))?;
+        Prefix::read(&text).map_err(|e| self.parse_error(node, key, &text, "invalid prefix", &e)).ok()
+    }
+
+    fn kind_of(&mut self, fields: &mut Fields<'_>, what: &str, known: &[&'static str]) -> Option<&'static str> {
+        let node = self.required(fields, "kind")?;
+        self.one_of(node, &fields.child("kind"), what, known)
+    }
+
+    fn load_balancer(&mut self, node: &Node, path: &str) -> Option<LoadBalancer> {
+        let mut f = self.fields(node, path);
+        let kind = self.kind_of(&mut f, "load balancer", LB_KINDS);
+        let decay = self.optional(&mut f, "decayTimeMs", MS, parse_ms);
+        self.finish(&f, &["kind", "decayTimeMs"], &["maxEffort", "enableProbation"]);
+        match kind? {
+            "ewma" => Some(LoadBalancer::Ewma { decay_ms: decay.unwrap_or(10_000) }),
+            "p2c" => Some(LoadBalancer::P2c),
+            _ => Some(LoadBalancer::RoundRobin),
+        }
+    }
+
+    fn backoff(&mut self, node: Option<&Node>, path: &str, default: Backoff) -> Backoff {
+        let Some(node) = node else { return default };
+        let mut f = self.fields(node, path);
+        let kind = self.kind_of(&mut f, "backoff", BACKOFF_KINDS);
+        let ms = "a number of milliseconds";
+        let nonneg = |t: &str| t.parse::<u64>().ok();
+        let backoff = match kind {
+            Some("constant") => {
+                let v = self.optional(&mut f, "ms", ms, nonneg);
+                self.finish(&f, &["kind", "ms"], NONE);
+                Backoff::Constant { ms: v.unwrap_or(0) }
+            }
+            _ => {
+                let (dmin, dmax) = match default {
+                    Backoff::Jittered { min_ms, max_ms } => (min_ms, max_ms),
+                    Backoff::Constant { ms } => (ms, ms),
+                };
+                let min_ms = self.optional(&mut f, "minMs", ms, nonneg).unwrap_or(dmin);
+                let max_ms = self.optional(&mut f, "maxMs", ms, nonneg).unwrap_or(dmax.max(min_ms));
+                if max_ms < min_ms {
+                    self.error(node.pos, path, format!("maxMs ({max_ms}) is below minMs ({min_ms})"));
+                }
+                self.finish(&f, &["kind", "minMs", "maxMs"], NONE);
+                Backoff::Jittered { min_ms, max_ms }
+            }
+        };
+        backoff
+    }
+
+    fn failure_accrual(&mut self, node: &Node, path: &str) -> Option<FailureAccrual> {
+        let mut f = self.fields(node, path);
+        let kind = self.kind_of(&mut f, "failure accrual", ACCRUAL_KINDS);
+        let default_backoff = Backoff::Jittered { min_ms: 5_000, max_ms: 300_000 };
+        let backoff = self.backoff(f.take_present("backoff"), &f.child("backoff"), default_backoff);
+        let result = match kind? {
+            "none" => {
+                self.finish(&f, &["kind"], NONE);
+                FailureAccrual::None
+            }
+            "io.l5d.consecutiveFailures" => {
+                let n = self.optional(&mut f, "failures", "a whole number of at least 1", parse_count);
+                self.finish(&f, &["kind", "failures", "backoff"], NONE);
+                FailureAccrual::ConsecutiveFailures { failures: n.unwrap_or(5) as u32, backoff }
+            }
+            _ => {
+                let rate = self.optional(&mut f, "successRate", "a number from 0 to 1", |t| {
+                    t.parse::<f64>().ok().filter(|r| (0.0..=1.0).contains(r))
+                });
+                let n = self.optional(&mut f, "requests", "a whole number of at least 1", parse_count);
+                self.finish(&f, &["kind", "successRate", "requests", "backoff"], NONE);
+                FailureAccrual::SuccessRate {
+                    success_rate: rate.unwrap_or(0.8),
+                    requests: n.unwrap_or(20) as u32,
+                    backoff,
+                }
+            }
+        };
+        Some(result)
     }
 
     fn service(&mut self, node: Option<&Node>, path: &str) -> ServiceConfig {
@@ -804,10 +969,59 @@ impl Checker<'_> {
         };
         let mut fields = self.fields(node, path);
         self.policy_kind(&mut fields);
-        let total = self.optional(&mut fields, "totalTimeoutMs", MS, parse_ms);
+        let params = self.service_params(&mut fields);
+        let configs = self.overrides(&mut fields, SERVICE_OVERRIDE, Self::service_params);
         self.finish(&fields, SERVICE, SERVICE_LINKERD);
         ServiceConfig {
-            total_timeout_ms: total,
+            total_timeout_ms: params.total_timeout_ms,
+            classifier: params.classifier.unwrap_or_default(),
+            retries: params.retries.unwrap_or_default(),
+            configs,
         }
+    }
+
+    fn service_params(&mut self, fields: &mut Fields<'_>) -> ServiceParams {
+        let total_timeout_ms = self.optional(fields, "totalTimeoutMs", MS, parse_ms);
+        let classifier = fields.take_present("responseClassifier").and_then(|node| {
+            let path = fields.child("responseClassifier");
+            let mut f = self.fields(node, &path);
+            let kind = self.required(&mut f, "kind");
+            self.finish(&f, &["kind"], NONE);
+            let kind = kind?;
+            let found = kind.text().and_then(Classifier::from_kind);
+            if found.is_none() {
+                let msg = format!("unknown response classifier {}; known: {}", kind.describe(), Classifier::KINDS.join(", "));
+                self.error(kind.pos, &f.child("kind"), msg);
+            }
+            found
+        });
+        let retries = fields.take_present("retries").map(|node| self.retries(node, &fields.child("retries")));
+        ServiceParams { total_timeout_ms, classifier, retries }
+    }
+
+    fn retries(&mut self, node: &Node, path: &str) -> Retries {
+        let defaults = Retries::default();
+        let mut f = self.fields(node, path);
+        let budget = match f.take_present("budget") {
+            Some(b) => {
+                let d = RetryBudget::default();
+                let mut bf = self.fields(b, &f.child("budget"));
+                let ttl = self.optional(&mut bf, "ttlSecs", "a whole number of seconds, at least 1", parse_ms);
+                let min = self.optional(&mut bf, "minRetriesPerSec", "a whole number", |t| t.parse::<u32>().ok());
+                let pct = self.optional(&mut bf, "percentCanRetry", "a number from 0 to 1000", |t| {
+                    t.parse::<f64>().ok().filter(|p| (0.0..=1000.0).contains(p))
+                });
+                self.finish(&bf, &["ttlSecs", "minRetriesPerSec", "percentCanRetry"], NONE);
+                RetryBudget {
+                    ttl_secs: ttl.unwrap_or(d.ttl_secs),
+                    min_retries_per_sec: min.unwrap_or(d.min_retries_per_sec),
+                    percent_can_retry: pct.unwrap_or(d.percent_can_retry),
+                }
+            }
+            None => defaults.budget,
+        };
+        let backoff = self.backoff(f.take_present("backoff"), &f.child("backoff"), defaults.backoff);
+        self.finish(&f, &["budget", "backoff"], NONE);
+        Retries { budget, backoff }
     }
 }

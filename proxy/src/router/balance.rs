@@ -2,23 +2,40 @@
 //! for each request from its live endpoint set.
 //!
 //! The endpoint list is rebuilt only when the namer's [`EndpointWatch`] version changes; endpoints are interned in
-//! the router's [`EndpointPool`], so an instance that stays in the set keeps its connections and load count.
-//! Picking is power-of-two-choices over in-flight requests divided by weight ("least loaded"): cheap, lock-free,
-//! and it steers away from slow endpoints without global coordination.
+//! the router's [`EndpointPool`], so an instance that stays in the set keeps its connections, load count, latency
+//! estimate and failure-accrual state. Endpoints that failure accrual marked dead, or that are at their
+//! concurrency limit, are skipped. Kinds (`loadBalancer.kind`):
+//! - `ewma` (default): power of two choices, cost = peak-EWMA latency × (in-flight + 1) ÷ weight;
+//! - `p2c`: power of two choices, cost = (in-flight + 1) ÷ weight ("least loaded");
+//! - `roundRobin`: each available endpoint in turn.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use prometheus::IntGauge;
 use switchyard_dtab::Path;
 
 use super::endpoint::{EndpointClient, EndpointPool};
+use crate::config::{ClientPolicy, LoadBalancer};
 use crate::metrics::RouteMetrics;
 use crate::namer::EndpointWatch;
 
 struct Snapshot {
     version: u64,
     endpoints: Vec<(Arc<EndpointClient>, f64)>,
+}
+
+/// Why no endpoint could be picked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailable {
+    /// The bound name has no endpoints at all.
+    Empty,
+    /// Every endpoint is marked dead by failure accrual.
+    AllDead,
+    /// Every live endpoint is at its concurrency limit.
+    AllBusy,
 }
 
 /// A bound name with its balancer.
@@ -29,23 +46,35 @@ pub struct Client {
     pub id_text: Box<str>,
     /// Request/response metrics for this client.
     pub metrics: RouteMetrics,
+    /// The effective client policy (global `client:` plus matching `configs:` entries).
+    pub policy: ClientPolicy,
     watch: Arc<EndpointWatch>,
     pool: Arc<EndpointPool>,
     snapshot: ArcSwap<Snapshot>,
     endpoints_gauge: IntGauge,
+    next: AtomicUsize,
 }
 
 impl Client {
     /// A client for `id` over `watch`.
-    pub fn new(id: Path, watch: Arc<EndpointWatch>, pool: Arc<EndpointPool>, metrics: RouteMetrics, endpoints_gauge: IntGauge) -> Self {
+    pub fn new(
+        id: Path,
+        watch: Arc<EndpointWatch>,
+        pool: Arc<EndpointPool>,
+        policy: ClientPolicy,
+        metrics: RouteMetrics,
+        endpoints_gauge: IntGauge,
+    ) -> Self {
         let client = Self {
             id_text: id.to_string().into(),
             id,
             metrics,
+            policy,
             watch,
             pool,
             snapshot: ArcSwap::from_pointee(Snapshot { version: 0, endpoints: Vec::new() }),
             endpoints_gauge,
+            next: AtomicUsize::new(0),
         };
         client.refresh();
         client
@@ -63,11 +92,6 @@ impl Client {
         snap
     }
 
-    /// Number of endpoints currently known.
-    pub fn endpoint_count(&self) -> usize {
-        self.current().endpoints.len()
-    }
-
     fn current(&self) -> Arc<Snapshot> {
         let snap = self.snapshot.load_full();
         if snap.version == self.watch.version() {
@@ -77,22 +101,72 @@ impl Client {
         }
     }
 
-    /// Picks an endpoint for one request; `None` when the set is empty (or every weight is zero).
-    pub fn pick(&self) -> Option<Arc<EndpointClient>> {
+    /// The endpoints currently known, with their weights.
+    pub fn endpoints(&self) -> Vec<(Arc<EndpointClient>, f64)> {
+        self.current().endpoints.clone()
+    }
+
+    /// Number of endpoints currently known.
+    pub fn endpoint_count(&self) -> usize {
+        self.current().endpoints.len()
+    }
+
+    /// The latency time constant of the EWMA balancer (used when recording latencies).
+    pub fn ewma_decay(&self) -> Duration {
+        match self.policy.load_balancer {
+            LoadBalancer::Ewma { decay_ms } => Duration::from_millis(decay_ms),
+            _ => Duration::from_secs(10),
+        }
+    }
+
+    /// Picks an endpoint for one request; `avoid` (the endpoint a retry's previous attempt failed on) is only
+    /// chosen when nothing else is usable.
+    pub fn pick(&self, avoid: Option<&Arc<EndpointClient>>) -> Result<Arc<EndpointClient>, Unavailable> {
         let snap = self.current();
         let eps = &snap.endpoints;
-        match eps.len() {
-            0 => None,
-            1 => Some(eps[0].0.clone()),
-            n => {
-                let a = fastrand::usize(..n);
-                let mut b = fastrand::usize(..n - 1);
-                if b >= a {
-                    b += 1;
-                }
-                let cost = |i: usize| (eps[i].0.load() as f64 + 1.0) / eps[i].1;
-                let pick = if cost(a) <= cost(b) { a } else { b };
-                Some(eps[pick].0.clone())
+        if eps.is_empty() {
+            return Err(Unavailable::Empty);
+        }
+        let now = Instant::now();
+        let max = self.policy.max_concurrent_per_endpoint;
+        let live = |i: usize| eps[i].0.health.available(now);
+        let open = |i: usize| live(i) && max.is_none_or(|m| eps[i].0.load() < m);
+        let n = eps.len();
+        let avoided = |i: usize| avoid.is_some_and(|a| Arc::ptr_eq(a, &eps[i].0));
+        let others = (0..n).any(|i| open(i) && !avoided(i));
+        let usable = |i: usize| open(i) && !(others && avoided(i));
+        let chosen = match self.policy.load_balancer {
+            LoadBalancer::RoundRobin => {
+                let start = self.next.fetch_add(1, Ordering::Relaxed);
+                (0..n).map(|k| (start + k) % n).find(|&i| usable(i))
+            }
+            LoadBalancer::P2c => self.p2c(n, &usable, |i| (eps[i].0.load() as f64 + 1.0) / eps[i].1),
+            LoadBalancer::Ewma { .. } => self.p2c(n, &usable, |i| eps[i].0.health.cost(eps[i].0.load()) / eps[i].1),
+        };
+        match chosen {
+            Some(i) => Ok(eps[i].0.clone()),
+            None if (0..n).any(live) => Err(Unavailable::AllBusy),
+            None => Err(Unavailable::AllDead),
+        }
+    }
+
+    /// Power of two choices: the cheaper of two random usable endpoints; a scan when the random pair is not usable.
+    fn p2c(&self, n: usize, usable: &impl Fn(usize) -> bool, cost: impl Fn(usize) -> f64) -> Option<usize> {
+        if n == 1 {
+            return usable(0).then_some(0);
+        }
+        let a = fastrand::usize(..n);
+        let mut b = fastrand::usize(..n - 1);
+        if b >= a {
+            b += 1;
+        }
+        match (usable(a), usable(b)) {
+            (true, true) => Some(if cost(a) <= cost(b) { a } else { b }),
+            (true, false) => Some(a),
+            (false, true) => Some(b),
+            (false, false) => {
+                let start = fastrand::usize(..n);
+                (0..n).map(|k| (start + k) % n).filter(|&i| usable(i)).min_by(|&x, &y| cost(x).total_cmp(&cost(y)))
             }
         }
     }

@@ -12,8 +12,12 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use switchyard_dtab::{BindError, Dtab, NameTree, Path};
 
+use prometheus::IntCounter;
+
 use super::balance::Client;
 use super::endpoint::EndpointPool;
+use super::retry::Budget;
+use crate::config::{ClientConfig, ServiceConfig, ServicePolicy};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::namer::{BoundName, NamerSet};
 
@@ -35,6 +39,12 @@ pub struct Binding {
     namer_generation: u64,
     /// Some namer still had no answer when the binding timeout ran out: never cache this binding.
     incomplete: bool,
+    /// The effective service policy for this logical name (timeouts, classifier, retries).
+    pub policy: ServicePolicy,
+    /// The logical name's retry budget (shared by every binding of the name in this router).
+    pub budget: Arc<Budget>,
+    pub retries: IntCounter,
+    pub budget_exhausted: IntCounter,
 }
 
 /// Everything binding needs that outlives a dtab: namers, the router's clients and endpoint pool, metrics.
@@ -45,7 +55,10 @@ pub struct Binder {
     pub metrics: Arc<Metrics>,
     /// How long a request waits for namers that have no answer yet (linkerd's `bindingTimeoutMs`).
     pub binding_timeout: Duration,
+    client_config: ClientConfig,
+    service_config: ServiceConfig,
     clients: Mutex<HashMap<Path, Arc<Client>>>,
+    budgets: Mutex<HashMap<String, Arc<Budget>>>,
 }
 
 impl Binder {
@@ -56,8 +69,25 @@ impl Binder {
         pool: Arc<EndpointPool>,
         metrics: Arc<Metrics>,
         binding_timeout: Duration,
+        policies: (ClientConfig, ServiceConfig),
     ) -> Self {
-        Self { router, namers, pool, metrics, binding_timeout, clients: Mutex::new(HashMap::new()) }
+        let (client_config, service_config) = policies;
+        Self {
+            router,
+            namers,
+            pool,
+            metrics,
+            binding_timeout,
+            client_config,
+            service_config,
+            clients: Mutex::new(HashMap::new()),
+            budgets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn budget(&self, label: &str, policy: &ServicePolicy) -> Arc<Budget> {
+        let mut budgets = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
+        budgets.entry(label.to_string()).or_insert_with(|| Arc::new(Budget::new(policy.retries.budget))).clone()
     }
 
     /// Binds `path` under `dtab`, resolving every bound leaf to its (interned) client. Waits for namers that are
@@ -71,7 +101,18 @@ impl Binder {
             if !incomplete || tokio::time::Instant::now() >= deadline {
                 let tree = tree.map(|t| t.map(&mut |b: &BoundName| self.target(b)));
                 let route = self.metrics.route(&self.router, service_label);
-                return Binding { tree, route, namer_generation, incomplete };
+                let policy = self.service_config.resolve(path);
+                let labels = [&*self.router, service_label];
+                return Binding {
+                    tree,
+                    route,
+                    namer_generation,
+                    incomplete,
+                    budget: self.budget(service_label, &policy),
+                    policy,
+                    retries: self.metrics.retries.with_label_values(&labels),
+                    budget_exhausted: self.metrics.retry_budget_exhausted.with_label_values(&labels),
+                };
             }
             for ready in pending {
                 if tokio::time::timeout_at(deadline, ready).await.is_err() {
@@ -91,6 +132,7 @@ impl Binder {
                     bound.id.clone(),
                     bound.endpoints.clone(),
                     self.pool.clone(),
+                    self.client_config.resolve(&bound.id),
                     self.metrics.client(&self.router, &id),
                     self.metrics.client_endpoints.with_label_values(&[&*self.router, id.as_str()]),
                 ))

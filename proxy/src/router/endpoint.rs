@@ -4,7 +4,8 @@
 //! hyper says it can take another request, i.e. after the response body is done). HTTP/2 (h2c, prior knowledge)
 //! upstreams share one multiplexed connection. A pooled HTTP/1 connection that turns out to be dead before the
 //! request was written is retried once on a fresh connection — hyper hands the unsent request back, so this is
-//! safe for every method.
+//! safe for every method. A failed send says whether the request reached the upstream and, if not, hands the
+//! request back, so the retry stage can resend even a streaming body.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,10 +17,13 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use prometheus::IntCounter;
+use prometheus::{IntCounter, IntGauge};
 use tokio::net::TcpStream;
 
 use super::error::ProxyError;
+use super::health::{Health, HealthMetrics};
+use super::ReqBody;
+use crate::metrics::Metrics;
 
 /// Most idle HTTP/1 connections kept per endpoint; more are closed when returned.
 const MAX_IDLE_PER_ENDPOINT: usize = 64;
@@ -32,11 +36,32 @@ pub struct EndpointSettings {
     pub idle_timeout: Duration,
 }
 
-/// Connection-level counters for one router.
+/// Connection-level counters for one router, and the families per-endpoint gauges come from.
 #[derive(Clone)]
 pub struct ConnectMetrics {
     pub ok: IntCounter,
     pub failed: IntCounter,
+    pub router: std::sync::Arc<str>,
+    pub families: std::sync::Arc<Metrics>,
+}
+
+/// A send that did not produce a response.
+pub struct SendError {
+    pub error: ProxyError,
+    /// The request, when it never left the proxy (connect failed, or a pooled connection died first).
+    pub unsent: Option<Request<ReqBody>>,
+    /// Whether any of the request may have reached the upstream; if not, resending is safe for every method.
+    pub sent: bool,
+}
+
+impl SendError {
+    fn unsent(error: ProxyError, req: Request<ReqBody>) -> Self {
+        Self { error, unsent: Some(req), sent: false }
+    }
+
+    fn sent(error: ProxyError) -> Self {
+        Self { error, unsent: None, sent: true }
+    }
 }
 
 /// Interns one [`EndpointClient`] per address for a router, so pools survive endpoint-set updates.
@@ -59,6 +84,14 @@ impl EndpointPool {
             return ep;
         }
         map.retain(|_, w| w.strong_count() > 0);
+        let (router, families) = (&*self.metrics.router, &self.metrics.families);
+        let endpoint = addr.to_string();
+        let labels = [router, endpoint.as_str()];
+        let health = Health::new(HealthMetrics {
+            available: families.endpoint_available.with_label_values(&labels),
+            ejections: families.endpoint_ejections.with_label_values(&labels),
+            latency_ewma: families.endpoint_latency_ewma.with_label_values(&labels),
+        });
         let ep = Arc::new(EndpointClient {
             addr,
             settings: self.settings.clone(),
@@ -66,6 +99,8 @@ impl EndpointPool {
             idle: Mutex::new(Vec::new()),
             h2: Mutex::new(None),
             in_flight: AtomicUsize::new(0),
+            in_flight_gauge: families.endpoint_in_flight.with_label_values(&labels),
+            health,
         });
         map.insert(addr, Arc::downgrade(&ep));
         ep
@@ -73,7 +108,7 @@ impl EndpointPool {
 }
 
 struct Idle {
-    sender: http1::SendRequest<Incoming>,
+    sender: http1::SendRequest<ReqBody>,
     since: Instant,
 }
 
@@ -83,16 +118,20 @@ pub struct EndpointClient {
     settings: EndpointSettings,
     metrics: ConnectMetrics,
     idle: Mutex<Vec<Idle>>,
-    h2: Mutex<Option<http2::SendRequest<Incoming>>>,
+    h2: Mutex<Option<http2::SendRequest<ReqBody>>>,
     in_flight: AtomicUsize,
+    in_flight_gauge: IntGauge,
+    /// Failure accrual and latency estimate.
+    pub health: Health,
 }
 
 /// Decrements the in-flight count however the request ends (including the caller being dropped).
-struct InFlight<'a>(&'a AtomicUsize);
+struct InFlight<'a>(&'a EndpointClient);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.in_flight_gauge.dec();
     }
 }
 
@@ -103,9 +142,10 @@ impl EndpointClient {
     }
 
     /// Sends `req` and waits for the response headers; the body streams afterwards.
-    pub async fn send(self: &Arc<Self>, req: Request<Incoming>) -> Result<Response<Incoming>, ProxyError> {
+    pub async fn send(self: &Arc<Self>, req: Request<ReqBody>) -> Result<Response<Incoming>, SendError> {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        let _guard = InFlight(&self.in_flight);
+        self.in_flight_gauge.inc();
+        let _guard = InFlight(self);
         if self.settings.h2 {
             self.send_h2(req).await
         } else {
@@ -113,11 +153,14 @@ impl EndpointClient {
         }
     }
 
-    async fn send_h1(self: &Arc<Self>, mut req: Request<Incoming>) -> Result<Response<Incoming>, ProxyError> {
+    async fn send_h1(self: &Arc<Self>, mut req: Request<ReqBody>) -> Result<Response<Incoming>, SendError> {
         loop {
             let (mut sender, reused) = match self.take_idle() {
                 Some(s) => (s, true),
-                None => (self.connect_h1().await?, false),
+                None => match self.connect_h1().await {
+                    Ok(s) => (s, false),
+                    Err(e) => return Err(SendError::unsent(e, req)),
+                },
             };
             match sender.try_send_request(req).await {
                 Ok(resp) => {
@@ -127,26 +170,35 @@ impl EndpointClient {
                 Err(mut err) => match err.take_message() {
                     // A pooled connection closed under us before anything was written: try a fresh one.
                     Some(unsent) if reused => req = unsent,
-                    _ => return Err(self.upstream_error(err.into_error())),
+                    Some(unsent) => return Err(SendError::unsent(self.upstream_error(err.into_error()), unsent)),
+                    None => return Err(SendError::sent(self.upstream_error(err.into_error()))),
                 },
             }
         }
     }
 
-    async fn send_h2(self: &Arc<Self>, req: Request<Incoming>) -> Result<Response<Incoming>, ProxyError> {
+    async fn send_h2(self: &Arc<Self>, req: Request<ReqBody>) -> Result<Response<Incoming>, SendError> {
         let existing = self.h2.lock().unwrap_or_else(|e| e.into_inner()).clone().filter(|s| !s.is_closed());
         let mut sender = match existing {
             Some(s) => s,
-            None => {
-                let s = self.connect_h2().await?;
-                *self.h2.lock().unwrap_or_else(|e| e.into_inner()) = Some(s.clone());
-                s
-            }
+            None => match self.connect_h2().await {
+                Ok(s) => {
+                    *self.h2.lock().unwrap_or_else(|e| e.into_inner()) = Some(s.clone());
+                    s
+                }
+                Err(e) => return Err(SendError::unsent(e, req)),
+            },
         };
-        sender.send_request(req).await.map_err(|e| self.upstream_error(e))
+        match sender.try_send_request(req).await {
+            Ok(resp) => Ok(resp),
+            Err(mut err) => match err.take_message() {
+                Some(unsent) => Err(SendError::unsent(self.upstream_error(err.into_error()), unsent)),
+                None => Err(SendError::sent(self.upstream_error(err.into_error()))),
+            },
+        }
     }
 
-    fn take_idle(&self) -> Option<http1::SendRequest<Incoming>> {
+    fn take_idle(&self) -> Option<http1::SendRequest<ReqBody>> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(entry) = idle.pop() {
             if entry.since.elapsed() < self.settings.idle_timeout && entry.sender.is_ready() {
@@ -157,7 +209,7 @@ impl EndpointClient {
     }
 
     /// Returns the connection to the pool once it can take another request (after the response body ends).
-    fn recycle(self: &Arc<Self>, mut sender: http1::SendRequest<Incoming>) {
+    fn recycle(self: &Arc<Self>, mut sender: http1::SendRequest<ReqBody>) {
         let this: Weak<Self> = Arc::downgrade(self);
         tokio::spawn(async move {
             if sender.ready().await.is_err() {
@@ -193,7 +245,7 @@ impl EndpointClient {
         }
     }
 
-    async fn connect_h1(&self) -> Result<http1::SendRequest<Incoming>, ProxyError> {
+    async fn connect_h1(&self) -> Result<http1::SendRequest<ReqBody>, ProxyError> {
         let io = self.connect().await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(io)
@@ -208,7 +260,7 @@ impl EndpointClient {
         Ok(sender)
     }
 
-    async fn connect_h2(&self) -> Result<http2::SendRequest<Incoming>, ProxyError> {
+    async fn connect_h2(&self) -> Result<http2::SendRequest<ReqBody>, ProxyError> {
         let io = self.connect().await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())

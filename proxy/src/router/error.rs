@@ -29,6 +29,16 @@ pub enum ProxyError {
     Delegation { path: Path, error: BindError },
     /// The name is bound but has no endpoints (`$`, an empty registry entry).
     NoEndpoints { client: Path },
+    /// Every endpoint of the client is marked dead by failure accrual: fail fast rather than hammer them.
+    AllEndpointsDead { client: Path },
+    /// Every live endpoint is at its `hostConnectionPool.maxSize` limit.
+    EndpointsBusy { client: Path, limit: usize },
+    /// The server is at its `maxConcurrentRequests` limit.
+    ServerBusy { limit: usize },
+    /// The request body is larger than `maxRequestKB`.
+    BodyTooLarge { limit_kb: u64 },
+    /// The client's request body could not be read.
+    BadBody(String),
     /// Connecting to the chosen endpoint failed.
     Connect { addr: SocketAddr, error: String },
     /// The upstream reset or closed the connection, or spoke invalid HTTP.
@@ -41,7 +51,11 @@ impl ProxyError {
     /// The status this failure maps to.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Unidentified(_) | Self::BadDtabHeader { .. } => StatusCode::BAD_REQUEST,
+            Self::Unidentified(_) | Self::BadDtabHeader { .. } | Self::BadBody(_) => StatusCode::BAD_REQUEST,
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::AllEndpointsDead { .. } | Self::EndpointsBusy { .. } | Self::ServerBusy { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Unbound { .. } | Self::BindFailed { .. } | Self::Delegation { .. } => StatusCode::BAD_GATEWAY,
             Self::Connect { .. } | Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Self::NoEndpoints { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -58,6 +72,11 @@ impl ProxyError {
             Self::BindFailed { .. } => "bind_failed",
             Self::Delegation { .. } => "delegation",
             Self::NoEndpoints { .. } => "no_endpoints",
+            Self::AllEndpointsDead { .. } => "all_endpoints_dead",
+            Self::EndpointsBusy { .. } => "endpoints_busy",
+            Self::ServerBusy { .. } => "server_busy",
+            Self::BodyTooLarge { .. } => "body_too_large",
+            Self::BadBody(_) => "bad_body",
             Self::Connect { .. } => "connect_failed",
             Self::Upstream { .. } => "upstream_failed",
             Self::Timeout { .. } => "timeout",
@@ -97,6 +116,15 @@ impl fmt::Display for ProxyError {
             Self::BindFailed { path } => write!(f, "routing to {path} failed: the dtab binds it to fail (!)"),
             Self::Delegation { path, error } => write!(f, "cannot bind {path}: {error}"),
             Self::NoEndpoints { client } => write!(f, "{client} has no endpoints"),
+            Self::AllEndpointsDead { client } => {
+                write!(f, "every endpoint of {client} is marked dead by failure accrual; failing fast")
+            }
+            Self::EndpointsBusy { client, limit } => {
+                write!(f, "every endpoint of {client} is at its limit of {limit} concurrent requests")
+            }
+            Self::ServerBusy { limit } => write!(f, "server is at its limit of {limit} concurrent requests"),
+            Self::BodyTooLarge { limit_kb } => write!(f, "request body is larger than {limit_kb} KiB"),
+            Self::BadBody(why) => write!(f, "cannot read the request body: {why}"),
             Self::Connect { addr, error } => write!(f, "connection to {addr} failed: {error}"),
             Self::Upstream { addr, error } => write!(f, "upstream {addr} failed: {error}"),
             Self::Timeout { what, after } => write!(f, "{what} timed out after {} ms", after.as_millis()),

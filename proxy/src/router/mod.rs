@@ -1,20 +1,29 @@
 //! A router: one named routing domain (`ingress`, `egress`) with its servers, identifiers, dtab and clients.
 //!
 //! A request goes through named stages, one module each, readable top to bottom in [`Router::route`]:
-//! [`identify`] → [`bind`] (dtab + namers) → [`balance`] (pick an endpoint) → [`endpoint`] (pooled connection),
+//! [`identify`] → [`bind`] (dtab + namers) → [`retry`] (deadline, budget, replayable body) → [`balance`] (pick an
+//! endpoint, skipping dead ones) → [`endpoint`] (pooled connection) → [`health`] (failure accrual, latency),
 //! with [`headers`] applying hop-by-hop hygiene and the `l5d-*` context, and [`error`] as the one rescue point
 //! that turns any failure into a status, an `l5d-err` header and a one-line body.
+//!
+//! Retries: a failed attempt is retried when it is safe (it never reached the upstream — connect failures and
+//! unsent requests, for every method) or when the service's response classifier allows it for this method (or the
+//! upstream proxy said `l5d-retryable: true`), the body could be kept, the deadline allows, and the retry budget
+//! has room. A retryable failure that is not retried is returned with `l5d-retryable: true`, so a proxy further
+//! out can retry it. Each retry may pick another endpoint (and another union branch).
 
 pub mod balance;
 pub mod bind;
 pub mod endpoint;
 pub mod error;
 pub mod headers;
+pub mod health;
 pub mod identify;
+pub mod retry;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -22,8 +31,11 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use switchyard_dtab::{Dtab, Path};
 
-use self::bind::{Binder, Choice, RoutingTable};
+use self::balance::Unavailable;
+use self::bind::{Binder, Binding, Choice, RoutingTable};
+use self::endpoint::SendError;
 use self::error::ProxyError;
+use self::retry::{BodyError, Prepared};
 use self::headers::{L5D_CTX_DTAB, L5D_DTAB};
 use self::identify::Identifier;
 use crate::config::{Protocol, RouterConfig};
@@ -32,11 +44,19 @@ use crate::namer::NamerSet;
 use arc_swap::ArcSwap;
 use prometheus::{IntCounter, IntGauge};
 
-/// How long a request waits for a namer's first answer (linkerd 1's `bindingTimeoutMs` default).
-const DEFAULT_BINDING_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Response bodies: the upstream's stream, or a small body the proxy wrote.
 pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+
+/// Request bodies sent upstream: a kept (replayable) copy, or the client's stream.
+pub type ReqBody = Either<Full<Bytes>, Incoming>;
+
+/// Attempts per request at most, whatever the budget says (a guard against pathological configs).
+const MAX_ATTEMPTS: u32 = 25;
+
+/// `l5d-ctx-deadline`: when the caller stops waiting, as `<sent-at> <deadline>` in nanoseconds since the epoch.
+const L5D_CTX_DEADLINE: &str = "l5d-ctx-deadline";
+/// `l5d-retryable: true`: this failure may safely be retried by the caller.
+const L5D_RETRYABLE: &str = "l5d-retryable";
 
 /// A proxy-written body.
 pub fn full_body(bytes: Bytes) -> ProxyBody {
@@ -60,7 +80,7 @@ pub struct Router {
     /// Serialises dtab writers so If-Match is a true compare-and-swap; readers never take it.
     write_lock: Mutex<()>,
     pub binder: Binder,
-    timeout: Option<Duration>,
+    max_request_bytes: Option<u64>,
     server_requests: IntCounter,
     dtab_generation: IntGauge,
 }
@@ -77,14 +97,12 @@ impl Router {
         let connects = endpoint::ConnectMetrics {
             ok: metrics.upstream_connects.with_label_values(&[&label, "ok"]),
             failed: metrics.upstream_connects.with_label_values(&[&label, "failed"]),
+            router: label.clone(),
+            families: metrics.clone(),
         };
         let pool = endpoint::EndpointPool::new(settings, connects);
-        // No retries yet, so the attempt and total timeouts bound the same thing: take the tighter one.
-        let timeout = [config.client.request_attempt_timeout_ms, config.service.total_timeout_ms]
-            .into_iter()
-            .flatten()
-            .min()
-            .map(Duration::from_millis);
+        let binding_timeout = Duration::from_millis(config.binding_timeout_ms);
+        let policies = (config.client.clone(), config.service.clone());
         let dtab_generation = metrics.dtab_generation.with_label_values(&[&label]);
         dtab_generation.set(1);
         Self {
@@ -94,9 +112,9 @@ impl Router {
             table: ArcSwap::from_pointee(RoutingTable::new(config.dtab.clone(), 1)),
             write_lock: Mutex::new(()),
             server_requests: metrics.server_requests.with_label_values(&[&label]),
-            binder: Binder::new(label.clone(), namers, pool, metrics, DEFAULT_BINDING_TIMEOUT),
+            binder: Binder::new(label.clone(), namers, pool, metrics, binding_timeout, policies),
             label,
-            timeout,
+            max_request_bytes: config.max_request_kb.map(|kb| kb.saturating_mul(1024)),
             dtab_generation,
         }
     }
@@ -139,15 +157,17 @@ impl Router {
         // identify
         let ident = match identify::identify(&self.identifiers, &self.dst_prefix, &req) {
             Ok(i) => i,
-            Err(why) => return self.fail(None, None, ProxyError::Unidentified(why), start),
+            Err(why) => return self.fail(None, None, ProxyError::Unidentified(why), start, false),
         };
         if let Some(uri) = ident.rewrite {
             *req.uri_mut() = uri;
         }
         let local = match self.local_dtab(&mut req, trusted) {
             Ok(d) => d,
-            Err(e) => return self.fail(None, None, e, start),
+            Err(e) => return self.fail(None, None, e, start, false),
         };
+
+        let inbound_deadline = if trusted { parse_deadline(req.headers()) } else { None };
 
         // bind: the table is loaded once; this request finishes on it even if the dtab changes meanwhile.
         let table = self.table.load_full();
@@ -161,45 +181,171 @@ impl Router {
             Ok(tree) => tree,
             Err(e) => {
                 let err = ProxyError::Delegation { path: ident.path.clone(), error: e.clone() };
-                return self.fail(Some(route), None, err, start);
+                return self.fail(Some(route), None, err, start, false);
             }
         };
-        let target = match bind::choose(tree) {
-            Choice::Target(t) => t.clone(),
-            Choice::Neg => return self.fail(Some(route), None, ProxyError::Unbound { path: ident.path }, start),
-            Choice::Fail => return self.fail(Some(route), None, ProxyError::BindFailed { path: ident.path }, start),
-            Choice::Empty => return self.fail(Some(route), None, ProxyError::NoEndpoints { client: ident.path }, start),
-        };
-        let client = &target.client;
-        client.metrics.request();
 
-        // balance
-        let Some(endpoint) = client.pick() else {
-            let err = ProxyError::NoEndpoints { client: client.id.clone() };
-            return self.fail(Some(route), Some(&client.metrics), err, start);
-        };
-
-        // endpoint
-        self.prepare_request(&mut req, peer, &ident.path, client, &target.residual, local.as_ref());
-        let sent = endpoint.send(req);
-        let result = match self.timeout {
-            Some(t) => tokio::time::timeout(t, sent)
-                .await
-                .unwrap_or(Err(ProxyError::Timeout { what: "request", after: t })),
-            None => sent.await,
-        };
-        match result {
-            Ok(mut resp) => {
-                let version = resp.version();
-                headers::strip_hop_by_hop(resp.headers_mut(), false);
-                headers::append_via(resp.headers_mut(), version);
-                let elapsed = start.elapsed();
-                route.response(resp.status(), elapsed);
-                client.metrics.response(resp.status(), elapsed);
-                resp.map(Either::Left)
-            }
-            Err(e) => self.fail(Some(route), Some(&client.metrics), e, start),
+        // retry: one deadline for all attempts — the service's total timeout or the caller's, whichever is first.
+        let total = binding.policy.total_timeout;
+        let deadline = [total.map(|t| start + t), inbound_deadline].into_iter().flatten().min();
+        if deadline.is_some_and(|d| d <= Instant::now()) {
+            let err = ProxyError::Timeout { what: "caller's deadline", after: Duration::ZERO };
+            return self.fail(Some(route), None, err, start, false);
         }
+        self.prepare_request(&mut req, peer, &ident.path, local.as_ref());
+        let taken = Prepared::new(req, self.max_request_bytes);
+        let taken = match retry::remaining(deadline) {
+            Some(left) => tokio::time::timeout(left, taken).await.unwrap_or(Err(BodyError::Read("timed out".into()))),
+            None => taken.await,
+        };
+        let mut prepared = match taken {
+            Ok(p) => p,
+            Err(BodyError::TooLarge { limit }) => {
+                let err = ProxyError::BodyTooLarge { limit_kb: limit / 1024 };
+                return self.fail(Some(route), None, err, start, false);
+            }
+            Err(BodyError::Read(why)) => return self.fail(Some(route), None, ProxyError::BadBody(why), start, false),
+        };
+        binding.budget.deposit();
+        self.attempts(&binding, tree, &mut prepared, deadline, start, &ident.path).await
+    }
+
+    /// Sends attempts until one answers acceptably, retrying what is safe and allowed.
+    async fn attempts(
+        &self,
+        binding: &Binding,
+        tree: &switchyard_dtab::NameTree<Arc<bind::Target>>,
+        prepared: &mut Prepared,
+        deadline: Option<Instant>,
+        start: Instant,
+        path: &Path,
+    ) -> Response<ProxyBody> {
+        let route = &binding.route;
+        let classifier = binding.policy.classifier;
+        let mut attempt = 0u32;
+        // The failure that prompted the current retry: reported instead of "no endpoint left" when a retry finds
+        // every endpoint ejected, because it says what actually went wrong.
+        let mut last_error: Option<ProxyError> = None;
+        let mut last_endpoint: Option<Arc<endpoint::EndpointClient>> = None;
+        loop {
+            let target = match bind::choose(tree) {
+                Choice::Target(t) => t.clone(),
+                Choice::Neg => return self.fail(Some(route), None, ProxyError::Unbound { path: path.clone() }, start, false),
+                Choice::Fail => return self.fail(Some(route), None, ProxyError::BindFailed { path: path.clone() }, start, false),
+                Choice::Empty => {
+                    let err = ProxyError::NoEndpoints { client: path.clone() };
+                    return self.fail(Some(route), None, err, start, true);
+                }
+            };
+            let client = &target.client;
+            client.metrics.request();
+            let endpoint = match client.pick(last_endpoint.as_ref()) {
+                Ok(e) => e,
+                Err(Unavailable::AllDead) if last_error.is_some() => {
+                    let err = last_error.take().unwrap_or(ProxyError::AllEndpointsDead { client: client.id.clone() });
+                    return self.fail(Some(route), None, err, start, true);
+                }
+                Err(why) => {
+                    let id = client.id.clone();
+                    let err = match why {
+                        Unavailable::Empty => ProxyError::NoEndpoints { client: id },
+                        Unavailable::AllDead => ProxyError::AllEndpointsDead { client: id },
+                        Unavailable::AllBusy => ProxyError::EndpointsBusy {
+                            client: id,
+                            limit: client.policy.max_concurrent_per_endpoint.unwrap_or(0),
+                        },
+                    };
+                    return self.fail(Some(route), Some(&client.metrics), err, start, true);
+                }
+            };
+            let Some(mut req) = prepared.attempt() else {
+                let err = ProxyError::Upstream { addr: endpoint.addr, error: "request body already consumed".into() };
+                return self.fail(Some(route), None, err, start, false);
+            };
+            self.prepare_attempt(&mut req, client, &target.residual, deadline);
+            let sent_at = Instant::now();
+            let limit = [client.policy.request_attempt_timeout, retry::remaining(deadline)].into_iter().flatten().min();
+            let result = match limit {
+                Some(t) => tokio::time::timeout(t, endpoint.send(req)).await.unwrap_or_else(|_| {
+                    // Report the configured timeout that ran out, not the remainder this attempt happened to get.
+                    let (what, after) = if Some(t) == client.policy.request_attempt_timeout {
+                        ("request attempt", t)
+                    } else {
+                        ("request", binding.policy.total_timeout.unwrap_or_else(|| start.elapsed()))
+                    };
+                    Err(SendError { error: ProxyError::Timeout { what, after }, unsent: None, sent: true })
+                }),
+                None => endpoint.send(req).await,
+            };
+            let elapsed = sent_at.elapsed();
+            let accrual = &client.policy.failure_accrual;
+            match result {
+                Ok(mut resp) => {
+                    let status = resp.status();
+                    let failure = classifier.is_failure(status);
+                    endpoint.health.record(!failure, accrual);
+                    if failure {
+                        endpoint.health.observe_failure(client.ewma_decay());
+                    } else {
+                        endpoint.health.observe_latency(elapsed, client.ewma_decay());
+                    }
+                    client.metrics.response(status, elapsed);
+                    let upstream_says = resp.headers().get(L5D_RETRYABLE).is_some_and(|v| v == "true");
+                    let retryable = failure && (classifier.retryable_method(&prepared.method) || upstream_says);
+                    if retryable && self.may_retry(binding, prepared, attempt, deadline).await {
+                        attempt += 1;
+                        last_endpoint = Some(endpoint);
+                        continue;
+                    }
+                    let version = resp.version();
+                    headers::strip_hop_by_hop(resp.headers_mut(), false);
+                    headers::append_via(resp.headers_mut(), version);
+                    if retryable {
+                        resp.headers_mut().insert(L5D_RETRYABLE, http::HeaderValue::from_static("true"));
+                    }
+                    route.response(status, start.elapsed());
+                    return resp.map(Either::Left);
+                }
+                Err(e) => {
+                    endpoint.health.record(false, accrual);
+                    endpoint.health.observe_failure(client.ewma_decay());
+                    client.metrics.response(e.error.status(), elapsed);
+                    let never_sent = !e.sent;
+                    if let Some(unsent) = e.unsent {
+                        prepared.restore(unsent);
+                    }
+                    let after_send = matches!(e.error, ProxyError::Upstream { .. } | ProxyError::Timeout { .. })
+                        && classifier.retryable_method(&prepared.method);
+                    if (never_sent || after_send) && self.may_retry(binding, prepared, attempt, deadline).await {
+                        attempt += 1;
+                        last_error = Some(e.error);
+                        last_endpoint = Some(endpoint);
+                        continue;
+                    }
+                    return self.fail(Some(route), None, e.error, start, never_sent || after_send);
+                }
+            }
+        }
+    }
+
+    /// Whether another attempt may go out — body, attempts, deadline and budget permitting — after the backoff.
+    async fn may_retry(&self, binding: &Binding, prepared: &Prepared, attempt: u32, deadline: Option<Instant>) -> bool {
+        if attempt + 1 >= MAX_ATTEMPTS || !prepared.can_attempt() {
+            return false;
+        }
+        let backoff = binding.policy.retries.backoff.delay(attempt);
+        if retry::remaining(deadline).is_some_and(|left| left <= backoff) {
+            return false;
+        }
+        if !binding.budget.try_withdraw() {
+            binding.budget_exhausted.inc();
+            return false;
+        }
+        binding.retries.inc();
+        if !backoff.is_zero() {
+            tokio::time::sleep(backoff).await;
+        }
+        true
     }
 
     /// Reads (when trusted) or strips (when not) the per-request dtab headers; the result is appended to the
@@ -224,15 +370,9 @@ impl Router {
         Ok(if local.dentries().is_empty() { None } else { Some(local) })
     }
 
-    fn prepare_request(
-        &self,
-        req: &mut Request<Incoming>,
-        peer: SocketAddr,
-        service: &Path,
-        client: &balance::Client,
-        residual: &Path,
-        local: Option<&Dtab>,
-    ) {
+    /// Headers every attempt shares: hygiene, `Via`, `X-Forwarded-For`, the logical name, the dtab context, and the
+    /// request target for the upstream protocol.
+    fn prepare_request(&self, req: &mut Request<Incoming>, peer: SocketAddr, service: &Path, local: Option<&Dtab>) {
         let version = req.version();
         let h2 = self.protocol == Protocol::H2;
         let h = req.headers_mut();
@@ -240,12 +380,7 @@ impl Router {
         headers::append_via(h, version);
         headers::append_forwarded_for(h, peer.ip());
         headers::set_text(h, "l5d-dst-service", &service.to_string());
-        headers::set_text(h, "l5d-dst-client", &client.id_text);
-        if residual.is_empty() {
-            h.remove("l5d-dst-residual");
-        } else {
-            headers::set_text(h, "l5d-dst-residual", &residual.to_string());
-        }
+        h.remove(L5D_CTX_DEADLINE);
         if let Some(local) = local {
             // The override travels with the request so the next hop routes the same way.
             headers::set_text(h, L5D_CTX_DTAB, &local.to_string());
@@ -253,13 +388,30 @@ impl Router {
         headers::set_target_for(req, h2);
     }
 
+    /// Headers of one attempt: the bound client, the residual, and the remaining deadline.
+    fn prepare_attempt(&self, req: &mut Request<ReqBody>, client: &balance::Client, residual: &Path, deadline: Option<Instant>) {
+        let h = req.headers_mut();
+        headers::set_text(h, "l5d-dst-client", &client.id_text);
+        if !residual.is_empty() {
+            headers::set_text(h, "l5d-dst-residual", &residual.to_string());
+        }
+        if let Some(d) = deadline {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+            let at = now + d.saturating_duration_since(Instant::now());
+            headers::set_text(h, L5D_CTX_DEADLINE, &format!("{} {}", now.as_nanos(), at.as_nanos()));
+        }
+    }
+
     /// The rescue point's bookkeeping: count, log, and turn the error into the response.
+    /// `retryable` marks failures that never reached an upstream (or that the classifier allows to retry), so a
+    /// caller further out may retry them: `l5d-retryable: true`.
     fn fail(
         &self,
         route: Option<&RouteMetrics>,
         client: Option<&RouteMetrics>,
         err: ProxyError,
         start: Instant,
+        retryable: bool,
     ) -> Response<ProxyBody> {
         let status: StatusCode = err.status();
         let elapsed = start.elapsed();
@@ -272,6 +424,26 @@ impl Router {
         } else {
             tracing::warn!(router = %self.label, status = status.as_u16(), "{err}");
         }
-        err.into_response()
+        let mut resp = err.into_response();
+        if retryable {
+            resp.headers_mut().insert(L5D_RETRYABLE, http::HeaderValue::from_static("true"));
+        }
+        resp
     }
+
+    /// Answers a request the server refused because it is at `maxConcurrentRequests`.
+    pub fn refuse_busy(&self, limit: usize) -> Response<ProxyBody> {
+        self.server_requests.inc();
+        self.fail(None, None, ProxyError::ServerBusy { limit }, Instant::now(), true)
+    }
+}
+
+/// Reads `l5d-ctx-deadline` (`<sent-at> <deadline>` or just `<deadline>`, nanoseconds since the epoch) as an
+/// instant on this machine's clock.
+fn parse_deadline(h: &http::HeaderMap) -> Option<Instant> {
+    let text = h.get(L5D_CTX_DEADLINE)?.to_str().ok()?;
+    let deadline_ns: u128 = text.split_whitespace().last()?.parse().ok()?;
+    let now_ns = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_nanos();
+    let left = u64::try_from(deadline_ns.saturating_sub(now_ns)).unwrap_or(u64::MAX);
+    Some(Instant::now() + Duration::from_nanos(left))
 }

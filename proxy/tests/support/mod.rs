@@ -43,6 +43,17 @@ pub struct Upstream {
     pub hits: Arc<AtomicUsize>,
     pub seen: Arc<Mutex<Vec<Seen>>>,
     pub release: Arc<tokio::sync::Notify>,
+    /// Faults to inject into every request (changeable while running).
+    pub faults: Arc<Mutex<Faults>>,
+    kill: tokio::sync::watch::Sender<bool>,
+    h2_only: bool,
+}
+
+/// Injected faults: a share of requests answered 503, and a delay before every answer.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Faults {
+    pub fail_ratio: f64,
+    pub delay: Duration,
 }
 
 impl Upstream {
@@ -57,26 +68,75 @@ impl Upstream {
     pub async fn start_on(name: &'static str, addr: SocketAddr, h2_only: bool) -> Self {
         let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let hits = Arc::new(AtomicUsize::new(0));
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let release = Arc::new(tokio::sync::Notify::new());
-        let (h, s, r) = (hits.clone(), seen.clone(), release.clone());
+        let (kill, _) = tokio::sync::watch::channel(false);
+        let up = Self {
+            name,
+            addr,
+            hits: Arc::new(AtomicUsize::new(0)),
+            seen: Arc::new(Mutex::new(Vec::new())),
+            release: Arc::new(tokio::sync::Notify::new()),
+            faults: Arc::new(Mutex::new(Faults::default())),
+            kill,
+            h2_only,
+        };
+        up.serve(listener);
+        up
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        let (name, h2_only) = (self.name, self.h2_only);
+        let (h, s, r, f) = (self.hits.clone(), self.seen.clone(), self.release.clone(), self.faults.clone());
+        let mut killed = self.kill.subscribe();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
-                let (h, s, r) = (h.clone(), s.clone(), r.clone());
+                let (stream, _) = tokio::select! {
+                    conn = listener.accept() => match conn { Ok(c) => c, Err(_) => return },
+                    _ = killed.wait_for(|k| *k) => return,
+                };
+                let (h, s, r, f) = (h.clone(), s.clone(), r.clone(), f.clone());
+                let mut killed = killed.clone();
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| handle(name, req, h.clone(), s.clone(), r.clone()));
+                    let svc = service_fn(move |req| handle(name, req, h.clone(), s.clone(), r.clone(), f.clone()));
                     let io = TokioIo::new(stream);
+                    // A kill drops the connection mid-request, as a crashed process would.
                     if h2_only {
-                        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new()).serve_connection(io, svc).await;
+                        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new()).serve_connection(io, svc);
+                        tokio::select! { _ = conn => {}, _ = killed.wait_for(|k| *k) => {} }
                     } else {
-                        let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
+                        let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, svc);
+                        tokio::select! { _ = conn => {}, _ = killed.wait_for(|k| *k) => {} }
                     }
                 });
             }
         });
-        Self { name, addr, hits, seen, release }
+    }
+
+    /// Crashes the upstream: stops listening and drops every open connection, in-flight requests included.
+    pub fn kill(&self) {
+        // send_replace: the value must change even when no task is listening any more.
+        self.kill.send_replace(true);
+    }
+
+    /// Starts listening again on the same address after a kill.
+    pub async fn restart(&self) {
+        self.kill.send_replace(false);
+        let mut tries = 0;
+        let listener = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(e) if tries < 100 => {
+                    tries += 1;
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(e) => panic!("cannot rebind {}: {e}", self.addr),
+            }
+        };
+        self.serve(listener);
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        *self.faults.lock().unwrap() = faults;
     }
 
     pub fn hits(&self) -> usize {
@@ -98,8 +158,17 @@ async fn handle(
     hits: Arc<AtomicUsize>,
     seen: Arc<Mutex<Vec<Seen>>>,
     release: Arc<tokio::sync::Notify>,
+    faults: Arc<Mutex<Faults>>,
 ) -> Result<Response<Body>, Infallible> {
     hits.fetch_add(1, Ordering::SeqCst);
+    let f = *faults.lock().unwrap();
+    if !f.delay.is_zero() {
+        tokio::time::sleep(f.delay).await;
+    }
+    if f.fail_ratio > 0.0 && rand_f64() < f.fail_ratio {
+        let resp = Response::builder().status(503).header("x-upstream", name).body(full("injected failure")).unwrap();
+        return Ok(resp);
+    }
     let (parts, body) = req.into_parts();
     let body_len = body.collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
     seen.lock().unwrap().push(Seen {
@@ -213,6 +282,20 @@ impl Sidecar {
     pub fn deregister(&self, name: &str) {
         let _ = std::fs::remove_file(self.registry.join(name));
     }
+}
+
+/// A uniform random number in [0, 1) (xorshift over a time-seeded state; no extra test dependency).
+pub fn rand_f64() -> f64 {
+    use std::cell::Cell;
+    thread_local!(static STATE: Cell<u64> = Cell::new(fastrand_u64() | 1));
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    })
 }
 
 fn fastrand_u64() -> u64 {
