@@ -8,7 +8,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help up down status build test bench check clean-run
+.PHONY: help up down status build test test-prometheus fault-test bench check clean-run stop-instance kill-instance start-instance restart-instance
 
 help: ## List the targets
 	@echo "switchyard: a linkerd-style service mesh, run locally"
@@ -28,12 +28,26 @@ build: ## Build the release binaries (proxy, services, load harness)
 	@echo "==> cargo build --release --bins -p switchyard -p forex -p switchyard-bench"
 	@$(CARGO) build --release --bins -p switchyard -p forex -p switchyard-bench
 
-test: ## Run every test: cargo test --workspace, then the end-to-end test on a private mesh
+test: ## Run every test: promtool, cargo test --workspace, end-to-end and fault tests on private meshes, container checks
 	@mesh/mesh.sh install-haproxy
+	@$(MAKE) --no-print-directory test-prometheus
 	@echo "==> cargo test --workspace (unit and integration tests)"
 	@$(CARGO) test --workspace
 	@echo "==> end-to-end test (mesh/e2e.sh)"
 	@mesh/e2e.sh
+	@echo "==> fault tests over a mesh with 3 forex-rate instances (mesh/fault.sh)"
+	@mesh/fault.sh
+	@$(MAKE) --no-print-directory test-containers
+
+fault-test: ## Kill, slow, break and roll forex-rate instances under load; figures in target/fault/report.md
+	@mesh/fault.sh
+
+test-containers: ## Static proof of compose/, rancher/ and the images (no Docker engine needed)
+	@compose/check/run.sh
+
+test-prometheus: ## promtool: check both scrape configs and the rules, run the rule unit tests (prometheus/tests)
+	@mesh/mesh.sh install-prometheus
+	@prometheus/check.sh
 
 bench: ## Benchmark direct / 1 hop / 2 hops / HAProxy; table in target/bench/latest.md
 	@bench/run.sh
@@ -44,5 +58,47 @@ check: ## cargo fmt --check and clippy with warnings as errors
 	@echo "==> cargo clippy --workspace --all-targets -- -D warnings"
 	@$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+stop-instance: ## Stop one instance gracefully (deregister, drain): make stop-instance I=forex-rate-2
+	@mesh/mesh.sh stop "$(I)"
+
+kill-instance: ## Crash one instance (SIGKILL, still registered): make kill-instance I=forex-rate-2
+	@mesh/mesh.sh kill "$(I)"
+
+start-instance: ## Start a stopped instance again: make start-instance I=forex-rate-2 [FOREX_FAULT_DELAY_MS=200]
+	@mesh/mesh.sh start "$(I)"
+
+restart-instance: ## Stop and start one instance: make restart-instance I=forex-rate-2
+	@mesh/mesh.sh restart "$(I)"
+
 clean-run: ## Stop the mesh and delete its run folder (./run)
 	@mesh/mesh.sh clean
+
+# --- Containers (README "Containers"): images, Docker Compose, Rancher 1.x ---------------
+
+# Compose v2 (`docker compose`) when the plugin is installed, else docker-compose v1.
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+COMPOSE_PROJECT ?= switchyard
+
+.PHONY: services compose-up compose-down refresh test-containers
+
+services: ## Build the container images, tagged <commit time>-<hash> and latest
+	@compose/images/images.sh build
+
+compose-up: services ## Run everything on this Docker host with Compose; converter on http://localhost/
+	@echo "==> $(COMPOSE) -p $(COMPOSE_PROJECT) -f compose/docker-compose.yml up -d"
+	@$(COMPOSE) -p $(COMPOSE_PROJECT) -f compose/docker-compose.yml up -d
+	@echo "converter http://localhost/  HAProxy stats http://localhost:8404/stats  Consul http://localhost:8500/"
+	@echo "Prometheus http://localhost:9090/  Grafana http://localhost:3000/  (make compose-down stops it)"
+
+compose-down: ## Stop and remove the Compose deployment (its volumes are kept)
+	@$(COMPOSE) -p $(COMPOSE_PROJECT) -f compose/docker-compose.yml down
+
+refresh: ## Rebuild the images and upgrade the Rancher forex stack in place (rancher-compose)
+	@command -v rancher-compose >/dev/null || { echo "refresh: rancher-compose is not on PATH (Rancher UI: footer → CLI)" >&2; exit 1; }
+	@[[ -n "$${RANCHER_URL:-}" ]] || { echo "refresh: set RANCHER_URL, RANCHER_ACCESS_KEY, RANCHER_SECRET_KEY" >&2; exit 1; }
+	@compose/images/images.sh build
+	@if [[ -n "$${IMAGE_PREFIX:-}" ]]; then compose/images/images.sh push; \
+	  else echo "==> IMAGE_PREFIX unset: not pushing (fine for a single-host Rancher)"; fi
+	@export TAG=$$(compose/images/images.sh version); \
+	  echo "==> upgrading the forex stack to $$TAG (rolling, start first)"; \
+	  cd rancher/forex && rancher-compose -p forex up -d --upgrade --confirm-upgrade

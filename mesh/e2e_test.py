@@ -11,7 +11,7 @@ What it checks, through HAProxy and every sidecar's admin API: sidecars answer p
 and ready; 30 random conversions equal what the ECB CSV shipped with the services
 says; the HTML form shows the figure; metrics count ingress and egress traffic; a
 dtab change on forex-converter's sidecar moves traffic to a dead address (5xx, 502s
-in its metrics) and back; malformed dtabs and stale ETags are refused without
+in its metrics) and back, on every sidecar at once (the egress dtab is mesh-wide); malformed dtabs and stale ETags are refused without
 changing anything; the delegator explains /svc/forex-rate down to the fs namer.
 """
 
@@ -286,6 +286,11 @@ class MeshTest(unittest.TestCase):
         self.assertEqual(put.status, 204, f"PUT dead-end dtab: {put!r}")
         dead_etag = put.headers.get("ETag")
         self.assertTrue(dead_etag and dead_etag != original_etag, "a new dtab gets a new ETag")
+        # The egress dtab is mesh-wide (mesh.sh gives every egress router one shared store):
+        # the PUT on forex-converter's sidecar reroutes every sidecar's egress router.
+        for sidecar in ("forex-web", "forex-rate"):
+            eventually(lambda: get(f"{ADMIN[sidecar]}/dtab/egress").headers.get("ETag") == dead_etag,
+                       f"{sidecar}'s egress router follows the mesh-wide dtab")
 
         failed = convert("2016-09-05", "USD", "JPY", "100")
         self.assertGreaterEqual(failed.status, 500, f"conversion with forex-rate unreachable: {failed!r}")
@@ -303,6 +308,8 @@ class MeshTest(unittest.TestCase):
         eventually(lambda: convert("2016-09-05", "USD", "JPY", "100").status == 200,
                    "conversions work again after restoring the dtab")
         self.assertEqual(get(admin).text, original.text, "the dtab reads back as the original")
+        eventually(lambda: get(f"{ADMIN['forex-web']}/dtab/egress").text == original.text,
+                   "the restored dtab is mesh-wide too")
 
         self.check_malformed_dtab_is_refused(admin)
         self.check_stale_etag_is_refused(admin, stale=dead_etag)

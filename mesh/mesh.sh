@@ -3,7 +3,12 @@
 # beside each instance, a file registry standing in for Consul + registrator, and
 # HAProxy in front of forex-web.
 #
-#   mesh/mesh.sh up | down | status | clean | install-haproxy | help
+#   mesh/mesh.sh up | down | status | clean | install-haproxy | install-prometheus | install-chromium | render | help
+#   mesh/mesh.sh stop|kill|start|restart INSTANCE     one instance, e.g. forex-rate-2:
+#     stop    deregister, let the sidecars notice, then TERM (graceful: nothing in flight is lost)
+#     kill    KILL the app and its sidecar and leave the registry alone (a crash)
+#     start   start it (FOREX_FAULT_DELAY_MS / FOREX_FAULT_ERROR_RATE inject faults), wait, register
+#     restart stop, then start
 #
 # Every instance gets its own loopback address (DESIGN.md §3), so the ports are the
 # same as in containers: app 8080, ingress 4140, egress 4141, admin 9990.
@@ -17,6 +22,13 @@
 #   BIN_DIR=target/release  where the binaries are
 #   WAIT_SECS=30          how long to wait for each process to answer
 #   KEEP_ON_FAILURE=1     leave a half-started mesh running for debugging
+#   CONSUL=http://HOST:PORT  use that Consul agent instead of the file registry: every
+#                         instance's ingress (<service>) and admin (<service>-admin) port is
+#                         registered with an HTTP check on /admin/ready (deregistered by
+#                         `down`), sidecars resolve peers with the Consul namer, and the
+#                         mesh-wide egress dtab is the KV key switchyard/dtabs/egress
+#                         (without CONSUL: the file $RUN_DIR/dtabs/egress). See docs/consul.md.
+#   PROMETHEUS=0          do not run Prometheus ($MESH_NET.0.1:9090, scraping every sidecar and app)
 set -euo pipefail
 # Bash 5.2 would treat '&' in a ${var//pattern/replacement} replacement as "the match".
 shopt -u patsub_replacement 2>/dev/null || true
@@ -38,6 +50,7 @@ EGRESS_PORT=4141
 ADMIN_PORT=9990
 PUBLIC_PORT=8080
 STATS_PORT=8404
+PROMETHEUS_PORT=9090
 
 # Start order: a service starts after the peers it calls.
 SERVICES=(forex-rate forex-converter forex-web)
@@ -51,7 +64,13 @@ declare -A INSTANCES=(
 
 PUBLIC_IP="$MESH_NET.0.1"
 REGISTRY_DIR="$RUN_DIR/registry"
+# The mesh-wide egress dtab (file store) and, with CONSUL, what this run registered there.
+DTAB_DIR="$RUN_DIR/dtabs"
+CONSUL=${CONSUL:-}
+CONSUL_IDS="$RUN_DIR/consul-registrations"
 HAPROXY_DIR="$RUN_DIR/haproxy"
+PROMETHEUS_DIR="$RUN_DIR/prometheus"
+WITH_PROMETHEUS=${PROMETHEUS:-1}
 
 say() { printf '==> %s\n' "$*"; }
 warn() { printf 'mesh: %s\n' "$*" >&2; }
@@ -79,6 +98,13 @@ each_instance() {
 validate_settings() {
   [[ $MESH_NET =~ ^127\.[0-9]{1,3}$ ]] || die "MESH_NET must look like 127.N (got '$MESH_NET')"
   [[ $WAIT_SECS =~ ^[0-9]+$ ]] || die "WAIT_SECS must be a number of seconds"
+  if [[ -n $CONSUL ]]; then
+    [[ $CONSUL =~ ^http://([^/:]+):([0-9]+)/?$ ]] || die "CONSUL must look like http://HOST:PORT (got '$CONSUL')"
+    CONSUL_HOST=${BASH_REMATCH[1]}
+    CONSUL_PORT=${BASH_REMATCH[2]}
+    CONSUL=http://$CONSUL_HOST:$CONSUL_PORT
+  fi
+  [[ $WITH_PROMETHEUS =~ ^[01]$ ]] || die "PROMETHEUS must be 0 or 1 (got '$WITH_PROMETHEUS')"
   local service
   for service in "${SERVICES[@]}"; do
     [[ ${INSTANCES[$service]} =~ ^[1-9][0-9]?$ ]] ||
@@ -192,6 +218,23 @@ stop_all() {
   our_pidfiles | while read -r pidfile; do [[ -z $pidfile ]] || rm -f "$pidfile"; done
 }
 
+# stop_pidfiles SIGNAL PIDFILE... — signal each live process, wait up to 10 s, then KILL.
+stop_pidfiles() {
+  local signal=$1 pidfile pid deadline=$((SECONDS + 10))
+  shift
+  for pidfile in "$@"; do
+    pid_alive "$pidfile" && kill "-$signal" "$(<"$pidfile")" 2>/dev/null || true
+  done
+  for pidfile in "$@"; do
+    while pid_alive "$pidfile" && ((SECONDS < deadline)); do sleep 0.1; done
+    if pid_alive "$pidfile"; then
+      warn "pid $(<"$pidfile") did not stop within 10 s: sending KILL"
+      kill -KILL "$(<"$pidfile")" 2>/dev/null || true
+    fi
+    rm -f "$pidfile"
+  done
+}
+
 # Prints "up", "down" or "partial" from the pid files of this RUN_DIR.
 mesh_state() {
   local pidfile total=0 running=0
@@ -225,6 +268,40 @@ install_haproxy() {
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy
   command -v haproxy >/dev/null 2>&1 || die "apt-get finished but haproxy is still not on PATH"
+}
+
+# Headless Chromium and its WebDriver, for the browser check (mesh/browser_test.py).
+install_chromium() {
+  if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
+    return 0
+  fi
+  say "Chromium is not installed: installing the Debian packages 'chromium' and 'chromium-driver' with apt-get"
+  local sudo=() apt_opts=(-y -qq -o DPkg::Lock::Timeout=300)
+  if ((EUID != 0)); then
+    command -v sudo >/dev/null 2>&1 || die "Chromium is missing and installing it needs root (or sudo)"
+    sudo=(sudo)
+  fi
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  # Another apt-get may run at the same time and clean the archive cache under us: try twice.
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install "${apt_opts[@]}" chromium chromium-driver ||
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install "${apt_opts[@]}" chromium chromium-driver
+  command -v chromedriver >/dev/null 2>&1 || die "apt-get finished but chromedriver is still not on PATH"
+}
+
+# Prometheus and promtool: Debian's package, without the recommended node exporter.
+install_prometheus() {
+  if command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; then
+    return 0
+  fi
+  say "Prometheus is not installed: installing the Debian package 'prometheus' with apt-get"
+  local sudo=() apt_opts=(-y -qq --no-install-recommends -o DPkg::Lock::Timeout=300)
+  if ((EUID != 0)); then
+    command -v sudo >/dev/null 2>&1 || die "Prometheus is missing and installing it needs root (or sudo)"
+    sudo=(sudo)
+  fi
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install "${apt_opts[@]}" prometheus
+  command -v promtool >/dev/null 2>&1 || die "apt-get finished but promtool is still not on PATH"
 }
 
 build_binaries() {
@@ -274,8 +351,84 @@ write_registry() {
   say "wrote the service registry in $REGISTRY_DIR"
 }
 
+# Discovery blocks of the sidecar template: the file registry, or the Consul agent at CONSUL.
+discovery_settings() {
+  if [[ -n $CONSUL ]]; then
+    NAMERS_BLOCK="# Peers from Consul (registered by mesh.sh as registrator would: <service>, <service>-admin).
+- kind: io.l5d.consul
+  host: $CONSUL_HOST
+  port: $CONSUL_PORT
+  includeTag: false
+  useHealthCheck: true
+  setHost: false"
+    EGRESS_DTAB="/svc => /#/io.l5d.consul/.local;"
+    DTAB_STORE_BLOCK="    kind: io.l5d.consul
+    host: $CONSUL_HOST
+    port: $CONSUL_PORT
+    key: switchyard/dtabs/egress"
+  else
+    NAMERS_BLOCK="# The local stand-in for Consul + registrator: mesh.sh writes one file per service
+# into this directory, one \"IP:PORT\" line per instance's ingress sidecar.
+- kind: io.l5d.fs
+  rootDir: $REGISTRY_DIR"
+    EGRESS_DTAB="/svc => /#/io.l5d.fs;"
+    DTAB_STORE_BLOCK="    kind: io.l5d.fs
+    path: $DTAB_DIR/egress"
+  fi
+}
+
+# The mesh-wide egress dtab starts as the default: a fresh file, or the Consul KV key.
+write_mesh_dtab() {
+  discovery_settings
+  if [[ -n $CONSUL ]]; then
+    curl -fsS -o /dev/null --max-time 5 -X PUT --data-binary "$EGRESS_DTAB" "$CONSUL/v1/kv/switchyard/dtabs/egress" ||
+      die "cannot write the KV key switchyard/dtabs/egress to the Consul agent at $CONSUL"
+    say "wrote the mesh-wide egress dtab to Consul KV switchyard/dtabs/egress"
+  else
+    mkdir -p "$DTAB_DIR"
+    printf '%s\n' "$EGRESS_DTAB" >"$DTAB_DIR/.egress.tmp"
+    mv "$DTAB_DIR/.egress.tmp" "$DTAB_DIR/egress"
+    say "wrote the mesh-wide egress dtab in $DTAB_DIR/egress"
+  fi
+}
+
+# consul_register SERVICE INDEX — the instance's ingress and admin ports, as registrator
+# names them (SERVICE_4140_NAME=<service>, SERVICE_9990_NAME=<service>-admin), each with
+# an HTTP check on the sidecar's /admin/ready. No-op without CONSUL.
+consul_register() {
+  [[ -n $CONSUL ]] || return 0
+  local service=$1 i=$2 ip name port id check
+  ip=$(instance_ip "$service" "$i")
+  check="{\"HTTP\": \"http://$ip:$ADMIN_PORT/admin/ready\", \"Interval\": \"1s\", \"Timeout\": \"1s\"}"
+  for name in "$service" "$service-admin"; do
+    port=$INGRESS_PORT
+    [[ $name == *-admin ]] && port=$ADMIN_PORT
+    id="mesh-$MESH_NET:$service-$i:$port"
+    curl -fsS -o /dev/null --max-time 5 -X PUT --data-binary \
+      "{\"ID\": \"$id\", \"Name\": \"$name\", \"Address\": \"$ip\", \"Port\": $port, \"Check\": $check}" \
+      "$CONSUL/v1/agent/service/register" || die "Consul at $CONSUL refused to register $id"
+    printf '%s\n' "$id" >>"$CONSUL_IDS"
+  done
+  printf '    %-34s registered in Consul as %s, %s-admin\n' "$service-$i" "$service" "$service"
+}
+
+# Removes every service this RUN_DIR registered (down), so traffic moves away before the processes stop.
+consul_deregister() {
+  [[ -f $CONSUL_IDS ]] || return 0
+  local id agent
+  agent=$(<"$RUN_DIR/consul-agent")
+  while read -r id; do
+    [[ -n $id ]] || continue
+    curl -fsS -o /dev/null --max-time 5 -X PUT "$agent/v1/agent/service/deregister/$id" ||
+      warn "could not deregister $id from $agent"
+  done <"$CONSUL_IDS"
+  say "deregistered this mesh's services from Consul at $agent"
+  rm -f "$CONSUL_IDS"
+}
+
 render_configs() {
   local service i ip dir clear_context servers=""
+  discovery_settings
   while read -r service i; do
     ip=$(instance_ip "$service" "$i")
     dir=$(instance_dir "$service" "$i")
@@ -287,7 +440,8 @@ render_configs() {
     render "$MESH_DIR/sidecar.yaml.tmpl" "$dir/sidecar.yaml" \
       INSTANCE="$service-$i" IP="$ip" ADMIN_PORT="$ADMIN_PORT" REGISTRY_DIR="$REGISTRY_DIR" \
       APP_PORT="$APP_PORT" INGRESS_PORT="$INGRESS_PORT" EGRESS_PORT="$EGRESS_PORT" \
-      INGRESS_CLEAR_CONTEXT="$clear_context"
+      INGRESS_CLEAR_CONTEXT="$clear_context" NAMERS="$NAMERS_BLOCK" EGRESS_DTAB="$EGRESS_DTAB" \
+      DTAB_STORE="$DTAB_STORE_BLOCK"
     if [[ $service == forex-web ]]; then
       servers+="    server $service-$i $ip:$INGRESS_PORT check"$'\n'
     fi
@@ -308,6 +462,41 @@ check_configs() {
       die "switchyard check rejected $dir/sidecar.yaml (see above)"
   done < <(each_instance)
   haproxy -c -q -f "$HAPROXY_DIR/haproxy.cfg" || die "haproxy -c rejected $HAPROXY_DIR/haproxy.cfg"
+}
+
+# Prometheus' folder in RUN_DIR: prometheus/prometheus-local.yml and the rules, copied (so a running
+# mesh keeps what it started with), and the file-SD targets: every sidecar's admin port and every app,
+# labelled with its service and instance name (what Consul SD and relabelling give in containers).
+write_prometheus_config() {
+  local service i ip sidecars=() apps=()
+  mkdir -p "$PROMETHEUS_DIR/targets" "$PROMETHEUS_DIR/rules"
+  cp "$REPO_ROOT/prometheus/prometheus-local.yml" "$PROMETHEUS_DIR/prometheus.yml"
+  rm -f "$PROMETHEUS_DIR"/rules/*.yml
+  cp "$REPO_ROOT"/prometheus/rules/*.yml "$PROMETHEUS_DIR/rules/"
+  while read -r service i; do
+    ip=$(instance_ip "$service" "$i")
+    sidecars+=("$(target_json "$ip:$ADMIN_PORT" "$service" "$i")")
+    apps+=("$(target_json "$ip:$APP_PORT" "$service" "$i")")
+  done < <(each_instance)
+  write_targets "$PROMETHEUS_DIR/targets/switchyard.json" "${sidecars[@]}"
+  write_targets "$PROMETHEUS_DIR/targets/forex.json" "${apps[@]}"
+  promtool check config "$PROMETHEUS_DIR/prometheus.yml" >/dev/null ||
+    die "promtool check config rejected $PROMETHEUS_DIR/prometheus.yml"
+  say "wrote $PROMETHEUS_DIR (scrape config, rules, targets)"
+}
+
+# target_json ADDRESS SERVICE INDEX — one file-SD entry.
+target_json() {
+  printf '{"targets": ["%s"], "labels": {"service": "%s", "instance": "%s-%s"}}' "$1" "$2" "$2" "$3"
+}
+
+# write_targets FILE ENTRY... — a JSON list, written beside and renamed (Prometheus watches the file).
+write_targets() {
+  local file=$1 joined
+  shift
+  joined=$(printf '  %s,\n' "$@")
+  printf '[\n%s\n]\n' "${joined%,}" >"$file.tmp"
+  mv "$file.tmp" "$file"
 }
 
 write_env() {
@@ -359,6 +548,7 @@ start_services() {
   for service in "${SERVICES[@]}"; do
     for ((i = 1; i <= INSTANCES[$service]; i++)); do start_instance "$service" "$i"; done
     for ((i = 1; i <= INSTANCES[$service]; i++)); do wait_instance "$service" "$i"; done
+    for ((i = 1; i <= INSTANCES[$service]; i++)); do consul_register "$service" "$i"; done
   done
 }
 
@@ -369,6 +559,17 @@ start_haproxy() {
   wait_http "http://$PUBLIC_IP:$PUBLIC_PORT/health" "HAProxy → forex-web" "$HAPROXY_DIR/haproxy.pid"
 }
 
+start_prometheus() {
+  local url="http://$PUBLIC_IP:$PROMETHEUS_PORT"
+  say "starting Prometheus on $PUBLIC_IP:$PROMETHEUS_PORT (every sidecar and app, every 2 s; data in $PROMETHEUS_DIR/data)"
+  start_process "$PROMETHEUS_DIR" "$(command -v prometheus)" \
+    --config.file="$PROMETHEUS_DIR/prometheus.yml" \
+    --storage.tsdb.path="$PROMETHEUS_DIR/data" \
+    --storage.tsdb.retention.time=2d \
+    --web.listen-address="$PUBLIC_IP:$PROMETHEUS_PORT"
+  wait_http "$url/-/ready" "Prometheus" "$PROMETHEUS_DIR/prometheus.pid"
+}
+
 print_urls() {
   local service i ip first_admin=""
   echo
@@ -376,6 +577,9 @@ print_urls() {
   printf '  %-28s %s\n' "converter form (HAProxy)" "http://$PUBLIC_IP:$PUBLIC_PORT/"
   printf '  %-28s %s\n' "JSON API" "http://$PUBLIC_IP:$PUBLIC_PORT/api/convert?date=2016-09-05&from=USD&to=JPY&amount=100"
   printf '  %-28s %s\n' "HAProxy stats" "http://$PUBLIC_IP:$STATS_PORT/stats"
+  if [[ $WITH_PROMETHEUS == 1 ]]; then
+    printf '  %-28s %s\n' "Prometheus" "http://$PUBLIC_IP:$PROMETHEUS_PORT/ (targets: /targets, alerts: /alerts)"
+  fi
   printf '\n  %-20s %-22s %-20s %-20s %s\n' instance app ingress egress "admin (metrics, dtabs)"
   while read -r service i; do
     ip=$(instance_ip "$service" "$i")
@@ -416,16 +620,24 @@ cmd_up() {
       ;;
   esac
   install_haproxy
+  if [[ $WITH_PROMETHEUS == 1 ]]; then install_prometheus; fi
   build_binaries
   mkdir -p "$RUN_DIR"
   write_registry
+  write_mesh_dtab
+  if [[ -n $CONSUL ]]; then
+    printf '%s\n' "$CONSUL" >"$RUN_DIR/consul-agent"
+    : >"$CONSUL_IDS"
+  fi
   render_configs
   check_configs
+  if [[ $WITH_PROMETHEUS == 1 ]]; then write_prometheus_config; fi
   write_env
   # From here on, a failure stops whatever was started (unless KEEP_ON_FAILURE=1).
   trap on_failed_start EXIT
   start_services
   start_haproxy
+  if [[ $WITH_PROMETHEUS == 1 ]]; then start_prometheus; fi
   trap - EXIT
   say "the mesh is up"
   print_urls
@@ -436,8 +648,63 @@ cmd_down() {
   if [[ $(mesh_state) == down ]]; then
     say "nothing of the mesh in $RUN_DIR is running"
   fi
+  consul_deregister
   stop_all
   say "the mesh in $RUN_DIR is down"
+}
+
+# ---------------------------------------------------------------------------
+# One instance at a time: for demos and the fault tests (mesh/fault_test.py).
+
+# parse_instance NAME — sets INSTANCE_SERVICE and INSTANCE_INDEX from e.g. forex-rate-2.
+parse_instance() {
+  [[ ${1:-} =~ ^(forex-web|forex-converter|forex-rate)-([1-9][0-9]?)$ ]] ||
+    die "expected an instance such as forex-rate-2, got '${1:-}'"
+  INSTANCE_SERVICE=${BASH_REMATCH[1]}
+  INSTANCE_INDEX=${BASH_REMATCH[2]}
+  [[ -f $(instance_dir "$INSTANCE_SERVICE" "$INSTANCE_INDEX")/sidecar.yaml ]] ||
+    die "$1 is not part of the mesh in $RUN_DIR (start it with ${INSTANCE_SERVICE#forex-}_INSTANCES=$INSTANCE_INDEX or more: make up RATE_INSTANCES=N)"
+}
+
+# registry_edit SERVICE add|remove LINE — rewrites the service's registry file atomically.
+registry_edit() {
+  local service=$1 op=$2 line=$3 file="$REGISTRY_DIR/$1" tmp="$RUN_DIR/.registry-edit"
+  touch "$file"
+  grep -vxF -- "$line" "$file" >"$tmp" || true
+  [[ $op == add ]] && printf '%s\n' "$line" >>"$tmp"
+  sort -o "$tmp" "$tmp"
+  mv "$tmp" "$file"
+}
+
+cmd_instance() {
+  local action=$1 name=$2 ip dir entry
+  parse_instance "$name"
+  ip=$(instance_ip "$INSTANCE_SERVICE" "$INSTANCE_INDEX")
+  dir=$(instance_dir "$INSTANCE_SERVICE" "$INSTANCE_INDEX")
+  entry="$ip:$INGRESS_PORT"
+  case $action in
+    stop | restart)
+      say "deregistering $name ($entry) and waiting for the sidecars to notice"
+      registry_edit "$INSTANCE_SERVICE" remove "$entry"
+      sleep 1
+      say "stopping $name: sidecar (drains in-flight requests), then the app"
+      stop_pidfiles TERM "$dir/switchyard.pid"
+      stop_pidfiles TERM "$dir/$INSTANCE_SERVICE.pid"
+      ;;
+    kill)
+      say "killing $name (app and sidecar, SIGKILL; the registry still lists it, as after a crash)"
+      stop_pidfiles KILL "$dir/$INSTANCE_SERVICE.pid" "$dir/switchyard.pid"
+      ;;
+  esac
+  case $action in
+    start | restart)
+      pid_alive "$dir/switchyard.pid" && die "$name is already running"
+      start_instance "$INSTANCE_SERVICE" "$INSTANCE_INDEX"
+      wait_instance "$INSTANCE_SERVICE" "$INSTANCE_INDEX"
+      registry_edit "$INSTANCE_SERVICE" add "$entry"
+      say "$name is up and registered"
+      ;;
+  esac
 }
 
 # probe URL — prints "answers" or "no answer".
@@ -463,6 +730,10 @@ cmd_status() {
   done < <(each_instance)
   printf '  %-20s %-22s %s\n' haproxy "$(process_state "$HAPROXY_DIR/haproxy.pid")" \
     "http://$PUBLIC_IP:$PUBLIC_PORT/health $(probe "http://$PUBLIC_IP:$PUBLIC_PORT/health")"
+  if [[ -f $PROMETHEUS_DIR/prometheus.pid ]]; then
+    printf '  %-20s %-22s %s\n' prometheus "$(process_state "$PROMETHEUS_DIR/prometheus.pid")" \
+      "http://$PUBLIC_IP:$PROMETHEUS_PORT/-/ready $(probe "http://$PUBLIC_IP:$PROMETHEUS_PORT/-/ready")"
+  fi
 }
 
 # Deletes RUN_DIR after stopping the mesh, but only if it looks like one of ours.
@@ -477,6 +748,15 @@ cmd_clean() {
   fi
 }
 
+# Writes the registry and every config of this RUN_DIR without starting anything: the
+# container-config test compares these with compose/sidecars/ (compose/check/).
+cmd_render() {
+  validate_settings
+  mkdir -p "$RUN_DIR"
+  write_registry
+  render_configs
+}
+
 usage() {
   sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'
 }
@@ -488,6 +768,10 @@ main() {
     status) cmd_status ;;
     clean) cmd_clean ;;
     install-haproxy) install_haproxy ;;
+    install-prometheus) install_prometheus ;;
+    install-chromium) install_chromium ;;
+    render) cmd_render ;;
+    stop | kill | start | restart) cmd_instance "$1" "${2:-}" ;;
     help | -h | --help) usage ;;
     *)
       usage >&2

@@ -13,6 +13,7 @@ use http::Uri;
 pub const USAGE: &str = "\
 usage:
   switchyard-bench upstream --listen IP:PORT
+  switchyard-bench consul --listen IP:PORT      a Consul HTTP API double (see docs/consul.md)
   switchyard-bench load --url http://HOST:PORT/PATH [--host HOST] --connections N
                         --duration SECS [--rate RPS]
       without --rate, every connection sends back to back (flat-out);
@@ -27,6 +28,8 @@ pub enum Command {
     Upstream(UpstreamArgs),
     /// Generate load against a URL.
     Load(LoadArgs),
+    /// Serve the Consul HTTP API double on an address.
+    Consul(UpstreamArgs),
     /// Print usage.
     Help,
 }
@@ -120,6 +123,10 @@ where
     let flags = Flags::collect(args)?;
     match sub.as_str() {
         "upstream" => parse_upstream(flags),
+        "consul" => match parse_upstream(flags)? {
+            Command::Upstream(listen) => Ok(Command::Consul(listen)),
+            other => Ok(other),
+        },
         "load" => parse_load(flags),
         "-h" | "--help" | "help" => Ok(Command::Help),
         other => Err(ArgError(format!("unknown subcommand {other:?}"))),

@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         }
         Command::Upstream(args) => runtime.block_on(run_upstream(args)),
         Command::Load(args) => runtime.block_on(run_load(args)),
+        Command::Consul(args) => runtime.block_on(run_consul(args)),
     }
 }
 
@@ -55,6 +56,20 @@ async fn run_upstream(args: UpstreamArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("switchyard-bench upstream: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_consul(args: UpstreamArgs) -> ExitCode {
+    match switchyard_bench::consul::ConsulDouble::start(args.listen).await {
+        Ok(double) => {
+            eprintln!("switchyard-bench consul: Consul API double listening on {}", double.addr);
+            shutdown_signal().await;
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("switchyard-bench consul: cannot listen on {}: {error}", args.listen);
             ExitCode::FAILURE
         }
     }

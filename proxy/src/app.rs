@@ -14,8 +14,9 @@ use tokio::task::JoinSet;
 
 use crate::admin::{self, AdminState};
 use crate::config::{Config, NamerConfig};
+use crate::dtab_store::DtabStore;
 use crate::metrics::Metrics;
-use crate::namer::{fs::FsNamer, Namer, NamerSet};
+use crate::namer::{consul::ConsulNamer, fs::FsNamer, Namer, NamerSet};
 use crate::router::Router;
 
 /// A start-up failure (the config itself was already validated).
@@ -70,6 +71,7 @@ async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, StartError> {
 pub async fn start(config: Config, grace: Duration) -> Result<Running, StartError> {
     let generation = Arc::new(AtomicU64::new(0));
     let mut namers: Vec<Arc<dyn Namer>> = Vec::new();
+    let mut consul_collectors = Vec::new();
     for n in &config.namers {
         match n {
             NamerConfig::Fs(fs) => {
@@ -77,10 +79,18 @@ pub async fn start(config: Config, grace: Duration) -> Result<Running, StartErro
                 namer.spawn_watch();
                 namers.push(namer);
             }
+            NamerConfig::Consul(c) => {
+                let namer = ConsulNamer::new(c, generation.clone());
+                consul_collectors.push(namer.collector());
+                namers.push(namer);
+            }
         }
     }
     let namers = Arc::new(NamerSet::new(namers, generation));
     let metrics = Arc::new(Metrics::new());
+    for collector in consul_collectors {
+        metrics.register_collector(collector);
+    }
 
     // Bind every port first: all or nothing.
     let mut listeners = Vec::new();
@@ -90,21 +100,27 @@ pub async fn start(config: Config, grace: Duration) -> Result<Running, StartErro
         for s in &rc.servers {
             let addr = SocketAddr::new(s.ip, s.port);
             let listener = bind(addr, &format!("router {}", rc.label)).await?;
-            listeners.push((router.clone(), listener, !s.clear_context));
+            let limits = crate::server::Limits {
+                max_concurrent: s.max_concurrent_requests,
+                max_header_bytes: usize::try_from(rc.max_headers_kb.saturating_mul(1024)).unwrap_or(usize::MAX),
+                trusted: !s.clear_context,
+            };
+            listeners.push((router.clone(), listener, limits));
         }
         routers.push(router);
     }
+    let dtab_stores = start_dtab_stores(&config, &routers, &metrics).await;
     let admin_listener = bind(SocketAddr::new(config.admin.ip, config.admin.port), "the admin server").await?;
     let admin_addr = admin_listener.local_addr().map_err(|e| StartError(e.to_string()))?;
 
     let (stop_servers, stop_rx) = watch::channel(false);
     let mut servers_done = JoinSet::new();
     let mut servers = Vec::new();
-    for (router, listener, trusted) in listeners {
+    for (router, listener, limits) in listeners {
         let addr = listener.local_addr().map_err(|e| StartError(e.to_string()))?;
-        tracing::info!(router = %router.label, %addr, trusted, "serving");
+        tracing::info!(router = %router.label, %addr, trusted = limits.trusted, "serving");
         servers.push((router.label.to_string(), addr));
-        servers_done.spawn(crate::server::serve(listener, router, trusted, stop_rx.clone(), grace));
+        servers_done.spawn(crate::server::serve(listener, router, limits, stop_rx.clone(), grace));
     }
 
     let ready = Arc::new(AtomicBool::new(true));
@@ -115,6 +131,7 @@ pub async fn start(config: Config, grace: Duration) -> Result<Running, StartErro
         config_json: serde_json::to_value(&config).unwrap_or_default(),
         token: config.admin.token.clone(),
         ready: ready.clone(),
+        dtab_stores,
     });
     let (stop_admin, mut admin_rx) = watch::channel(false);
     let app = admin::app(state);
@@ -128,4 +145,29 @@ pub async fn start(config: Config, grace: Duration) -> Result<Running, StartErro
         }
     });
     Ok(Running { admin_addr, servers, routers, ready, stop_servers, stop_admin, servers_done, admin_done })
+}
+
+/// How long start-up waits for a dtab store's first answer before serving with the configured dtab.
+const STORE_FIRST_ANSWER: Duration = Duration::from_secs(2);
+
+/// Starts the watches of routers whose dtab lives in a shared store, and waits (bounded) for their first answers.
+async fn start_dtab_stores(
+    config: &Config,
+    routers: &[Arc<Router>],
+    metrics: &Metrics,
+) -> std::collections::HashMap<String, Arc<DtabStore>> {
+    let mut stores = std::collections::HashMap::new();
+    let errors = crate::dtab_store::error_metric();
+    for (rc, router) in config.routers.iter().zip(routers) {
+        if let Some(sc) = &rc.dtab_store {
+            stores.insert(rc.label.clone(), DtabStore::start(router.clone(), sc, errors.clone()));
+        }
+    }
+    if !stores.is_empty() {
+        metrics.register_collector(Box::new(errors));
+    }
+    for store in stores.values() {
+        store.first_answer(STORE_FIRST_ANSWER).await;
+    }
+    stores
 }

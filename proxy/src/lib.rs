@@ -14,6 +14,9 @@
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod consul;
+pub mod dtab_store;
+pub mod dtabctl;
 pub mod metrics;
 pub mod namer;
 pub mod router;

@@ -18,7 +18,11 @@ switchyard — a linkerd-style HTTP sidecar proxy with dtab routing
 USAGE:
     switchyard run CONFIG.yaml     serve the routers CONFIG describes (also: switchyard CONFIG.yaml)
     switchyard check CONFIG.yaml   validate CONFIG and report every problem with line and column
+    switchyard check --json CONFIG.yaml   validate, then print the parsed config as JSON (as /config.json)
     switchyard example             print a commented example config
+    switchyard dtab [--admin URL] [--router LABEL] get | set FILE | diff FILE | explain PATH
+                                   read, replace (compare-and-swap), compare or explain a router's dtab
+                                   over a sidecar's admin API (default http://127.0.0.1:9990, router egress)
     switchyard --version
 
 ENVIRONMENT:
@@ -30,6 +34,8 @@ fn main() -> ExitCode {
     let strs: Vec<&str> = args.iter().map(String::as_str).collect();
     match strs.as_slice() {
         ["check", file] => check(Path::new(file)),
+        ["dtab", rest @ ..] => switchyard::dtabctl::main(rest),
+        ["check", "--json", file] => check_json(Path::new(file)),
         ["run", file] => run(Path::new(file)),
         ["example"] => {
             print!("{}", config::example());
@@ -78,6 +84,22 @@ fn check(file: &Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         None => ExitCode::from(EXIT_CONFIG),
+    }
+}
+
+/// `check --json`: the parsed config with every default filled in, so two files can be
+/// compared by meaning rather than by text (the container-vs-local config test does).
+fn check_json(file: &Path) -> ExitCode {
+    let Some(cfg) = load(file) else { return ExitCode::from(EXIT_CONFIG) };
+    match serde_json::to_string_pretty(&cfg) {
+        Ok(json) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: cannot print the config as JSON: {e}", file.display());
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -250,16 +250,58 @@ async fn rolling_restart_under_load_loses_nothing() {
 }
 
 #[tokio::test]
-async fn all_endpoints_dead_fails_fast_with_503() {
+async fn the_last_live_endpoint_is_never_ejected() {
     let accrual = "    failureAccrual: {kind: io.l5d.consecutiveFailures, failures: 2, backoff: {kind: constant, ms: 60000}}";
     let (sc, ups) = mesh(1, accrual, "").await;
     ups[0].set_faults(Faults { fail_ratio: 1.0, delay: Duration::ZERO });
+    for _ in 0..10 {
+        let resp = get(sc.addr("egress"), "forex-rate", "/", &[]).await;
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(resp.headers().get("l5d-err").is_none(), "callers get the instance's own error, not 'marked dead'");
+    }
+    ups[0].set_faults(Faults::default());
     let resp = get(sc.addr("egress"), "forex-rate", "/", &[]).await;
-    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.status(), StatusCode::OK, "and it serves again the moment it recovers");
+}
+
+#[tokio::test]
+async fn all_dead_fails_fast_and_probes_for_recovery() {
+    // A 60 s backoff: without probes the instance would stay out for a minute after it recovers.
+    let accrual = "    failureAccrual: {kind: io.l5d.consecutiveFailures, failures: 2, backoff: {kind: constant, ms: 60000}}";
+    let (sc, ups) = mesh(2, &format!("{accrual}\n    loadBalancer: {{kind: roundRobin}}"), "").await;
+    ups[0].set_faults(Faults { fail_ratio: 1.0, delay: Duration::ZERO });
+    for _ in 0..10 {
+        let resp = get(sc.addr("egress"), "forex-rate", "/", &[]).await;
+        assert_eq!(resp.status(), StatusCode::OK, "r1 is routed around, r2 answers");
+    }
+    // r2 leaves the registry: only the ejected r1 is left.
+    sc.register("forex-rate", &[ups[0].addr]);
+    let mut err = String::new();
+    for _ in 0..100 {
+        let resp = get(sc.addr("egress"), "forex-rate", "/", &[]).await;
+        err = resp.headers().get("l5d-err").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+        if err.contains("marked dead") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(err.contains("marked dead"), "fails fast once every endpoint is dead: {err}");
     let before = ups[0].hits();
     let resp = get(sc.addr("egress"), "forex-rate", "/", &[]).await;
-    let err = resp.headers().get("l5d-err").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert!(err.contains("marked dead"), "fails fast: {err}");
     assert_eq!(ups[0].hits(), before, "without touching the dead instance");
+
+    ups[0].set_faults(Faults::default());
+    let mut recovered = false;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if get(sc.addr("egress"), "forex-rate", "/", &[]).await.status() == StatusCode::OK {
+            recovered = true;
+            break;
+        }
+    }
+    assert!(recovered, "a probe (one per second) noticed the recovery long before the 60 s backoff ended");
+    for _ in 0..20 {
+        assert_eq!(get(sc.addr("egress"), "forex-rate", "/", &[]).await.status(), StatusCode::OK, "back in rotation");
+    }
 }

@@ -5,7 +5,9 @@
 //! line and column for a malformed dtab).
 
 mod delegator;
+mod editor;
 mod page;
+mod stats;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,6 +37,8 @@ pub struct AdminState {
     pub token: Option<String>,
     /// False once shutdown has begun, so load balancers and health checks take the sidecar out.
     pub ready: Arc<AtomicBool>,
+    /// Routers whose dtab lives in a shared store (by label): `PUT /dtab/<label>` writes through to it.
+    pub dtab_stores: HashMap<String, Arc<crate::dtab_store::DtabStore>>,
 }
 
 impl AdminState {
@@ -47,6 +51,10 @@ impl AdminState {
 pub fn app(state: Arc<AdminState>) -> AxumRouter {
     AxumRouter::new()
         .route("/", get(page::index))
+        .route("/delegator", get(page::index))
+        .route("/admin/assets/dashboard.js", get(page::script))
+        .route("/admin/assets/dashboard.css", get(page::style))
+        .route("/admin/stats.json", get(stats::stats))
         .route("/admin/ping", get(|| async { "pong" }))
         .route("/admin/ready", get(ready))
         .route("/admin/metrics/prometheus", get(metrics))
@@ -56,6 +64,7 @@ pub fn app(state: Arc<AdminState>) -> AxumRouter {
         .route("/routers.json", get(routers))
         .route("/dtab", get(dtabs))
         .route("/dtab/{label}", get(get_dtab).put(put_dtab))
+        .route("/dtab/{label}/validate", axum::routing::post(editor::validate))
         .route("/delegator.json", get(delegator::delegate))
         .fallback(|| async { AdminError::NotFound })
         .with_state(state)
@@ -101,6 +110,7 @@ async fn routers(State(s): State<Arc<AdminState>>) -> Json<serde_json::Value> {
                 "dtabGeneration": table.generation,
                 "etag": table.etag,
                 "clients": clients,
+                "dtabStore": s.dtab_stores.get(&*r.label).map(|st| st.state_json()),
             })
         })
         .collect();
@@ -134,6 +144,13 @@ async fn get_dtab(
         ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], table.dtab.pretty()).into_response()
     };
     resp.headers_mut().insert(header::ETAG, etag);
+    // A store-backed router whose store holds something it refused (or cannot reach) says so on every read.
+    if let Some(error) = s.dtab_stores.get(&label).and_then(|st| st.last_error()) {
+        let flat: String = error.chars().map(|c| if c.is_control() || !c.is_ascii() { '?' } else { c }).collect();
+        if let Ok(v) = HeaderValue::from_str(&flat) {
+            resp.headers_mut().insert("l5d-dtab-store-error", v);
+        }
+    }
     Ok(resp)
 }
 
@@ -159,6 +176,16 @@ async fn put_dtab(
         }
     };
     let if_match = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok());
+    if let Some(store) = s.dtab_stores.get(&label) {
+        return match store.write(dtab, if_match).await {
+            Ok(table) => {
+                let etag = HeaderValue::from_str(&table.etag).map_err(|_| AdminError::Internal("bad etag".into()))?;
+                Ok((StatusCode::NO_CONTENT, [(header::ETAG, etag)]).into_response())
+            }
+            Err(crate::dtab_store::StoreWriteError::Stale { current }) => Err(AdminError::Stale { current }),
+            Err(crate::dtab_store::StoreWriteError::Unavailable(m)) => Err(AdminError::StoreUnavailable(m)),
+        };
+    }
     match router.set_dtab(dtab, if_match) {
         Ok(table) => {
             let etag = HeaderValue::from_str(&table.etag).map_err(|_| AdminError::Internal("bad etag".into()))?;
@@ -215,6 +242,8 @@ pub enum AdminError {
     BadDtab(ParseError),
     BadRequest(String),
     Stale { current: String },
+    /// The router's shared dtab store could not be written.
+    StoreUnavailable(String),
     Unauthorized,
     Internal(String),
 }
@@ -229,6 +258,7 @@ impl std::fmt::Display for AdminError {
             Self::Stale { current } => write!(f, "If-Match does not match the current dtab version {current}"),
             Self::Unauthorized => write!(f, "admin writes require a valid 'Authorization: Bearer <token>'"),
             Self::Internal(m) => write!(f, "internal error: {m}"),
+            Self::StoreUnavailable(m) => write!(f, "the dtab store is unavailable; nothing changed: {m}"),
         }
     }
 }
@@ -241,6 +271,7 @@ impl IntoResponse for AdminError {
             Self::Stale { .. } => StatusCode::PRECONDITION_FAILED,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         let mut body = json!({ "error": self.to_string() });
         if let Self::BadDtab(e) = &self {

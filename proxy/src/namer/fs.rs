@@ -111,6 +111,7 @@ impl Namer for FsNamer {
                 id: id_prefix.append(name.clone()),
                 residual: rest.drop(1),
                 endpoints: watch.clone(),
+                host: None,
             }),
             None => NameTree::Neg,
         })

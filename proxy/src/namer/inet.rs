@@ -35,7 +35,7 @@ impl InetNamer {
         };
         let id = path.take(2 + used);
         let residual = path.drop(2 + used);
-        NameTree::Leaf(BoundName { id, residual, endpoints: self.watch(addr) })
+        NameTree::Leaf(BoundName { id, residual, endpoints: self.watch(addr), host: None })
     }
 
     fn watch(&self, addr: SocketAddr) -> Arc<EndpointWatch> {

@@ -8,6 +8,7 @@
 //! - a bound name's *addresses* change (an instance joins or leaves): only its [`EndpointWatch`] is updated, and the
 //!   balancer picks the new set up on the next request, without re-binding.
 
+pub mod consul;
 pub mod fs;
 pub mod inet;
 
@@ -77,6 +78,8 @@ pub struct BoundName {
     pub id: Path,
     pub residual: Path,
     pub endpoints: Arc<EndpointWatch>,
+    /// A `Host` to send instead of the caller's (the Consul namer's `setHost`); `None` keeps it.
+    pub host: Option<Arc<str>>,
 }
 
 impl fmt::Debug for BoundName {

@@ -8,9 +8,13 @@
 //! - `ewma` (default): power of two choices, cost = peak-EWMA latency × (in-flight + 1) ÷ weight;
 //! - `p2c`: power of two choices, cost = (in-flight + 1) ÷ weight ("least loaded");
 //! - `roundRobin`: each available endpoint in turn.
+//!
+//! When failure accrual has marked every endpoint dead, requests fail fast (503) rather than hammer instances
+//! that are down — but one request per [`PROBE_INTERVAL`] is let through to the endpoint whose backoff ends
+//! first, so that recovery is noticed within a second instead of after the longest backoff.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -21,6 +25,9 @@ use super::endpoint::{EndpointClient, EndpointPool};
 use crate::config::{ClientPolicy, LoadBalancer};
 use crate::metrics::RouteMetrics;
 use crate::namer::EndpointWatch;
+
+/// While every endpoint is dead, at most one probe request per interval.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 struct Snapshot {
     version: u64,
@@ -53,6 +60,8 @@ pub struct Client {
     snapshot: ArcSwap<Snapshot>,
     endpoints_gauge: IntGauge,
     next: AtomicUsize,
+    /// While every endpoint is dead: when the next probe may go out (`None` while some endpoint is live).
+    next_probe: Mutex<Option<Instant>>,
 }
 
 impl Client {
@@ -75,6 +84,7 @@ impl Client {
             snapshot: ArcSwap::from_pointee(Snapshot { version: 0, endpoints: Vec::new() }),
             endpoints_gauge,
             next: AtomicUsize::new(0),
+            next_probe: Mutex::new(None),
         };
         client.refresh();
         client
@@ -104,6 +114,12 @@ impl Client {
     /// The endpoints currently known, with their weights.
     pub fn endpoints(&self) -> Vec<(Arc<EndpointClient>, f64)> {
         self.current().endpoints.clone()
+    }
+
+    /// Whether some endpoint other than `ep` is in rotation (failure accrual never ejects the last live one).
+    pub fn others_live(&self, ep: &Arc<EndpointClient>) -> bool {
+        let now = Instant::now();
+        self.current().endpoints.iter().any(|(e, _)| !Arc::ptr_eq(e, ep) && e.health.available(now))
     }
 
     /// Number of endpoints currently known.
@@ -143,10 +159,43 @@ impl Client {
             LoadBalancer::P2c => self.p2c(n, &usable, |i| (eps[i].0.load() as f64 + 1.0) / eps[i].1),
             LoadBalancer::Ewma { .. } => self.p2c(n, &usable, |i| eps[i].0.health.cost(eps[i].0.load()) / eps[i].1),
         };
+        let any_live = chosen.is_some() || (0..n).any(live);
         match chosen {
-            Some(i) => Ok(eps[i].0.clone()),
-            None if (0..n).any(live) => Err(Unavailable::AllBusy),
-            None => Err(Unavailable::AllDead),
+            Some(i) => {
+                self.clear_probe();
+                Ok(eps[i].0.clone())
+            }
+            None if any_live => Err(Unavailable::AllBusy),
+            None => match self.probe(now) {
+                true => {
+                    let soonest = (0..n).min_by_key(|&i| eps[i].0.health.dead_until()).unwrap_or(0);
+                    Ok(eps[soonest].0.clone())
+                }
+                false => Err(Unavailable::AllDead),
+            },
+        }
+    }
+
+    fn clear_probe(&self) {
+        let mut next = self.next_probe.lock().unwrap_or_else(|e| e.into_inner());
+        if next.is_some() {
+            *next = None;
+        }
+    }
+
+    /// Whether a probe may go out now; the first time everything is found dead only starts the clock.
+    fn probe(&self, now: Instant) -> bool {
+        let mut next = self.next_probe.lock().unwrap_or_else(|e| e.into_inner());
+        match *next {
+            Some(at) if now >= at => {
+                *next = Some(now + PROBE_INTERVAL);
+                true
+            }
+            Some(_) => false,
+            None => {
+                *next = Some(now + PROBE_INTERVAL);
+                false
+            }
         }
     }
 

@@ -29,6 +29,8 @@ pub const MAX_CACHED_NAMES: usize = 1000;
 pub struct Target {
     pub client: Arc<Client>,
     pub residual: Path,
+    /// `Host` to send instead of the caller's (a namer's `setHost`).
+    pub host: Option<Arc<str>>,
 }
 
 /// A logical name bound under one dtab.
@@ -138,7 +140,7 @@ impl Binder {
                 ))
             })
             .clone();
-        Arc::new(Target { client, residual: bound.residual.clone() })
+        Arc::new(Target { client, residual: bound.residual.clone(), host: bound.host.clone() })
     }
 
     /// The clients bound so far, for the admin API.

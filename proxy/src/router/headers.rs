@@ -85,6 +85,18 @@ pub fn authority<B>(req: &Request<B>) -> Option<&str> {
         .filter(|s| !s.is_empty())
 }
 
+/// Replaces the logical authority (`Host` for HTTP/1, the URI's authority for HTTP/2).
+pub fn set_authority<B>(req: &mut Request<B>, host: &str, h2_upstream: bool) {
+    if h2_upstream {
+        let pq = req.uri().path_and_query().map(|pq| pq.as_str().to_owned()).unwrap_or_else(|| "/".into());
+        if let Ok(uri) = Uri::builder().scheme("http").authority(host).path_and_query(pq.as_str()).build() {
+            *req.uri_mut() = uri;
+        }
+    } else if let Ok(v) = HeaderValue::from_str(host) {
+        req.headers_mut().insert(header::HOST, v);
+    }
+}
+
 /// Rewrites the request target for the upstream protocol, keeping the logical authority:
 /// HTTP/1 gets origin-form plus a `Host` header; HTTP/2 gets an absolute URI whose authority becomes `:authority`.
 pub fn set_target_for<B>(req: &mut Request<B>, h2_upstream: bool) {

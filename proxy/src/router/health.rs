@@ -3,7 +3,10 @@
 //!
 //! Failure accrual follows linkerd 1: after N consecutive failures (or a success rate below a threshold) the
 //! endpoint is marked dead for a jittered, growing backoff; when the backoff ends it is in rotation again on
-//! probation — its next failure ejects it again at once, its next success restores it fully.
+//! probation — its next failure ejects it again at once, its next success restores it fully. Like Envoy's
+//! ejection cap, a client's last live endpoint is never ejected: when every instance fails, the fault is the
+//! service's (or something behind it), and callers are better served by the real error than by "marked dead" —
+//! and a sidecar in front of a healthy intermediary does not eject it while it relays a downstream's failures.
 //! Peak EWMA follows Finagle/linkerd2: a latency above the average replaces it immediately (so a slowing endpoint
 //! is noticed on its first slow response), lower latencies decay it towards themselves over `decay`. Three
 //! additions keep it honest when endpoints fail rather than slow down:
@@ -96,8 +99,13 @@ impl Health {
         }
     }
 
-    /// Records the outcome of one request under `policy`.
-    pub fn record(&self, success: bool, policy: &FailureAccrual) {
+    /// When the endpoint's current backoff ends (`None` while it is in rotation).
+    pub fn dead_until(&self) -> Option<Instant> {
+        self.accrual.lock().unwrap_or_else(|e| e.into_inner()).dead_until
+    }
+
+    /// Records the outcome of one request under `policy`. `may_eject` is false for a client's last live endpoint.
+    pub fn record(&self, success: bool, policy: &FailureAccrual, may_eject: bool) {
         let mut a = self.accrual.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         if success {
@@ -121,7 +129,7 @@ impl Health {
             }
         };
         let already_dead = a.dead_until.is_some_and(|t| t > now);
-        if let (true, false, Some(backoff)) = (eject, already_dead, backoff) {
+        if let (true, false, true, Some(backoff)) = (eject, already_dead, may_eject, backoff) {
             let wait = backoff.delay(a.ejections);
             a.dead_until = Some(now + wait);
             a.ejections = a.ejections.saturating_add(1);
@@ -190,22 +198,34 @@ mod tests {
         let h = health();
         let policy = FailureAccrual::ConsecutiveFailures { failures: 3, backoff: Backoff::Constant { ms: 50 } };
         let now = Instant::now();
-        h.record(false, &policy);
-        h.record(false, &policy);
+        h.record(false, &policy, true);
+        h.record(false, &policy, true);
         assert!(h.available(now));
-        h.record(true, &policy);
-        h.record(false, &policy);
-        h.record(false, &policy);
+        h.record(true, &policy, true);
+        h.record(false, &policy, true);
+        h.record(false, &policy, true);
         assert!(h.available(Instant::now()), "a success in between resets the count");
-        h.record(false, &policy);
+        h.record(false, &policy, true);
         assert!(!h.available(Instant::now()), "3 in a row eject");
         assert_eq!(h.metrics.ejections.get(), 1);
         let later = Instant::now() + Duration::from_millis(60);
         assert!(h.available(later), "back on probation after the backoff");
-        h.record(false, &policy);
+        h.record(false, &policy, true);
         assert!(!h.available(Instant::now()), "a failure on probation ejects again at once");
-        h.record(true, &policy);
+        h.record(true, &policy, true);
         assert!(h.available(Instant::now()));
+    }
+
+    #[test]
+    fn the_last_live_endpoint_is_never_ejected() {
+        let h = health();
+        let policy = FailureAccrual::ConsecutiveFailures { failures: 1, backoff: Backoff::Constant { ms: 60_000 } };
+        for _ in 0..10 {
+            h.record(false, &policy, false);
+        }
+        assert!(h.available(Instant::now()));
+        h.record(false, &policy, true);
+        assert!(!h.available(Instant::now()), "ejected once another endpoint can take the traffic");
     }
 
     #[test]
@@ -213,12 +233,12 @@ mod tests {
         let h = health();
         let policy = FailureAccrual::SuccessRate { success_rate: 0.8, requests: 10, backoff: Backoff::Constant { ms: 1000 } };
         for i in 0..40 {
-            h.record(i % 2 == 0, &policy);
+            h.record(i % 2 == 0, &policy, true);
         }
         assert!(!h.available(Instant::now()), "50% success under an 80% threshold ejects");
         let h = health();
         for i in 0..40 {
-            h.record(i % 10 != 0, &policy);
+            h.record(i % 10 != 0, &policy, true);
         }
         assert!(h.available(Instant::now()), "90% success stays");
     }
@@ -227,7 +247,7 @@ mod tests {
     fn none_never_ejects() {
         let h = health();
         for _ in 0..100 {
-            h.record(false, &FailureAccrual::None);
+            h.record(false, &FailureAccrual::None, true);
         }
         assert!(h.available(Instant::now()));
     }

@@ -262,7 +262,7 @@ impl Router {
                 let err = ProxyError::Upstream { addr: endpoint.addr, error: "request body already consumed".into() };
                 return self.fail(Some(route), None, err, start, false);
             };
-            self.prepare_attempt(&mut req, client, &target.residual, deadline);
+            self.prepare_attempt(&mut req, &target, deadline);
             let sent_at = Instant::now();
             let limit = [client.policy.request_attempt_timeout, retry::remaining(deadline)].into_iter().flatten().min();
             let result = match limit {
@@ -283,7 +283,7 @@ impl Router {
                 Ok(mut resp) => {
                     let status = resp.status();
                     let failure = classifier.is_failure(status);
-                    endpoint.health.record(!failure, accrual);
+                    endpoint.health.record(!failure, accrual, failure && client.others_live(&endpoint));
                     if failure {
                         endpoint.health.observe_failure(client.ewma_decay());
                     } else {
@@ -307,7 +307,7 @@ impl Router {
                     return resp.map(Either::Left);
                 }
                 Err(e) => {
-                    endpoint.health.record(false, accrual);
+                    endpoint.health.record(false, accrual, client.others_live(&endpoint));
                     endpoint.health.observe_failure(client.ewma_decay());
                     client.metrics.response(e.error.status(), elapsed);
                     let never_sent = !e.sent;
@@ -388,12 +388,15 @@ impl Router {
         headers::set_target_for(req, h2);
     }
 
-    /// Headers of one attempt: the bound client, the residual, and the remaining deadline.
-    fn prepare_attempt(&self, req: &mut Request<ReqBody>, client: &balance::Client, residual: &Path, deadline: Option<Instant>) {
+    /// Headers of one attempt: the bound client, the residual, a namer's `Host`, and the remaining deadline.
+    fn prepare_attempt(&self, req: &mut Request<ReqBody>, target: &bind::Target, deadline: Option<Instant>) {
+        if let Some(host) = &target.host {
+            headers::set_authority(req, host, self.protocol == Protocol::H2);
+        }
         let h = req.headers_mut();
-        headers::set_text(h, "l5d-dst-client", &client.id_text);
-        if !residual.is_empty() {
-            headers::set_text(h, "l5d-dst-residual", &residual.to_string());
+        headers::set_text(h, "l5d-dst-client", &target.client.id_text);
+        if !target.residual.is_empty() {
+            headers::set_text(h, "l5d-dst-residual", &target.residual.to_string());
         }
         if let Some(d) = deadline {
             let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();

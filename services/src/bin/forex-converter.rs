@@ -5,13 +5,13 @@ use forex::converter::{app, ConverterState};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    main_for(Service::Converter, |settings| {
+    main_for(Service::Converter, |settings, metrics| {
         let peer = settings
             .peer
             .clone()
             .ok_or("forex-converter needs a peer")?;
         Ok(app(ConverterState {
-            rates: PeerClient::new(peer),
+            rates: PeerClient::new(peer).with_metrics(metrics),
         }))
     })
 }

@@ -5,10 +5,10 @@ use forex::web::{app, WebState};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    main_for(Service::Web, |settings| {
+    main_for(Service::Web, |settings, metrics| {
         let peer = settings.peer.clone().ok_or("forex-web needs a peer")?;
         Ok(app(WebState {
-            converter: PeerClient::new(peer),
+            converter: PeerClient::new(peer).with_metrics(metrics),
         }))
     })
 }

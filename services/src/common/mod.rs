@@ -3,6 +3,8 @@
 
 pub mod date;
 pub mod error;
+pub mod faults;
+pub mod metrics;
 pub mod money;
 pub mod peer;
 pub mod settings;
@@ -11,6 +13,7 @@ pub mod telemetry;
 
 pub use date::Date;
 pub use error::{ApiError, Field};
+pub use metrics::ServiceMetrics;
 pub use money::CurrencyCode;
 pub use peer::PeerClient;
 pub use settings::{Command, PeerSettings, Service, Settings};
@@ -27,10 +30,12 @@ const EXIT_USAGE: u8 = 64;
 /// start logging, build the app, serve, drain on SIGTERM/SIGINT.
 ///
 /// `build` turns the settings into the app, or explains why it cannot (for
-/// example forex-rate's data failing to load).
+/// example forex-rate's data failing to load). It gets the process's
+/// [`ServiceMetrics`] to hand to its peer client; `GET /metrics` and the
+/// per-route request metrics are added around whatever it returns.
 pub fn main_for(
     service: Service,
-    build: impl FnOnce(&Settings) -> Result<axum::Router, String>,
+    build: impl FnOnce(&Settings, &ServiceMetrics) -> Result<axum::Router, String>,
 ) -> ExitCode {
     let settings =
         match settings::parse(service, std::env::args().skip(1), |k| std::env::var(k).ok()) {
@@ -66,9 +71,13 @@ pub fn main_for(
 
 async fn run(
     settings: &Settings,
-    build: impl FnOnce(&Settings) -> Result<axum::Router, String>,
+    build: impl FnOnce(&Settings, &ServiceMetrics) -> Result<axum::Router, String>,
 ) -> Result<(), String> {
-    let app = build(settings)?.layer(axum::middleware::from_fn(access_log));
+    let metrics = ServiceMetrics::new();
+    // Injected faults sit inside the metrics layer, so the service's own metrics show them too.
+    let faults = faults::Faults::from_env(|k| std::env::var(k).ok())?;
+    let app = metrics::instrument(faults.apply(build(settings, &metrics)?), metrics)
+        .layer(axum::middleware::from_fn(access_log));
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;

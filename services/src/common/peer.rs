@@ -4,6 +4,7 @@
 //! and a whole-request deadline around send + body. Every request carries
 //! `Host: <peer name>`, which is what the sidecar routes on.
 
+use super::metrics::{PeerOutcome, ServiceMetrics};
 use super::settings::PeerSettings;
 use axum::http::{header, Method, Request, StatusCode, Uri};
 use bytes::Bytes;
@@ -57,11 +58,24 @@ impl fmt::Display for PeerError {
 
 impl std::error::Error for PeerError {}
 
+impl PeerError {
+    /// A short, fixed name for the kind of failure (a metric label value).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Timeout(_) => "timeout",
+            Self::Transport(_) => "transport",
+            Self::BodyTooLarge => "body_too_large",
+        }
+    }
+}
+
 /// A cheap-to-clone client for one peer service.
 #[derive(Clone)]
 pub struct PeerClient {
     client: Client<HttpConnector, Empty<Bytes>>,
     settings: PeerSettings,
+    /// Where each call is counted and timed; none in tests that do not care.
+    metrics: Option<ServiceMetrics>,
 }
 
 impl fmt::Debug for PeerClient {
@@ -81,7 +95,18 @@ impl PeerClient {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
-        Self { client, settings }
+        Self {
+            client,
+            settings,
+            metrics: None,
+        }
+    }
+
+    /// The same client, counting and timing every call in `metrics`
+    /// (`forex_peer_requests_total`, `forex_peer_request_duration_seconds`).
+    pub fn with_metrics(mut self, metrics: &ServiceMetrics) -> Self {
+        self.metrics = Some(metrics.clone());
+        self
     }
 
     /// The settings this client was built from.
@@ -92,10 +117,19 @@ impl PeerClient {
     /// `GET path_and_query` on the peer, e.g. `/2016-09-05/USD/JPY`.
     pub async fn get(&self, path_and_query: &str) -> Result<PeerResponse, PeerError> {
         let deadline = self.settings.timeout;
-        match tokio::time::timeout(deadline, self.exchange(path_and_query)).await {
+        let started = std::time::Instant::now();
+        let result = match tokio::time::timeout(deadline, self.exchange(path_and_query)).await {
             Ok(result) => result,
             Err(_) => Err(PeerError::Timeout(deadline)),
+        };
+        if let Some(metrics) = &self.metrics {
+            let outcome = match &result {
+                Ok(response) => PeerOutcome::Answered(response.status),
+                Err(error) => PeerOutcome::Failed(error.kind()),
+            };
+            metrics.record_peer_call(self.settings.name.as_str(), outcome, started.elapsed());
         }
+        result
     }
 
     async fn exchange(&self, path_and_query: &str) -> Result<PeerResponse, PeerError> {

@@ -3,6 +3,7 @@
 
 mod converter;
 mod end_to_end;
+mod metrics;
 mod rate;
 mod support;
 mod web;

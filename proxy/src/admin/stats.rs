@@ -1,0 +1,240 @@
+//! `GET /admin/stats.json`: the live dashboard's data — per router, per logical service and per bound client, the
+//! cumulative request and response counters and latency histogram buckets, plus each client's endpoints.
+//!
+//! Everything is read from the Prometheus registry at request time (`Metrics::gather`), so the request path is
+//! untouched and the dashboard shows exactly what Prometheus scrapes. Counters are cumulative: the page computes
+//! rates, success rates and percentiles from the difference between two polls, the way `rate()` and
+//! `histogram_quantile()` would.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::State;
+use axum::Json;
+use prometheus::proto::{Metric, MetricFamily};
+use serde_json::{json, Value};
+
+use super::AdminState;
+use crate::metrics::LATENCY_BUCKETS;
+use crate::router::Router;
+
+/// Cumulative traffic of one logical service or bound client.
+#[derive(Default)]
+pub struct Series {
+    /// Requests counted when they were routed.
+    pub requests: u64,
+    /// Responses classified as success (anything but 5xx).
+    pub success: u64,
+    /// Responses classified as failure (5xx, including the proxy's own errors).
+    pub failure: u64,
+    /// Responses by status code.
+    pub status: BTreeMap<String, u64>,
+    /// Cumulative bucket counts, one per bound in `latencyBounds` (the `+Inf` bucket is `latencyCount`).
+    pub latency_buckets: Vec<u64>,
+    /// Observations in all (the `+Inf` bucket).
+    pub latency_count: u64,
+    /// Sum of the observed latencies, in seconds.
+    pub latency_sum: f64,
+}
+
+/// What one router's section of the JSON holds.
+#[derive(Default)]
+struct RouterStats {
+    requests: u64,
+    connections_open: i64,
+    proxy_errors: BTreeMap<String, u64>,
+    services: BTreeMap<String, Series>,
+    clients: BTreeMap<String, Series>,
+}
+
+fn label<'a>(m: &'a Metric, name: &str) -> &'a str {
+    m.get_label()
+        .iter()
+        .find(|l| l.name() == name)
+        .map_or("", |l| l.value())
+}
+
+/// Which series a family feeds: `service` for route families, `client` for client families.
+enum Part {
+    Service,
+    Client,
+}
+
+/// Folds one family into the per-router stats; families the dashboard does not show are ignored.
+fn fold(family: &MetricFamily, routers: &mut BTreeMap<String, RouterStats>) {
+    let name = family.name();
+    let (part, kind) = match name.strip_prefix("switchyard_route_") {
+        Some(rest) => (Part::Service, rest),
+        None => match name.strip_prefix("switchyard_client_") {
+            Some(rest) => (Part::Client, rest),
+            None => return fold_router(family, routers),
+        },
+    };
+    let key = match part {
+        Part::Service => "service",
+        Part::Client => "client",
+    };
+    for m in family.get_metric() {
+        let Some(r) = routers.get_mut(label(m, "router")) else {
+            continue;
+        };
+        let map = match part {
+            Part::Service => &mut r.services,
+            Part::Client => &mut r.clients,
+        };
+        let series = map.entry(label(m, key).to_string()).or_default();
+        match kind {
+            "requests_total" => series.requests = m.get_counter().get_value() as u64,
+            "responses_total" => {
+                let n = m.get_counter().get_value() as u64;
+                *series
+                    .status
+                    .entry(label(m, "status_code").to_string())
+                    .or_default() += n;
+                if label(m, "classification") == "failure" {
+                    series.failure += n;
+                } else {
+                    series.success += n;
+                }
+            }
+            "response_latency_seconds" => {
+                let h = m.get_histogram();
+                series.latency_buckets = h
+                    .get_bucket()
+                    .iter()
+                    .map(|b| b.cumulative_count())
+                    .collect();
+                series.latency_count = h.get_sample_count();
+                series.latency_sum = h.get_sample_sum();
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Router-level families: requests received, open connections, the proxy's own errors.
+fn fold_router(family: &MetricFamily, routers: &mut BTreeMap<String, RouterStats>) {
+    for m in family.get_metric() {
+        let Some(r) = routers.get_mut(label(m, "router")) else {
+            continue;
+        };
+        match family.name() {
+            "switchyard_server_requests_total" => r.requests = m.get_counter().get_value() as u64,
+            "switchyard_server_connections_open" => {
+                r.connections_open = m.get_gauge().get_value() as i64
+            }
+            "switchyard_proxy_errors_total" => {
+                r.proxy_errors.insert(
+                    label(m, "reason").to_string(),
+                    m.get_counter().get_value() as u64,
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
+fn series_json(name: &str, s: &Series) -> Value {
+    json!({
+        "name": name,
+        "requests": s.requests,
+        "success": s.success,
+        "failure": s.failure,
+        "status": s.status,
+        "latencyBuckets": s.latency_buckets,
+        "latencyCount": s.latency_count,
+        "latencySum": s.latency_sum,
+    })
+}
+
+/// A client's series plus its endpoints; clients bound but not yet used still appear, with zero counts.
+fn clients_json(router: &Router, stats: &mut RouterStats) -> Vec<Value> {
+    let mut out = Vec::new();
+    for client in router.binder.clients() {
+        let series = stats.clients.remove(&*client.id_text).unwrap_or_default();
+        let mut v = series_json(&client.id_text, &series);
+        let now = Instant::now();
+        v["endpoints"] = client
+            .endpoints()
+            .iter()
+            .map(|(ep, weight)| {
+                // "dead": failure accrual took it out of rotation until its backoff ends.
+                let state = if ep.health.available(now) {
+                    "active"
+                } else {
+                    "dead"
+                };
+                json!({
+                    "addr": ep.addr.to_string(),
+                    "weight": weight,
+                    "inFlight": ep.load(),
+                    "state": state,
+                    "latencyEwmaMs": ep.health.ewma_nanos() / 1e6,
+                })
+            })
+            .collect();
+        out.push(v);
+    }
+    // Series whose client is no longer bound (or folded into overflow) still carry history worth showing.
+    out.extend(stats.clients.iter().map(|(name, s)| {
+        let mut v = series_json(name, s);
+        v["endpoints"] = json!([]);
+        v
+    }));
+    out
+}
+
+fn router_json(router: &Router, mut stats: RouterStats) -> Value {
+    let table = router.table();
+    let services: Vec<_> = stats
+        .services
+        .iter()
+        .map(|(n, s)| series_json(n, s))
+        .collect();
+    let clients = clients_json(router, &mut stats);
+    json!({
+        "label": &*router.label,
+        "protocol": format!("{:?}", router.protocol).to_lowercase(),
+        "requests": stats.requests,
+        "connectionsOpen": stats.connections_open,
+        "proxyErrors": stats.proxy_errors,
+        "dtab": table.dtab.pretty(),
+        "dtabGeneration": table.generation,
+        "etag": table.etag,
+        "services": services,
+        "clients": clients,
+    })
+}
+
+/// The dashboard's snapshot of everything, as JSON.
+pub fn snapshot(s: &AdminState) -> Value {
+    let mut routers: BTreeMap<String, RouterStats> = s
+        .routers
+        .iter()
+        .map(|r| (r.label.to_string(), RouterStats::default()))
+        .collect();
+    for family in s.metrics.gather() {
+        fold(&family, &mut routers);
+    }
+    let routers: Vec<_> = s
+        .routers
+        .iter()
+        .map(|r| router_json(r, routers.remove(&*r.label).unwrap_or_default()))
+        .collect();
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    json!({
+        "timeMs": now_ms,
+        "version": env!("CARGO_PKG_VERSION"),
+        "namerGeneration": s.namers.generation(),
+        "latencyBounds": LATENCY_BUCKETS,
+        "routers": routers,
+    })
+}
+
+/// `GET /admin/stats.json`.
+pub async fn stats(State(s): State<Arc<AdminState>>) -> Json<Value> {
+    Json(snapshot(&s))
+}

@@ -1,0 +1,362 @@
+//! A small Consul HTTP API client: GETs with blocking queries, PUTs, and the watch-loop arithmetic Consul's
+//! documentation prescribes for blocking queries (index handling, rate limiting, backoff with jitter).
+//!
+//! Shared by the `io.l5d.consul` namer (catalog / health watches) and the Consul KV dtab store. Built on
+//! hyper-util's pooled client rather than a Consul crate: see `docs/decisions/0009-consul-client-and-dtab-stores.md`.
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use serde::Serialize;
+
+/// Consul's read consistency mode (`consistencyMode`), sent as the `stale` / `consistent` query flag.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsistencyMode {
+    /// Leader reads, Consul's default.
+    #[default]
+    Default,
+    /// Any server may answer: faster, keeps answering without a leader, may lag.
+    Stale,
+    /// The leader confirms leadership first: slowest, never stale.
+    Consistent,
+}
+
+impl ConsistencyMode {
+    /// Reads the config spelling.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "default" => Some(Self::Default),
+            "stale" => Some(Self::Stale),
+            "consistent" => Some(Self::Consistent),
+            _ => None,
+        }
+    }
+
+    fn query_flag(self) -> Option<&'static str> {
+        match self {
+            Self::Default => None,
+            Self::Stale => Some("stale"),
+            Self::Consistent => Some("consistent"),
+        }
+    }
+}
+
+/// Why a Consul request failed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsulError(pub String);
+
+impl fmt::Display for ConsulError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConsulError {}
+
+/// One answer: status, `X-Consul-Index` (when sent) and body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub index: Option<u64>,
+    pub body: Bytes,
+}
+
+/// How long a blocking query may hang (`wait`); watches use it, tests shorten it.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(30);
+
+/// A client for one Consul agent.
+#[derive(Clone)]
+pub struct ConsulClient {
+    base: String,
+    token: Option<String>,
+    consistency: ConsistencyMode,
+    http: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl fmt::Debug for ConsulClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ConsulClient({})", self.base)
+    }
+}
+
+impl ConsulClient {
+    /// A client for the agent at `host:port`; `token` is sent as `X-Consul-Token`.
+    pub fn new(host: &str, port: u16, token: Option<String>, consistency: ConsistencyMode) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        connector.set_nodelay(true);
+        let http = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        let host = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        };
+        Self {
+            base: format!("http://{host}:{port}"),
+            token,
+            consistency,
+            http,
+        }
+    }
+
+    /// `http://host:port`, for logs and the admin API.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// GETs `path` (with its own query string, if any). With `blocking = Some((index, wait))` it is a blocking
+    /// query: Consul holds the answer until the resource's index passes `index` or `wait` runs out.
+    pub async fn get(
+        &self,
+        path: &str,
+        blocking: Option<(u64, Duration)>,
+    ) -> Result<Answer, ConsulError> {
+        let mut params: Vec<String> = Vec::new();
+        if let Some(flag) = self.consistency.query_flag() {
+            params.push(flag.to_string());
+        }
+        let mut timeout = Duration::from_secs(10);
+        if let Some((index, wait)) = blocking {
+            if index > 0 {
+                params.push(format!("index={index}"));
+            }
+            params.push(format!("wait={}ms", wait.as_millis()));
+            // Consul adds up to wait/16 of jitter to the wait; allow that plus a margin for the network.
+            timeout = wait + wait / 16 + Duration::from_secs(5);
+        }
+        let uri = with_params(&format!("{}{path}", self.base), &params);
+        self.send(Method::GET, &uri, Bytes::new(), timeout).await
+    }
+
+    /// PUTs `body` to `path` (query string included).
+    pub async fn put(&self, path: &str, body: Bytes) -> Result<Answer, ConsulError> {
+        let uri = format!("{}{path}", self.base);
+        self.send(Method::PUT, &uri, body, Duration::from_secs(10))
+            .await
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        uri: &str,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Answer, ConsulError> {
+        let mut builder = Request::builder().method(method).uri(uri);
+        if let Some(token) = &self.token {
+            builder = builder.header("x-consul-token", token);
+        }
+        let req = builder
+            .body(Full::new(body))
+            .map_err(|e| ConsulError(format!("bad request {uri}: {e}")))?;
+        let exchange = async {
+            let resp = self
+                .http
+                .request(req)
+                .await
+                .map_err(|e| ConsulError(format!("{}: {e}", self.base)))?;
+            let status = resp.status();
+            let index = resp
+                .headers()
+                .get("x-consul-index")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok());
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| ConsulError(format!("{}: {e}", self.base)))?;
+            Ok(Answer {
+                status,
+                index,
+                body: body.to_bytes(),
+            })
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or_else(|_| {
+                Err(ConsulError(format!(
+                    "{}: no answer within {timeout:?}",
+                    self.base
+                )))
+            })
+    }
+}
+
+fn with_params(uri: &str, params: &[String]) -> String {
+    if params.is_empty() {
+        return uri.to_string();
+    }
+    let sep = if uri.contains('?') { '&' } else { '?' };
+    format!("{uri}{sep}{}", params.join("&"))
+}
+
+/// Percent-encodes one path segment or query value (everything but RFC 3986 unreserved characters).
+pub fn encode_component(text: &[u8]) -> String {
+    let mut out = String::with_capacity(text.len());
+    for &b in text {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The index to send with the next blocking query, per Consul's "implementation details" for blocking queries.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BlockingIndex(u64);
+
+/// What a new `X-Consul-Index` meant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexStep {
+    /// The index moved forward: a (possible) change; query again at once.
+    Advanced,
+    /// Same index (a `wait` timeout or an idempotent write): query again, but not faster than the minimum delay.
+    Unchanged,
+    /// The index went backwards (a Consul restart or snapshot restore): start over from 0.
+    Reset,
+}
+
+impl BlockingIndex {
+    /// The index to send (`0` = a plain, non-blocking read).
+    pub fn get(self) -> u64 {
+        self.0
+    }
+
+    /// Forgets the index after a failure: the next query is a plain read that answers at once, so recovery (and
+    /// the end of the reported outage) is seen immediately rather than when the next blocking `wait` runs out.
+    pub fn reset(&mut self) {
+        self.0 = 0;
+    }
+
+    /// Folds in the index of an answer.
+    pub fn observe(&mut self, received: Option<u64>) -> IndexStep {
+        let Some(received) = received else {
+            // No index header: not a blocking endpoint (or a broken proxy). Never spin on it.
+            self.0 = 0;
+            return IndexStep::Unchanged;
+        };
+        if received < self.0 {
+            self.0 = 0;
+            return IndexStep::Reset;
+        }
+        // An index of 0 would make the next query return at once, forever: Consul's docs say to use 1 instead.
+        let received = received.max(1);
+        let step = if received > self.0 {
+            IndexStep::Advanced
+        } else {
+            IndexStep::Unchanged
+        };
+        self.0 = received;
+        step
+    }
+}
+
+/// The pause after an answer whose index did not advance, so a misbehaving server cannot make us spin.
+pub const MIN_DELAY: Duration = Duration::from_millis(100);
+
+/// Exponential backoff with jitter for failed requests: 100 ms doubling to 5 s, each delay drawn from [d/2, d].
+#[derive(Debug, Default)]
+pub struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    const BASE: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(5);
+
+    /// The delay before the next attempt after one more failure.
+    pub fn next_delay(&mut self) -> Duration {
+        let exp = Self::BASE.saturating_mul(1u32 << self.failures.min(10));
+        self.failures = self.failures.saturating_add(1);
+        let ceiling = exp.min(Self::MAX);
+        let half = ceiling / 2;
+        half + half.mul_f64(fastrand::f64())
+    }
+
+    /// A success: the next failure starts from the base delay again.
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
+/// Decodes standard base64 (Consul KV values); `None` on any invalid input.
+pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let text = text.trim_end_matches('=');
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in text.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_advances_holds_and_resets_when_it_goes_backwards() {
+        let mut i = BlockingIndex::default();
+        assert_eq!(i.observe(Some(10)), IndexStep::Advanced);
+        assert_eq!(i.get(), 10);
+        assert_eq!(i.observe(Some(10)), IndexStep::Unchanged);
+        assert_eq!(i.observe(Some(3)), IndexStep::Reset);
+        assert_eq!(i.get(), 0, "a reset starts over with a non-blocking read");
+        assert_eq!(i.observe(Some(0)), IndexStep::Advanced);
+        assert_eq!(i.get(), 1, "an index of 0 is never sent back");
+        assert_eq!(i.observe(None), IndexStep::Unchanged);
+        assert_eq!(i.get(), 0);
+    }
+
+    #[test]
+    fn backoff_grows_is_capped_and_resets() {
+        let mut b = Backoff::default();
+        let first = b.next_delay();
+        assert!(
+            first >= Duration::from_millis(50) && first <= Duration::from_millis(100),
+            "{first:?}"
+        );
+        for _ in 0..20 {
+            assert!(b.next_delay() <= Backoff::MAX);
+        }
+        assert!(b.next_delay() >= Backoff::MAX / 2);
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn base64_and_encoding() {
+        assert_eq!(
+            base64_decode("L3N2YyA9PiAvIy9pby5sNWQuZnM7").as_deref(),
+            Some(&b"/svc => /#/io.l5d.fs;"[..])
+        );
+        assert_eq!(base64_decode("YQ==").as_deref(), Some(&b"a"[..]));
+        assert_eq!(base64_decode("not base64!"), None);
+        assert_eq!(encode_component(b"forex-rate"), "forex-rate");
+        assert_eq!(encode_component(b"a/b c"), "a%2Fb%20c");
+    }
+}
