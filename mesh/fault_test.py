@@ -136,10 +136,14 @@ def scenario(title, seconds, fault=None, after=None, during=None):
         time.sleep(seconds * 0.7)
     s = load.summary()
     after_counts = rate_ingress_counts()
-    s["per_instance"] = {
-        ip: (None if after_counts[ip] is None or before[ip] is None else int(after_counts[ip] - before[ip]))
-        for ip in RATES
-    }
+    def served(ip):
+        a, b = after_counts[ip], before[ip]
+        if a is None:
+            return None  # not running at the end
+        # A restarted sidecar counts from zero again: then everything it counted was during this scenario.
+        return int(a - b) if b is not None and a >= b else int(a)
+
+    s["per_instance"] = {ip: served(ip) for ip in RATES}
     s["retries"] = int(converter_egress("switchyard_retries_total") - retries0)
     s["title"] = title
     results.append(s)

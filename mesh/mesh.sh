@@ -441,7 +441,7 @@ render_configs() {
       INSTANCE="$service-$i" IP="$ip" ADMIN_PORT="$ADMIN_PORT" REGISTRY_DIR="$REGISTRY_DIR" \
       APP_PORT="$APP_PORT" INGRESS_PORT="$INGRESS_PORT" EGRESS_PORT="$EGRESS_PORT" \
       INGRESS_CLEAR_CONTEXT="$clear_context" NAMERS="$NAMERS_BLOCK" EGRESS_DTAB="$EGRESS_DTAB" \
-      DTAB_STORE="$DTAB_STORE_BLOCK"
+      DTAB_STORE="$DTAB_STORE_BLOCK" LOG_DIR="$dir"
     if [[ $service == forex-web ]]; then
       servers+="    server $service-$i $ip:$INGRESS_PORT check"$'\n'
     fi

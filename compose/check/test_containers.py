@@ -513,7 +513,7 @@ ADDR = "<address>"
 
 def normalize(config):
     """The parsed config with what may differ between deployments taken out: addresses
-    (admin, servers, /$/inet in dtabs) and discovery — the namers and the routers' dtab
+    (admin, servers, /$/inet in dtabs), access log files, and discovery — the namers and the routers' dtab
     stores (file registry vs Consul), returned by kind for the caller to compare."""
     c = copy.deepcopy(config)
     namers = [n.get("kind") for n in c.pop("namers", [])]
@@ -522,6 +522,9 @@ def normalize(config):
     for router in c["routers"]:
         for server in router.get("servers", []):
             server["ip"] = ADDR
+        # Where access logs go is the deployment's business (a run folder locally, stdout in containers).
+        if "httpAccessLog" in router:
+            router["httpAccessLog"] = "<log file>"
         dtab = router.get("dtab", "")
         dtab = re.sub(r"/\$/inet/[^/\s;]+/", f"/$/inet/{ADDR}/", dtab)
         dtab = re.sub(r"/#/io\.l5d\.consul/[^/\s;]+", "/#/<discovery>", dtab)

@@ -96,7 +96,7 @@ pub async fn start(config: Config, grace: Duration) -> Result<Running, StartErro
     let mut listeners = Vec::new();
     let mut routers = Vec::new();
     for rc in &config.routers {
-        let router = Arc::new(Router::new(rc, namers.clone(), metrics.clone()));
+        let router = Arc::new(Router::new(rc, namers.clone(), metrics.clone()).map_err(StartError)?);
         for s in &rc.servers {
             let addr = SocketAddr::new(s.ip, s.port);
             let listener = bind(addr, &format!("router {}", rc.label)).await?;

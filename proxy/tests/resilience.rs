@@ -143,10 +143,14 @@ async fn half_failing_instance_is_ejected_and_clients_see_success() {
     let success = t.ok() as f64 / t.total() as f64;
     assert!(success >= 0.999, "success rate {success} (≥ 99.9% expected): {t:?}");
     let (_, _, metrics) = admin(sc.admin(), "GET", "/metrics", &[], "").await;
-    let ejected = format!(r#"switchyard_failure_accrual_ejections_total{{endpoint="{}",router="egress"}} 1"#, ups[0].addr);
-    assert!(metrics.contains(&ejected), "the flaky instance was ejected once:\n{metrics}");
-    let dead = format!(r#"switchyard_endpoint_available{{endpoint="{}",router="egress"}} 0"#, ups[0].addr);
-    assert!(metrics.contains(&dead), "and is out of rotation");
+    let value = |family: &str| -> Option<f64> {
+        let prefix = format!(r#"{family}{{endpoint="{}",router="egress"}} "#, ups[0].addr);
+        metrics.lines().find_map(|l| l.strip_prefix(prefix.as_str())).and_then(|v| v.parse().ok())
+    };
+    let relevant: Vec<&str> = metrics.lines().filter(|l| l.contains("ejections") || l.contains("available")).collect();
+    let ejections = value("switchyard_failure_accrual_ejections_total").unwrap_or(0.0);
+    assert!(ejections >= 1.0, "the flaky instance was ejected: {relevant:#?} ({t:?})");
+    assert_eq!(value("switchyard_endpoint_available"), Some(0.0), "and is out of rotation: {relevant:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -304,4 +308,23 @@ async fn all_dead_fails_fast_and_probes_for_recovery() {
     for _ in 0..20 {
         assert_eq!(get(sc.addr("egress"), "forex-rate", "/", &[]).await.status(), StatusCode::OK, "back in rotation");
     }
+}
+
+#[tokio::test]
+async fn a_refused_single_endpoint_fails_fast_instead_of_retrying_until_the_deadline() {
+    // Nothing listens on 127.0.0.2 (tests bind 127.0.0.1), and port 1 is privileged: connects are refused.
+    let sc = Sidecar::start(&yaml("", "").replace("dtab: /svc => /#/io.l5d.fs;", "dtab: /svc => /$/inet/127.0.0.2/1;")).await;
+    let resp = get(sc.addr("egress"), "forex-rate", "/", &[]).await;
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+    assert!(resp.headers()["l5d-err"].to_str().unwrap().contains("connection to 127.0.0.2:1 failed"));
+    assert_eq!(resp.headers()["l5d-retryable"], "true", "an outer proxy may retry it elsewhere");
+    let (_, _, m) = admin(sc.admin(), "GET", "/metrics", &[], "").await;
+    assert!(
+        m.contains(r#"switchyard_client_requests_total{client="/$/inet/127.0.0.2/1",router="egress"} 1"#),
+        "one attempt, not a retry loop until the 5 s deadline:\n{m}"
+    );
+    assert!(
+        m.contains(r#"switchyard_retries_total{router="egress",service="/svc/forex-rate"} 0"#),
+        "no retry was spent on it:\n{m}"
+    );
 }

@@ -215,6 +215,9 @@ pub struct RouterConfig {
     /// Largest request body accepted (`maxRequestKB`); larger → 413. Unlimited by default (bodies stream).
     #[serde(rename = "maxRequestKB", skip_serializing_if = "Option::is_none")]
     pub max_request_kb: Option<u64>,
+    /// Append one line per request to this file (`httpAccessLog`); off by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_access_log: Option<PathBuf>,
 }
 
 /// A listening socket of a router.

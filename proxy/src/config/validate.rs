@@ -64,6 +64,7 @@ const ROUTER: &[&str] = &[
     "bindingTimeoutMs",
     "maxHeadersKB",
     "maxRequestKB",
+    "httpAccessLog",
 ];
 const ROUTER_LINKERD: &[&str] = &[
     "interpreter",
@@ -79,7 +80,6 @@ const ROUTER_LINKERD: &[&str] = &[
     "addForwardedHeader",
     "tracePropagator",
     "loggers",
-    "httpAccessLog",
     "httpAccessLogRollPolicy",
     "httpAccessLogAppend",
     "httpAccessLogRotateCount",
@@ -651,6 +651,9 @@ impl Checker<'_> {
         let kb = "a positive number of KiB";
         let max_headers_kb = self.optional(&mut fields, "maxHeadersKB", kb, parse_ms);
         let max_request_kb = self.optional(&mut fields, "maxRequestKB", kb, parse_ms);
+        let access_log = self.optional(&mut fields, "httpAccessLog", "a file path", |t| {
+            Some(PathBuf::from(t)).filter(|_| !t.trim().is_empty())
+        });
         let dtab_store = self.dtab_store(fields.take_present("dtabStore"), &fields.child("dtabStore"), &label);
         self.finish(&fields, ROUTER, ROUTER_LINKERD);
         let (dtab, dst_prefix) = (dtab?, dst_prefix?);
@@ -668,6 +671,7 @@ impl Checker<'_> {
             binding_timeout_ms: binding_timeout_ms.unwrap_or(10_000),
             max_headers_kb: max_headers_kb.unwrap_or(64),
             max_request_kb,
+            http_access_log: access_log,
         })
     }
 

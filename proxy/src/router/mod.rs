@@ -12,6 +12,7 @@
 //! has room. A retryable failure that is not retried is returned with `l5d-retryable: true`, so a proxy further
 //! out can retry it. Each retry may pick another endpoint (and another union branch).
 
+pub mod access_log;
 pub mod balance;
 pub mod bind;
 pub mod endpoint;
@@ -20,6 +21,7 @@ pub mod headers;
 pub mod health;
 pub mod identify;
 pub mod retry;
+pub mod trace;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -81,13 +83,20 @@ pub struct Router {
     write_lock: Mutex<()>,
     pub binder: Binder,
     max_request_bytes: Option<u64>,
+    access_log: Option<access_log::AccessLog>,
     server_requests: IntCounter,
     dtab_generation: IntGauge,
 }
 
 impl Router {
-    /// Builds a router from its validated config.
-    pub fn new(config: &RouterConfig, namers: Arc<NamerSet>, metrics: Arc<Metrics>) -> Self {
+    /// Builds a router from its validated config; fails only if its access log cannot be opened.
+    pub fn new(config: &RouterConfig, namers: Arc<NamerSet>, metrics: Arc<Metrics>) -> Result<Self, String> {
+        let access_log = match &config.http_access_log {
+            Some(path) => Some(access_log::AccessLog::open(path).map_err(|e| {
+                format!("router {}: cannot open httpAccessLog {}: {e}", config.label, path.display())
+            })?),
+            None => None,
+        };
         let label: Arc<str> = config.label.as_str().into();
         let settings = endpoint::EndpointSettings {
             h2: config.protocol == Protocol::H2,
@@ -105,7 +114,7 @@ impl Router {
         let policies = (config.client.clone(), config.service.clone());
         let dtab_generation = metrics.dtab_generation.with_label_values(&[&label]);
         dtab_generation.set(1);
-        Self {
+        Ok(Self {
             protocol: config.protocol,
             dst_prefix: config.dst_prefix.clone(),
             identifiers: config.identifiers.iter().map(Identifier::from).collect(),
@@ -115,8 +124,9 @@ impl Router {
             binder: Binder::new(label.clone(), namers, pool, metrics, binding_timeout, policies),
             label,
             max_request_bytes: config.max_request_kb.map(|kb| kb.saturating_mul(1024)),
+            access_log,
             dtab_generation,
-        }
+        })
     }
 
     /// The current routing table.
@@ -152,6 +162,37 @@ impl Router {
     /// this server's clients are honoured (`clearContext: false`).
     pub async fn route(&self, mut req: Request<Incoming>, peer: SocketAddr, trusted: bool) -> Response<ProxyBody> {
         let start = Instant::now();
+        let corr = trace::correlate(req.headers_mut());
+        let logged = self.access_log.as_ref().map(|_| (req.method().clone(), req.uri().clone(), req.version()));
+        let mut resp = self.route_request(req, peer, trusted, start).await;
+        resp.headers_mut().insert(trace::L5D_REQID, corr.reqid.clone());
+        if let (Some(log), Some((method, uri, version))) = (&self.access_log, logged) {
+            let routed = resp.extensions_mut().remove::<Routed>();
+            let (service, client) = routed.map(|r| (r.service, r.client)).unwrap_or_default();
+            log.write(format!(
+                "{} {} {} \"{method} {uri} {version:?}\" {} {:.3} service={} client={} reqid={} trace={}",
+                access_log::now_rfc3339(),
+                self.label,
+                peer.ip(),
+                resp.status().as_u16(),
+                start.elapsed().as_secs_f64() * 1000.0,
+                if service.is_empty() { "-" } else { &service },
+                if client.is_empty() { "-" } else { &client },
+                corr.reqid.to_str().unwrap_or("-"),
+                corr.trace_id,
+            ));
+        }
+        resp
+    }
+
+    /// The request path proper (see the module docs); [`Router::route`] wraps it with correlation and logging.
+    async fn route_request(
+        &self,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+        trusted: bool,
+        start: Instant,
+    ) -> Response<ProxyBody> {
         self.server_requests.inc();
 
         // identify
@@ -304,7 +345,9 @@ impl Router {
                         resp.headers_mut().insert(L5D_RETRYABLE, http::HeaderValue::from_static("true"));
                     }
                     route.response(status, start.elapsed());
-                    return resp.map(Either::Left);
+                    let mut resp = resp.map(Either::Left);
+                    self.tag(&mut resp, path, &client.id_text);
+                    return resp;
                 }
                 Err(e) => {
                     endpoint.health.record(false, accrual, client.others_live(&endpoint));
@@ -316,13 +359,21 @@ impl Router {
                     }
                     let after_send = matches!(e.error, ProxyError::Upstream { .. } | ProxyError::Timeout { .. })
                         && classifier.retryable_method(&prepared.method);
-                    if (never_sent || after_send) && self.may_retry(binding, prepared, attempt, deadline).await {
+                    // A refused connection with no other live endpoint to try: retrying the same one at once is
+                    // pointless, so fail fast with the real cause (marked retryable for a proxy further out).
+                    let pointless = matches!(e.error, ProxyError::Connect { .. }) && !client.others_live(&endpoint);
+                    if (never_sent || after_send)
+                        && !pointless
+                        && self.may_retry(binding, prepared, attempt, deadline).await
+                    {
                         attempt += 1;
                         last_error = Some(e.error);
                         last_endpoint = Some(endpoint);
                         continue;
                     }
-                    return self.fail(Some(route), None, e.error, start, never_sent || after_send);
+                    let mut resp = self.fail(Some(route), None, e.error, start, never_sent || after_send);
+                    self.tag(&mut resp, path, &client.id_text);
+                    return resp;
                 }
             }
         }
@@ -434,11 +485,25 @@ impl Router {
         resp
     }
 
+    /// Notes which service and client answered, for the access log (only when there is one).
+    fn tag(&self, resp: &mut Response<ProxyBody>, service: &Path, client: &str) {
+        if self.access_log.is_some() {
+            resp.extensions_mut().insert(Routed { service: service.to_string(), client: client.to_string() });
+        }
+    }
+
     /// Answers a request the server refused because it is at `maxConcurrentRequests`.
     pub fn refuse_busy(&self, limit: usize) -> Response<ProxyBody> {
         self.server_requests.inc();
         self.fail(None, None, ProxyError::ServerBusy { limit }, Instant::now(), true)
     }
+}
+
+/// What the access log says about where a request went.
+#[derive(Clone, Default)]
+struct Routed {
+    service: String,
+    client: String,
 }
 
 /// Reads `l5d-ctx-deadline` (`<sent-at> <deadline>` or just `<deadline>`, nanoseconds since the epoch) as an

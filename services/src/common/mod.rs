@@ -1,6 +1,7 @@
 //! Pieces the three services share: settings, logging, shutdown, the JSON error,
 //! the peer client, money and dates.
 
+pub mod context;
 pub mod date;
 pub mod error;
 pub mod faults;
@@ -77,7 +78,8 @@ async fn run(
     // Injected faults sit inside the metrics layer, so the service's own metrics show them too.
     let faults = faults::Faults::from_env(|k| std::env::var(k).ok())?;
     let app = metrics::instrument(faults.apply(build(settings, &metrics)?), metrics)
-        .layer(axum::middleware::from_fn(access_log));
+        .layer(axum::middleware::from_fn(access_log))
+        .layer(axum::middleware::from_fn(context::capture));
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
@@ -99,9 +101,12 @@ pub async fn access_log(request: Request, next: Next) -> Response {
     let path = request.uri().path().to_owned();
     let started = std::time::Instant::now();
     let response = next.run(request).await;
+    let (reqid, trace) = context::ids();
     tracing::info!(
         %method,
         path,
+        reqid,
+        trace,
         status = response.status().as_u16(),
         micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         "request"

@@ -143,6 +143,9 @@ impl PeerClient {
             .header(header::ACCEPT, "application/json")
             .body(Empty::new())
             .map_err(|e| PeerError::Transport(e.to_string()))?;
+        // Pass the request id, trace context and l5d-ctx-* of the request being served on to the peer.
+        let mut request = request;
+        request.headers_mut().extend(super::context::current());
         let response = self
             .client
             .request(request)

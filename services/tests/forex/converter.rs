@@ -296,3 +296,36 @@ async fn currencies_for_the_form() {
         (StatusCode::OK, "forex-converter")
     );
 }
+
+#[tokio::test]
+async fn calls_forward_the_request_id_trace_and_linkerd_context() {
+    let seen = Arc::new(Mutex::new(HeaderMap::new()));
+    let store = seen.clone();
+    let fake = Router::new().fallback(move |headers: HeaderMap| {
+        let store = store.clone();
+        async move {
+            *store.lock().expect("lock") = headers;
+            axum::Json(serde_json::json!({
+                "effective_date": "2016-09-05", "rate": "4", "from_per_eur": "1", "to_per_eur": "4"
+            }))
+            .into_response()
+        }
+    });
+    let app = converter_over(fake, 1000).await.layer(axum::middleware::from_fn(forex::common::context::capture));
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let request = axum::http::Request::builder()
+        .uri(VALID)
+        .header("l5d-reqid", "req-7")
+        .header("traceparent", tp)
+        .header("l5d-ctx-deadline", "1 2")
+        .header("cookie", "secret=1")
+        .body(axum::body::Body::empty())
+        .expect("request");
+    let (status, _, body) = super::support::send(app, request).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let h = seen.lock().expect("lock").clone();
+    assert_eq!(h["l5d-reqid"], "req-7");
+    assert_eq!(h["traceparent"], tp);
+    assert_eq!(h["l5d-ctx-deadline"], "1 2");
+    assert!(h.get("cookie").is_none(), "only context headers travel to the peer");
+}

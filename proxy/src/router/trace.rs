@@ -1,0 +1,166 @@
+//! Request correlation: `l5d-reqid`, W3C `traceparent` and Zipkin B3, so one conversion can be followed across
+//! every hop in the access logs.
+//!
+//! Each hop keeps the trace id it was given (from `traceparent`, else from B3, else a new one), sends the
+//! upstream a new span id with the incoming span as its parent, and keeps B3 headers in step when the caller
+//! used them. `l5d-reqid` is kept when present (apps forward it) and created otherwise; it is echoed on the
+//! response so a client can quote it.
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+pub const L5D_REQID: HeaderName = HeaderName::from_static("l5d-reqid");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const B3: HeaderName = HeaderName::from_static("b3");
+const B3_TRACE: HeaderName = HeaderName::from_static("x-b3-traceid");
+const B3_SPAN: HeaderName = HeaderName::from_static("x-b3-spanid");
+const B3_PARENT: HeaderName = HeaderName::from_static("x-b3-parentspanid");
+
+/// The ids of one request at this hop.
+#[derive(Clone, Debug)]
+pub struct Correlation {
+    pub reqid: HeaderValue,
+    /// 32 lowercase hex digits.
+    pub trace_id: String,
+    /// The span this hop sends upstream (16 hex digits).
+    pub span_id: String,
+}
+
+fn hex(n: usize) -> String {
+    (0..n).map(|_| char::from_digit(fastrand::u32(..16), 16).unwrap_or('0')).collect()
+}
+
+fn is_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit()) && s.bytes().any(|b| b != b'0')
+}
+
+fn text<'a>(h: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+}
+
+/// `version-traceid-parentid-flags` → (trace id, flags), for version 00 and valid ids.
+fn parse_traceparent(v: &str) -> Option<(String, String)> {
+    let mut it = v.split('-');
+    let (ver, trace, parent, flags) = (it.next()?, it.next()?, it.next()?, it.next()?);
+    (ver == "00" && is_hex(trace, 32) && is_hex(parent, 16) && flags.len() == 2 && it.next().is_none())
+        .then(|| (trace.to_ascii_lowercase(), flags.to_string()))
+}
+
+/// A B3 trace id (16 or 32 hex digits), widened to 32.
+fn b3_trace(v: &str) -> Option<String> {
+    if is_hex(v, 32) {
+        Some(v.to_ascii_lowercase())
+    } else if is_hex(v, 16) {
+        Some(format!("{:0>32}", v.to_ascii_lowercase()))
+    } else {
+        None
+    }
+}
+
+/// Reads the incoming ids and rewrites the headers for the upstream request.
+pub fn correlate(h: &mut HeaderMap) -> Correlation {
+    let reqid = h
+        .get(&L5D_REQID)
+        .filter(|v| !v.is_empty() && v.len() <= 64)
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from_str(&hex(16)).unwrap_or(HeaderValue::from_static("0")));
+    h.insert(L5D_REQID, reqid.clone());
+
+    let single_b3 = text(h, &B3).map(str::to_owned);
+    let from_b3 = text(h, &B3_TRACE)
+        .and_then(b3_trace)
+        .map(|t| (t, text(h, &B3_SPAN).map(str::to_owned)))
+        .or_else(|| {
+            let v = single_b3.as_deref()?;
+            let mut parts = v.split('-');
+            Some((b3_trace(parts.next()?)?, parts.next().map(str::to_owned)))
+        });
+    let (trace_id, flags) = match text(h, &TRACEPARENT).and_then(parse_traceparent) {
+        Some(found) => found,
+        None => match &from_b3 {
+            Some((t, _)) => (t.clone(), "01".to_string()),
+            None => (hex(32), "00".to_string()),
+        },
+    };
+    let span_id = hex(16);
+    if let Ok(v) = HeaderValue::from_str(&format!("00-{trace_id}-{span_id}-{flags}")) {
+        h.insert(TRACEPARENT, v);
+    }
+    if let Some((_, parent)) = from_b3 {
+        // Keep B3 callers' view consistent: this hop's span, with the caller's as parent.
+        if h.contains_key(&B3_TRACE) {
+            if let Ok(v) = HeaderValue::from_str(&span_id) {
+                h.insert(B3_SPAN, v);
+            }
+            if let Some(p) = parent.as_deref().and_then(|p| HeaderValue::from_str(p).ok()) {
+                h.insert(B3_PARENT, p);
+            }
+        }
+        if let Some(single) = single_b3 {
+            let rest: Vec<&str> = single.split('-').skip(2).take(1).collect();
+            let sampled = rest.first().copied().unwrap_or("1");
+            let parent = parent.unwrap_or_default();
+            let b3 = format!("{}-{span_id}-{sampled}-{parent}", single.split('-').next().unwrap_or(&trace_id));
+            if let Ok(v) = HeaderValue::from_str(&b3) {
+                h.insert(B3, v);
+            }
+        }
+    }
+    Correlation { reqid, trace_id, span_id }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(HeaderName::from_static(k), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn new_ids_when_none_are_given() {
+        let mut h = HeaderMap::new();
+        let c = correlate(&mut h);
+        assert_eq!(c.reqid.len(), 16);
+        assert!(is_hex(&c.trace_id, 32) && is_hex(&c.span_id, 16));
+        assert_eq!(h["traceparent"], format!("00-{}-{}-00", c.trace_id, c.span_id));
+        assert_eq!(h["l5d-reqid"], c.reqid);
+    }
+
+    #[test]
+    fn traceparent_keeps_the_trace_and_starts_a_child_span() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut h = headers(&[("traceparent", tp), ("l5d-reqid", "abc123")]);
+        let c = correlate(&mut h);
+        assert_eq!(c.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(c.reqid, "abc123", "a given request id is kept");
+        let out = h["traceparent"].to_str().unwrap();
+        assert!(out.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && out.ends_with("-01"), "{out}");
+        assert_ne!(&out[36..52], "00f067aa0ba902b7", "a new span id for this hop");
+    }
+
+    #[test]
+    fn invalid_traceparent_is_replaced() {
+        let mut h = headers(&[("traceparent", "00-00000000000000000000000000000000-00f067aa0ba902b7-01")]);
+        let c = correlate(&mut h);
+        assert_ne!(c.trace_id, "00000000000000000000000000000000");
+    }
+
+    #[test]
+    fn b3_multi_and_single_header() {
+        let mut h = headers(&[("x-b3-traceid", "463ac35c9f6413ad"), ("x-b3-spanid", "a2fb4a1d1a96d312"), ("x-b3-sampled", "1")]);
+        let c = correlate(&mut h);
+        assert_eq!(c.trace_id, "0000000000000000463ac35c9f6413ad");
+        assert_eq!(h["x-b3-parentspanid"], "a2fb4a1d1a96d312");
+        assert_eq!(h["x-b3-spanid"], c.span_id.as_str());
+        assert_eq!(h["x-b3-traceid"], "463ac35c9f6413ad", "the caller's trace id is kept as it was");
+
+        let mut h = headers(&[("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90")]);
+        let c = correlate(&mut h);
+        assert_eq!(c.trace_id, "80f198ee56343ba864fe8b2a57d3eff7");
+        assert_eq!(h["b3"], format!("80f198ee56343ba864fe8b2a57d3eff7-{}-1-e457b5a2e4d86bd1", c.span_id));
+    }
+}
