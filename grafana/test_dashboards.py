@@ -29,6 +29,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
+import sys
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "mesh"))
+import meshlib  # noqa: E402 — shared helpers for live-mesh tests
 
 MESH_NET = os.environ.get("MESH_NET", "127.0")
 PUBLIC = f"http://{MESH_NET}.0.1:8080"
@@ -77,14 +81,7 @@ def scrape_interval_seconds():
 
 
 def eventually(check, what):
-    deadline = time.monotonic() + EVENTUALLY_SECS
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"{what}: still not true after {EVENTUALLY_SECS}s (last: {last!r})")
+    return meshlib.eventually(check, what, EVENTUALLY_SECS, 0.5)
 
 
 def unix_time(stamp):

@@ -32,6 +32,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
+import sys
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "mesh"))
+import meshlib  # noqa: E402 — shared helpers for live-mesh tests
 
 MESH_NET = os.environ.get("MESH_NET", "127.0")
 PUBLIC = f"http://{MESH_NET}.0.1:8080"
@@ -50,13 +54,8 @@ TRAFFIC_MAX_REQUESTS = 2000
 
 def http(method, url, body=None, headers=None, timeout=10):
     """One request; returns (status, headers, body text) whatever the status."""
-    data = body.encode() if isinstance(body, str) else body
-    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, response.headers, response.read().decode("utf-8", "replace")
-    except urllib.error.HTTPError as error:
-        return error.code, error.headers, error.read().decode("utf-8", "replace")
+    status, headers, body = meshlib.request(method, url, body, headers, timeout)
+    return status, headers, body.decode("utf-8", "replace")
 
 
 def free_port():
@@ -150,14 +149,7 @@ class WebDriver:
 
 def eventually(check, what):
     """Calls `check` until it returns a truthy value or EVENTUALLY_SECS pass."""
-    deadline = time.monotonic() + EVENTUALLY_SECS
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"{what}: still not true after {EVENTUALLY_SECS}s (last: {last!r})")
+    return meshlib.eventually(check, what, EVENTUALLY_SECS, 0.2)
 
 
 class Traffic:

@@ -31,6 +31,10 @@ import urllib.request
 import zipfile
 from decimal import Decimal
 from pathlib import Path
+import sys
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "mesh"))
+import meshlib  # noqa: E402 — shared helpers for live-mesh tests
 
 MESH_NET = os.environ.get("MESH_NET", "127.0")
 PUBLIC = f"http://{MESH_NET}.0.1:8080"
@@ -73,13 +77,7 @@ class Reply:
 
 def http(method, url, body=None, headers=None, timeout=10):
     """One request; HTTP errors are returned, not raised."""
-    data = body.encode() if isinstance(body, str) else body
-    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return Reply(response.status, response.headers, response.read())
-    except urllib.error.HTTPError as error:
-        return Reply(error.code, error.headers, error.read())
+    return Reply(*meshlib.request(method, url, body, headers, timeout))
 
 
 def get(url, **kwargs):
@@ -93,14 +91,7 @@ def convert(date, source, target, amount):
 
 def eventually(check, what):
     """Calls `check` until it returns a truthy value or EVENTUALLY_SECS pass."""
-    deadline = time.monotonic() + EVENTUALLY_SECS
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"{what}: still not true after {EVENTUALLY_SECS}s (last: {last!r})")
+    return meshlib.eventually(check, what, EVENTUALLY_SECS, 0.2)
 
 
 # --------------------------------------------------------------------------------------

@@ -17,6 +17,11 @@ import time
 import unittest
 import urllib.parse
 import urllib.request
+from pathlib import Path
+import sys
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "mesh"))
+import meshlib  # noqa: E402 — shared helpers for live-mesh tests
 
 MESH_NET = os.environ.get("MESH_NET", "127.0")
 PROMETHEUS = os.environ.get("PROMETHEUS_URL", f"http://{MESH_NET}.0.1:9090")
@@ -39,14 +44,7 @@ def query(expr):
 
 
 def eventually(check, what):
-    deadline = time.monotonic() + EVENTUALLY_SECS
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"{what}: still not true after {EVENTUALLY_SECS}s (last: {last!r})")
+    return meshlib.eventually(check, what, EVENTUALLY_SECS, 0.5)
 
 
 class PrometheusTest(unittest.TestCase):

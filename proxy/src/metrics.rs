@@ -185,10 +185,15 @@ impl RouteMetrics {
         self.requests.inc();
     }
 
-    /// Records a response's status and the time to its headers.
+    /// Records a response's status and the time to its headers (5xx counted as failures).
     pub fn response(&self, status: http::StatusCode, elapsed: Duration) {
+        self.response_classified(status, status.is_server_error(), elapsed);
+    }
+
+    /// Records a response as the service's response classifier judged it.
+    pub fn response_classified(&self, status: http::StatusCode, failure: bool, elapsed: Duration) {
         self.latency.observe(elapsed.as_secs_f64());
-        let class = if status.is_server_error() { "failure" } else { "success" };
+        let class = if failure { "failure" } else { "success" };
         self.responses.with_label_values(&[&self.router, &self.name, status.as_str(), class]).inc();
     }
 }

@@ -478,6 +478,10 @@ fn parse_bool(text: &str) -> Option<bool> {
     }
 }
 
+fn parse_count_u32(text: &str) -> Option<u32> {
+    text.parse::<u32>().ok().filter(|n| *n >= 1)
+}
+
 fn parse_count(text: &str) -> Option<usize> {
     text.parse::<usize>().ok().filter(|n| *n >= 1)
 }
@@ -947,19 +951,19 @@ impl Checker<'_> {
                 FailureAccrual::None
             }
             "io.l5d.consecutiveFailures" => {
-                let n = self.optional(&mut f, "failures", "a whole number of at least 1", parse_count);
+                let n = self.optional(&mut f, "failures", "a whole number from 1 to 4294967295", parse_count_u32);
                 self.finish(&f, &["kind", "failures", "backoff"], NONE);
-                FailureAccrual::ConsecutiveFailures { failures: n.unwrap_or(5) as u32, backoff }
+                FailureAccrual::ConsecutiveFailures { failures: n.unwrap_or(5), backoff }
             }
             _ => {
                 let rate = self.optional(&mut f, "successRate", "a number from 0 to 1", |t| {
                     t.parse::<f64>().ok().filter(|r| (0.0..=1.0).contains(r))
                 });
-                let n = self.optional(&mut f, "requests", "a whole number of at least 1", parse_count);
+                let n = self.optional(&mut f, "requests", "a whole number from 1 to 4294967295", parse_count_u32);
                 self.finish(&f, &["kind", "successRate", "requests", "backoff"], NONE);
                 FailureAccrual::SuccessRate {
                     success_rate: rate.unwrap_or(0.8),
-                    requests: n.unwrap_or(20) as u32,
+                    requests: n.unwrap_or(20),
                     backoff,
                 }
             }

@@ -26,6 +26,9 @@ use crate::consul::{
     encode_component, Backoff, BlockingIndex, ConsulClient, ConsulError, IndexStep, MIN_DELAY,
 };
 
+/// Names watched at once per namer at most (each is one blocking query against Consul).
+pub const MAX_WATCHES: usize = 1000;
+
 /// A watch that has not been used for this long stops.
 pub const IDLE_AFTER: Duration = Duration::from_secs(600);
 
@@ -178,14 +181,20 @@ impl ConsulNamer {
         }
     }
 
-    fn watch_for(&self, key: &WatchKey) -> Arc<Watch> {
+    /// The shared watch for `key`, started on first use; `None` once [`MAX_WATCHES`] names are watched, so names
+    /// made up by callers (Host headers) cannot start unbounded blocking queries.
+    fn watch_for(&self, key: &WatchKey) -> Option<Arc<Watch>> {
         let mut watches = self
             .shared
             .watches
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         if let Some(w) = watches.get(key) {
-            return w.clone();
+            return Some(w.clone());
+        }
+        if watches.len() >= MAX_WATCHES {
+            tracing::debug!(name = %key.path(), "consul namer: watch limit reached; answering neg");
+            return None;
         }
         let watch = Arc::new(Watch {
             key: key.clone(),
@@ -207,7 +216,7 @@ impl ConsulNamer {
             // Only reachable from a test calling lookup off the runtime: the name stays pending.
             Err(_) => tracing::warn!(name = %key.path(), "consul namer: no runtime to watch on"),
         }
-        watch
+        Some(watch)
     }
 }
 
@@ -224,7 +233,9 @@ impl Namer for ConsulNamer {
         let Some((key, used)) = self.parse(rest) else {
             return NamerAnswer::Ready(NameTree::Neg);
         };
-        let watch = self.watch_for(&key);
+        let Some(watch) = self.watch_for(&key) else {
+            return NamerAnswer::Ready(NameTree::Neg);
+        };
         *watch.last_lookup.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
         let state = watch.state.lock().unwrap_or_else(|e| e.into_inner());
         match state.known {
@@ -453,7 +464,6 @@ fn aggregate(checks: &[HealthCheck]) -> String {
     "passing".into()
 }
 
-/// Parses an answer into its index and endpoint set (`None` = no usable instances: Neg).
 /// Consul DNS's name for a service: `<service>.service.<dc>.consul` (`<service>.service.consul` for `.local`),
 /// which `setHost: true` sends as the `Host` header.
 fn consul_host(key: &WatchKey) -> Arc<str> {
@@ -464,6 +474,7 @@ fn consul_host(key: &WatchKey) -> Arc<str> {
     }
 }
 
+/// Parses an answer into its index and endpoint set (`None` = no usable instances: Neg).
 fn parse_answer(
     s: &Settings,
     answer: crate::consul::Answer,

@@ -87,9 +87,19 @@ impl Binder {
         }
     }
 
-    fn budget(&self, label: &str, policy: &ServicePolicy) -> Arc<Budget> {
+    /// The service label to use and its retry budget. Distinct labels are capped at [`MAX_CACHED_NAMES`] per
+    /// router whether or not bindings are cached (a namer that never answers would otherwise let every new Host
+    /// header mint a series); past the cap, names share `overflow`.
+    fn label_and_budget(&self, proposed: &str, policy: &ServicePolicy) -> (String, Arc<Budget>) {
         let mut budgets = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
-        budgets.entry(label.to_string()).or_insert_with(|| Arc::new(Budget::new(policy.retries.budget))).clone()
+        let label = if budgets.contains_key(proposed) || budgets.len() < MAX_CACHED_NAMES {
+            proposed
+        } else {
+            "overflow"
+        };
+        let budget =
+            budgets.entry(label.to_string()).or_insert_with(|| Arc::new(Budget::new(policy.retries.budget))).clone();
+        (label.to_string(), budget)
     }
 
     /// Binds `path` under `dtab`, resolving every bound leaf to its (interned) client. Waits for namers that are
@@ -102,15 +112,16 @@ impl Binder {
             let incomplete = !pending.is_empty();
             if !incomplete || tokio::time::Instant::now() >= deadline {
                 let tree = tree.map(|t| t.map(&mut |b: &BoundName| self.target(b)));
-                let route = self.metrics.route(&self.router, service_label);
                 let policy = self.service_config.resolve(path);
-                let labels = [&*self.router, service_label];
+                let (label, budget) = self.label_and_budget(service_label, &policy);
+                let route = self.metrics.route(&self.router, &label);
+                let labels = [&*self.router, label.as_str()];
                 return Binding {
                     tree,
                     route,
                     namer_generation,
                     incomplete,
-                    budget: self.budget(service_label, &policy),
+                    budget,
                     policy,
                     retries: self.metrics.retries.with_label_values(&labels),
                     budget_exhausted: self.metrics.retry_budget_exhausted.with_label_values(&labels),

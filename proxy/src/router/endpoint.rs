@@ -2,9 +2,9 @@
 //!
 //! HTTP/1.1 upstreams get a LIFO pool of idle keep-alive connections (a connection goes back to the pool once
 //! hyper says it can take another request, i.e. after the response body is done). HTTP/2 (h2c, prior knowledge)
-//! upstreams share one multiplexed connection. A pooled HTTP/1 connection that turns out to be dead before the
-//! request was written is retried once on a fresh connection — hyper hands the unsent request back, so this is
-//! safe for every method. A failed send says whether the request reached the upstream and, if not, hands the
+//! upstreams share one multiplexed connection. When a pooled HTTP/1 connection turns out to be dead before the
+//! request was written, the next idle one (or a fresh connection) is tried — hyper hands the unsent request back,
+//! so this is safe for every method. A failed send says whether the request reached the upstream and, if not, hands the
 //! request back, so the retry stage can resend even a streaming body.
 
 use std::net::SocketAddr;
@@ -251,12 +251,7 @@ impl EndpointClient {
             .handshake(io)
             .await
             .map_err(|e| ProxyError::Connect { addr: self.addr, error: e.to_string() })?;
-        let addr = self.addr;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%addr, error = %e, "upstream connection ended");
-            }
-        });
+        drive(self.addr, conn);
         Ok(sender)
     }
 
@@ -268,12 +263,7 @@ impl EndpointClient {
             .handshake(io)
             .await
             .map_err(|e| ProxyError::Connect { addr: self.addr, error: e.to_string() })?;
-        let addr = self.addr;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%addr, error = %e, "upstream h2 connection ended");
-            }
-        });
+        drive(self.addr, conn);
         Ok(sender)
     }
 
@@ -284,4 +274,16 @@ impl EndpointClient {
         }
         ProxyError::Upstream { addr: self.addr, error: msg }
     }
+}
+
+/// Runs a connection's I/O in its own task until it closes.
+fn drive<F>(addr: SocketAddr, conn: F)
+where
+    F: std::future::Future<Output = Result<(), hyper::Error>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(%addr, error = %e, "upstream connection ended");
+        }
+    });
 }

@@ -2,7 +2,7 @@
 //!
 //! Each failure is a variant of [`ProxyError`]; [`ProxyError::into_response`] is the only place that picks an HTTP
 //! status for a proxy failure, and it always sets `l5d-err` and a one-line body saying why. Client mistakes
-//! (unroutable names) are logged at debug, upstream trouble at warn; internals never reach the client.
+//! (no name, or a name nothing binds) are logged at debug, mesh trouble at warn; internals never reach the client.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -83,9 +83,10 @@ impl ProxyError {
         }
     }
 
-    /// Whether this is the client's doing (logged quietly) rather than the mesh's.
+    /// Whether this is the client's doing (logged quietly) rather than the mesh's. A name nothing binds is
+    /// usually a caller's Host header, so it is not logged loudly either (it is counted in metrics).
     pub fn is_client_error(&self) -> bool {
-        self.status().is_client_error()
+        self.status().is_client_error() || matches!(self, Self::Unbound { .. })
     }
 
     /// The response the client gets: status, `l5d-err`, and a one-line plain-text body.

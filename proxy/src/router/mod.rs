@@ -236,7 +236,7 @@ impl Router {
         self.prepare_request(&mut req, peer, &ident.path, local.as_ref());
         let taken = Prepared::new(req, self.max_request_bytes);
         let taken = match retry::remaining(deadline) {
-            Some(left) => tokio::time::timeout(left, taken).await.unwrap_or(Err(BodyError::Read("timed out".into()))),
+            Some(left) => tokio::time::timeout(left, taken).await.unwrap_or(Err(BodyError::TimedOut)),
             None => taken.await,
         };
         let mut prepared = match taken {
@@ -246,6 +246,11 @@ impl Router {
                 return self.fail(Some(route), None, err, start, false);
             }
             Err(BodyError::Read(why)) => return self.fail(Some(route), None, ProxyError::BadBody(why), start, false),
+            Err(BodyError::TimedOut) => {
+                let after = total.unwrap_or_else(|| start.elapsed());
+                let err = ProxyError::Timeout { what: "reading the request body", after };
+                return self.fail(Some(route), None, err, start, false);
+            }
         };
         binding.budget.deposit();
         self.attempts(&binding, tree, &mut prepared, deadline, start, &ident.path).await
@@ -284,7 +289,7 @@ impl Router {
                 Ok(e) => e,
                 Err(Unavailable::AllDead) if last_error.is_some() => {
                     let err = last_error.take().unwrap_or(ProxyError::AllEndpointsDead { client: client.id.clone() });
-                    return self.fail(Some(route), None, err, start, true);
+                    return self.fail(Some(route), Some(&client.metrics), err, start, true);
                 }
                 Err(why) => {
                     let id = client.id.clone();
@@ -301,7 +306,7 @@ impl Router {
             };
             let Some(mut req) = prepared.attempt() else {
                 let err = ProxyError::Upstream { addr: endpoint.addr, error: "request body already consumed".into() };
-                return self.fail(Some(route), None, err, start, false);
+                return self.fail(Some(route), Some(&client.metrics), err, start, false);
             };
             self.prepare_attempt(&mut req, &target, deadline);
             let sent_at = Instant::now();
@@ -330,8 +335,11 @@ impl Router {
                     } else {
                         endpoint.health.observe_latency(elapsed, client.ewma_decay());
                     }
-                    client.metrics.response(status, elapsed);
-                    let upstream_says = resp.headers().get(L5D_RETRYABLE).is_some_and(|v| v == "true");
+                    client.metrics.response_classified(status, failure, elapsed);
+                    // Honoured only from a proxy's own error (it carries l5d-err): an app's header must never make
+                    // a request it already handled look safe to replay.
+                    let upstream_says = resp.headers().contains_key("l5d-err")
+                        && resp.headers().get(L5D_RETRYABLE).is_some_and(|v| v == "true");
                     let retryable = failure && (classifier.retryable_method(&prepared.method) || upstream_says);
                     if retryable && self.may_retry(binding, prepared, attempt, deadline).await {
                         attempt += 1;
@@ -344,14 +352,20 @@ impl Router {
                     if retryable {
                         resp.headers_mut().insert(L5D_RETRYABLE, http::HeaderValue::from_static("true"));
                     }
-                    route.response(status, start.elapsed());
+                    route.response_classified(status, failure, start.elapsed());
                     let mut resp = resp.map(Either::Left);
                     self.tag(&mut resp, path, &client.id_text);
                     return resp;
                 }
                 Err(e) => {
-                    endpoint.health.record(false, accrual, client.others_live(&endpoint));
-                    endpoint.health.observe_failure(client.ewma_decay());
+                    // A timeout imposed by the caller's deadline or the total timeout says nothing about the
+                    // endpoint; only the endpoint's own failures (and attempt timeouts) count against it.
+                    let endpoint_fault =
+                        !matches!(e.error, ProxyError::Timeout { what, .. } if what != "request attempt");
+                    if endpoint_fault {
+                        endpoint.health.record(false, accrual, client.others_live(&endpoint));
+                        endpoint.health.observe_failure(client.ewma_decay());
+                    }
                     client.metrics.response(e.error.status(), elapsed);
                     let never_sent = !e.sent;
                     if let Some(unsent) = e.unsent {
@@ -430,6 +444,9 @@ impl Router {
         headers::strip_hop_by_hop(h, h2);
         headers::append_via(h, version);
         headers::append_forwarded_for(h, peer.ip());
+        // The l5d-dst-* headers describe this hop's routing: never pass on a client's own.
+        h.remove("l5d-dst-client");
+        h.remove("l5d-dst-residual");
         headers::set_text(h, "l5d-dst-service", &service.to_string());
         h.remove(L5D_CTX_DEADLINE);
         if let Some(local) = local {

@@ -60,7 +60,8 @@ impl Budget {
             let now = w.slots[i].0;
             let live = w.slots.iter().filter(|s| s.0 != u64::MAX && now.saturating_sub(s.0) < w.slots.len() as u64);
             let (requests, retries) = live.fold((0u64, 0u64), |(r, t), s| (r + s.1, t + s.2));
-            let allowance = f64::from(c.min_retries_per_sec) * c.ttl_secs as f64 + c.percent_can_retry * requests as f64;
+            let window = w.slots.len() as f64;
+            let allowance = f64::from(c.min_retries_per_sec) * window + c.percent_can_retry * requests as f64;
             if (retries as f64) + 1.0 <= allowance {
                 w.slots[i].2 += 1;
                 true
@@ -77,6 +78,8 @@ pub enum BodyError {
     TooLarge { limit: u64 },
     /// The client's body stream failed (it went away, or sent malformed chunks).
     Read(String),
+    /// The deadline passed while the body was being read.
+    TimedOut,
 }
 
 /// A request kept so that it can be sent again.
