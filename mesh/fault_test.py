@@ -201,16 +201,22 @@ def main():
 
     for name in ("forex-rate-1", "forex-rate-2", "forex-rate-3"):
         mesh("restart", name, env={"FOREX_FAULT_ERROR_RATE": "1.0"})
+    # Let the budget's 10 s window forget the previous scenarios, so the cap below is the budget's formula.
+    time.sleep(11)
     sent0 = converter_egress("switchyard_client_requests_total")
     req0 = converter_egress("switchyard_route_requests_total")
+    refused0 = converter_egress("switchyard_retry_budget_exhausted_total")
     s = scenario("every instance failing: retry storm", 6)
     sent = converter_egress("switchyard_client_requests_total") - sent0
     reqs = converter_egress("switchyard_route_requests_total") - req0
+    refused = converter_egress("switchyard_retry_budget_exhausted_total") - refused0
     ratio = sent / reqs if reqs else 0.0
     s["attempts_per_request"] = ratio
-    # Budget: 20% of requests plus a reserve of 10/s over the 10 s window; over a few seconds of load the
-    # reserve dominates, so the bound is requests × 1.2 + 100.
-    check(sent <= reqs * 1.2 + 100, f"retry storm: {int(sent)} attempts for {int(reqs)} requests (budget-capped)", failures)
+    # The budget — 20% of the requests of the last 10 s plus 10/s × 10 s — must visibly refuse retries and cap
+    # attempts at requests × 1.2 + 100 (an uncapped storm would send up to 25 attempts per request).
+    check(refused > 0, f"retry storm: the budget refused {int(refused)} retries", failures)
+    check(sent <= reqs * 1.2 + 100, f"retry storm: {int(sent)} attempts for {int(reqs)} requests "
+          f"({ratio:.2f} per request; budget allows {int(reqs * 1.2 + 100)})", failures)
     for name in ("forex-rate-1", "forex-rate-2", "forex-rate-3"):
         mesh("restart", name)
     # Every endpoint was ejected during the storm; the sidecars probe once a second while all are dead.

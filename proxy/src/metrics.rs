@@ -130,6 +130,7 @@ impl Metrics {
         RouteMetrics {
             requests: self.route_requests.with_label_values(&[router, service]),
             latency: self.route_latency.with_label_values(&[router, service]),
+            ok: self.route_responses.with_label_values(&[router, service, "200", "success"]),
             responses: self.route_responses.clone(),
             router: router.into(),
             name: service.into(),
@@ -141,6 +142,7 @@ impl Metrics {
         RouteMetrics {
             requests: self.client_requests.with_label_values(&[router, client]),
             latency: self.client_latency.with_label_values(&[router, client]),
+            ok: self.client_responses.with_label_values(&[router, client, "200", "success"]),
             responses: self.client_responses.clone(),
             router: router.into(),
             name: client.into(),
@@ -174,6 +176,8 @@ impl Metrics {
 pub struct RouteMetrics {
     requests: IntCounter,
     latency: Histogram,
+    /// `200`/`success`, resolved once: the common case costs no label lookup.
+    ok: IntCounter,
     responses: IntCounterVec,
     router: Box<str>,
     name: Box<str>,
@@ -193,6 +197,10 @@ impl RouteMetrics {
     /// Records a response as the service's response classifier judged it.
     pub fn response_classified(&self, status: http::StatusCode, failure: bool, elapsed: Duration) {
         self.latency.observe(elapsed.as_secs_f64());
+        if status == http::StatusCode::OK && !failure {
+            self.ok.inc();
+            return;
+        }
         let class = if failure { "failure" } else { "success" };
         self.responses.with_label_values(&[&self.router, &self.name, status.as_str(), class]).inc();
     }

@@ -304,7 +304,9 @@ impl Router {
                     return self.fail(Some(route), Some(&client.metrics), err, start, true);
                 }
             };
-            let Some(mut req) = prepared.attempt() else {
+            // A copy of the headers is kept only when the classifier could retry after the upstream saw the request.
+            let keep = classifier.retryable_method(&prepared.method);
+            let Some(mut req) = prepared.attempt(keep) else {
                 let err = ProxyError::Upstream { addr: endpoint.addr, error: "request body already consumed".into() };
                 return self.fail(Some(route), Some(&client.metrics), err, start, false);
             };

@@ -87,7 +87,8 @@ pub struct Prepared {
     pub method: Method,
     uri: Uri,
     version: Version,
-    pub headers: HeaderMap,
+    /// `None` while lent to an attempt that took them instead of a copy (see [`Prepared::attempt`]).
+    headers: Option<HeaderMap>,
     body: Kept,
 }
 
@@ -123,16 +124,20 @@ impl Prepared {
         } else {
             Kept::Stream(Some(body))
         };
-        Ok(Self { method: parts.method, uri: parts.uri, version: parts.version, headers: parts.headers, body })
+        Ok(Self { method: parts.method, uri: parts.uri, version: parts.version, headers: Some(parts.headers), body })
     }
 
-    /// Whether another attempt can be built now (a kept body, or a stream that was given back unsent).
+    /// Whether another attempt can be built now (headers and a kept body, or a stream given back unsent).
     pub fn can_attempt(&self) -> bool {
-        matches!(self.body, Kept::Replayable(_) | Kept::Stream(Some(_)))
+        self.headers.is_some() && matches!(self.body, Kept::Replayable(_) | Kept::Stream(Some(_)))
     }
 
-    /// A request for the next attempt; `None` when the streaming body was already used.
-    pub fn attempt(&mut self) -> Option<Request<ReqBody>> {
+    /// A request for the next attempt; `None` when the streaming body (or the headers) were already used.
+    /// With `keep`, the attempt gets a copy of the headers so that a retry is possible even after the request
+    /// reached the upstream; without it the headers move into the attempt (the common, non-retryable case costs
+    /// no copy) and come back only with an unsent request ([`Prepared::restore`]).
+    pub fn attempt(&mut self, keep: bool) -> Option<Request<ReqBody>> {
+        let headers = if keep { self.headers.clone()? } else { self.headers.take()? };
         let body: ReqBody = match &mut self.body {
             Kept::Replayable(b) => Either::Left(Full::new(b.clone())),
             Kept::Stream(s) => Either::Right(s.take()?),
@@ -141,13 +146,17 @@ impl Prepared {
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = self.uri.clone();
         *req.version_mut() = self.version;
-        *req.headers_mut() = self.headers.clone();
+        *req.headers_mut() = headers;
         Some(req)
     }
 
-    /// Takes back a request that never left the proxy, so its streaming body can be sent again.
+    /// Takes back a request that never left the proxy, so it can be sent again (streaming body included).
     pub fn restore(&mut self, req: Request<ReqBody>) {
-        if let (Kept::Stream(slot @ None), Either::Right(body)) = (&mut self.body, req.into_body()) {
+        let (parts, body) = req.into_parts();
+        if self.headers.is_none() {
+            self.headers = Some(parts.headers);
+        }
+        if let (Kept::Stream(slot @ None), Either::Right(body)) = (&mut self.body, body) {
             *slot = Some(body);
         }
     }

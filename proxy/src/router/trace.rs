@@ -25,8 +25,14 @@ pub struct Correlation {
     pub span_id: String,
 }
 
+/// `n` (16 or 32) random lowercase hex digits, never all zero (W3C forbids all-zero ids).
 fn hex(n: usize) -> String {
-    (0..n).map(|_| char::from_digit(fastrand::u32(..16), 16).unwrap_or('0')).collect()
+    let id = fastrand::u128(1..);
+    if n >= 32 {
+        format!("{id:032x}")
+    } else {
+        format!("{:016x}", (id as u64).max(1))
+    }
 }
 
 fn is_hex(s: &str, len: usize) -> bool {
