@@ -90,11 +90,7 @@ impl Target {
         Ok(Self {
             connect_to: format!("{}:{port}", authority.host()),
             authority: authority.as_str().to_string(),
-            path_and_query: if path_and_query.is_empty() {
-                "/".into()
-            } else {
-                path_and_query.into()
-            },
+            path_and_query: if path_and_query.is_empty() { "/".into() } else { path_and_query.into() },
         })
     }
 }
@@ -117,9 +113,7 @@ where
     I: IntoIterator<Item = String>,
 {
     let mut args = args.into_iter();
-    let sub = args
-        .next()
-        .ok_or_else(|| ArgError("missing subcommand".into()))?;
+    let sub = args.next().ok_or_else(|| ArgError("missing subcommand".into()))?;
     let flags = Flags::collect(args)?;
     match sub.as_str() {
         "upstream" => parse_upstream(flags),
@@ -135,18 +129,14 @@ where
 
 fn parse_upstream(mut flags: Flags) -> Result<Command, ArgError> {
     let listen = flags.take_required("--listen")?;
-    let listen = listen
-        .parse()
-        .map_err(|e| ArgError(format!("--listen {listen:?}: {e}")))?;
+    let listen = listen.parse().map_err(|e| ArgError(format!("--listen {listen:?}: {e}")))?;
     flags.finish()?;
     Ok(Command::Upstream(UpstreamArgs { listen }))
 }
 
 fn parse_load(mut flags: Flags) -> Result<Command, ArgError> {
     let target = Target::parse(&flags.take_required("--url")?)?;
-    let host = flags
-        .take("--host")
-        .unwrap_or_else(|| target.authority.clone());
+    let host = flags.take("--host").unwrap_or_else(|| target.authority.clone());
     let connections: usize = number(&flags.take_required("--connections")?, "--connections")?;
     let duration: f64 = number(&flags.take_required("--duration")?, "--duration")?;
     let mode = match flags.take("--rate") {
@@ -158,27 +148,17 @@ fn parse_load(mut flags: Flags) -> Result<Command, ArgError> {
         return Err(ArgError("--connections must be at least 1".into()));
     }
     if !(duration.is_finite() && duration > 0.0 && duration <= 86_400.0) {
-        return Err(ArgError(
-            "--duration must be between 0 and 86400 seconds".into(),
-        ));
+        return Err(ArgError("--duration must be between 0 and 86400 seconds".into()));
     }
     if mode == Mode::FixedRate(0) {
         return Err(ArgError("--rate must be at least 1".into()));
     }
     let duration = Duration::from_secs_f64(duration);
-    Ok(Command::Load(LoadArgs {
-        target,
-        host,
-        connections,
-        duration,
-        mode,
-    }))
+    Ok(Command::Load(LoadArgs { target, host, connections, duration, mode }))
 }
 
 fn number<T: std::str::FromStr>(value: &str, flag: &str) -> Result<T, ArgError> {
-    value
-        .parse()
-        .map_err(|_| ArgError(format!("{flag} {value:?}: not a valid number")))
+    value.parse().map_err(|_| ArgError(format!("{flag} {value:?}: not a valid number")))
 }
 
 /// `--flag value` pairs, consumed one by one so leftovers can be reported.
@@ -197,9 +177,7 @@ impl Flags {
                 pairs.push((name.to_string(), value.to_string()));
                 continue;
             }
-            let value = args
-                .next()
-                .ok_or_else(|| ArgError(format!("{flag} needs a value")))?;
+            let value = args.next().ok_or_else(|| ArgError(format!("{flag} needs a value")))?;
             pairs.push((flag, value));
         }
         Ok(Self(pairs))
@@ -211,8 +189,7 @@ impl Flags {
     }
 
     fn take_required(&mut self, name: &str) -> Result<String, ArgError> {
-        self.take(name)
-            .ok_or_else(|| ArgError(format!("missing {name}")))
+        self.take(name).ok_or_else(|| ArgError(format!("missing {name}")))
     }
 
     fn finish(self) -> Result<(), ArgError> {
@@ -233,10 +210,9 @@ mod tests {
 
     #[test]
     fn parses_a_paced_load() {
-        let cmd = parse(args("load --url http://127.0.0.1:8080/x?y=1 --host svc --connections 4 --duration 2.5 --rate 1000"));
-        let Ok(Command::Load(load)) = cmd else {
-            panic!("expected load, got {cmd:?}")
-        };
+        let cmd =
+            parse(args("load --url http://127.0.0.1:8080/x?y=1 --host svc --connections 4 --duration 2.5 --rate 1000"));
+        let Ok(Command::Load(load)) = cmd else { panic!("expected load, got {cmd:?}") };
         assert_eq!(load.target.connect_to, "127.0.0.1:8080");
         assert_eq!(load.target.path_and_query, "/x?y=1");
         assert_eq!(load.host, "svc");
@@ -247,12 +223,8 @@ mod tests {
 
     #[test]
     fn flat_out_without_rate_and_host_defaults_to_authority() {
-        let cmd = parse(args(
-            "load --url=http://localhost --connections=1 --duration=1",
-        ));
-        let Ok(Command::Load(load)) = cmd else {
-            panic!("expected load, got {cmd:?}")
-        };
+        let cmd = parse(args("load --url=http://localhost --connections=1 --duration=1"));
+        let Ok(Command::Load(load)) = cmd else { panic!("expected load, got {cmd:?}") };
         assert_eq!(load.mode, Mode::FlatOut);
         assert_eq!(load.host, "localhost");
         assert_eq!(load.target.connect_to, "localhost:80");
@@ -262,12 +234,7 @@ mod tests {
     #[test]
     fn parses_upstream() {
         let cmd = parse(args("upstream --listen 127.0.0.1:0"));
-        assert_eq!(
-            cmd,
-            Ok(Command::Upstream(UpstreamArgs {
-                listen: "127.0.0.1:0".parse().expect("addr")
-            }))
-        );
+        assert_eq!(cmd, Ok(Command::Upstream(UpstreamArgs { listen: "127.0.0.1:0".parse().expect("addr") })));
     }
 
     #[test]
@@ -277,38 +244,19 @@ mod tests {
             ("fly", "unknown subcommand"),
             ("upstream", "missing --listen"),
             ("upstream --listen nowhere", "--listen"),
-            (
-                "load --url https://x --connections 1 --duration 1",
-                "only http",
-            ),
-            (
-                "load --url http://x --connections 0 --duration 1",
-                "--connections",
-            ),
-            (
-                "load --url http://x --connections 1 --duration -1",
-                "--duration",
-            ),
-            (
-                "load --url http://x --connections 1 --duration 1 --rate 0",
-                "--rate",
-            ),
-            (
-                "load --url http://x --connections 1 --duration 1 --rate fast",
-                "--rate",
-            ),
-            (
-                "load --url http://x --connections 1 --duration 1 --bogus 1",
-                "--bogus",
-            ),
+            ("load --url https://x --connections 1 --duration 1", "only http"),
+            ("load --url http://x --connections 0 --duration 1", "--connections"),
+            ("load --url http://x --connections 1 --duration -1", "--duration"),
+            ("load --url http://x --connections 1 --duration 1 --rate 0", "--rate"),
+            ("load --url http://x --connections 1 --duration 1 --rate fast", "--rate"),
+            ("load --url http://x --connections 1 --duration 1 --bogus 1", "--bogus"),
             ("load --url http://x --connections", "needs a value"),
         ];
         for (line, expected) in cases {
             match parse(args(line)) {
-                Err(ArgError(message)) => assert!(
-                    message.contains(expected),
-                    "{line:?}: {message:?} lacks {expected:?}"
-                ),
+                Err(ArgError(message)) => {
+                    assert!(message.contains(expected), "{line:?}: {message:?} lacks {expected:?}")
+                }
                 Ok(cmd) => panic!("{line:?} parsed as {cmd:?}"),
             }
         }

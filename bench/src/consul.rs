@@ -118,10 +118,7 @@ struct Inner {
     checker: Client,
 }
 
-type Client = hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
-    Full<Bytes>,
->;
+type Client = hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
 /// A running double. Dropping it does not stop it; it lives as long as the runtime.
 #[derive(Clone)]
@@ -141,12 +138,7 @@ impl ConsulDouble {
         let inner = Arc::new(Inner {
             // A real Consul has applied raft entries before anyone asks; an empty table then reports an index
             // that every later write passes.
-            state: Mutex::new(State {
-                index: 10,
-                catalog_index: 10,
-                kv_table_index: 10,
-                ..State::default()
-            }),
+            state: Mutex::new(State { index: 10, catalog_index: 10, kv_table_index: 10, ..State::default() }),
             datacenter: "dc1".into(),
             node: "node1".into(),
             changed: watch::channel(0).0,
@@ -182,8 +174,7 @@ impl ConsulDouble {
 
     /// Registers an instance without an HTTP check (passing), as `PUT /v1/agent/service/register` would.
     pub fn register(&self, id: &str, name: &str, address: &str, port: u16, tags: &[&str]) {
-        let body =
-            json!({ "ID": id, "Name": name, "Address": address, "Port": port, "Tags": tags });
+        let body = json!({ "ID": id, "Name": name, "Address": address, "Port": port, "Tags": tags });
         register(&self.inner, &body);
     }
 
@@ -205,12 +196,7 @@ impl ConsulDouble {
     /// A KV value and its ModifyIndex.
     pub fn kv_get(&self, key: &str) -> Option<(String, u64)> {
         let st = lock(&self.inner.state);
-        st.kv.get(key).map(|e| {
-            (
-                String::from_utf8_lossy(&e.value).into_owned(),
-                e.modify_index,
-            )
-        })
+        st.kv.get(key).map(|e| (String::from_utf8_lossy(&e.value).into_owned(), e.modify_index))
     }
 }
 
@@ -262,8 +248,7 @@ async fn rebind(addr: SocketAddr) -> Option<TcpListener> {
 async fn serve_connection(inner: Arc<Inner>, stream: tokio::net::TcpStream) {
     let mut mode = inner.mode.subscribe();
     let svc = service_fn(move |req| handle(inner.clone(), req));
-    let conn =
-        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
     // A stopped Consul resets its connections, blocked queries included.
     tokio::select! {
         _ = conn => {}
@@ -274,14 +259,11 @@ async fn serve_connection(inner: Arc<Inner>, stream: tokio::net::TcpStream) {
 type Reply = Response<Full<Bytes>>;
 
 fn reply(status: StatusCode, index: Option<u64>, body: impl Into<Bytes>) -> Reply {
-    let mut b = Response::builder()
-        .status(status)
-        .header("content-type", "application/json");
+    let mut b = Response::builder().status(status).header("content-type", "application/json");
     if let Some(i) = index {
         b = b.header("x-consul-index", i.to_string());
     }
-    b.body(Full::new(body.into()))
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+    b.body(Full::new(body.into())).unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
 }
 
 fn json_reply(index: Option<u64>, value: &Value) -> Reply {
@@ -290,30 +272,18 @@ fn json_reply(index: Option<u64>, value: &Value) -> Reply {
 
 async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Reply, Infallible> {
     let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let path = parts.uri.path().to_string();
     let query = parse_query(parts.uri.query().unwrap_or(""));
     if let Some(control) = path.strip_prefix("/_control/") {
         return Ok(control_request(&inner, control, &query));
     }
     if *inner.mode.borrow() == Mode::Failing {
-        return Ok(reply(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            None,
-            "rpc error: No cluster leader",
-        ));
+        return Ok(reply(StatusCode::INTERNAL_SERVER_ERROR, None, "rpc error: No cluster leader"));
     }
     if let Some(dc) = query.get("dc") {
         if *dc != inner.datacenter {
-            return Ok(reply(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                None,
-                "No path to datacenter",
-            ));
+            return Ok(reply(StatusCode::INTERNAL_SERVER_ERROR, None, "No path to datacenter"));
         }
     }
     Ok(match parts.method {
@@ -340,11 +310,7 @@ fn control_request(inner: &Arc<Inner>, control: &str, query: &HashMap<String, St
             Mode::Up
         }
         "reset-index" => {
-            ConsulDouble {
-                inner: inner.clone(),
-                addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            }
-            .reset_index();
+            ConsulDouble { inner: inner.clone(), addr: SocketAddr::from(([127, 0, 0, 1], 0)) }.reset_index();
             Mode::Up
         }
         _ => return reply(StatusCode::NOT_FOUND, None, "unknown control"),
@@ -380,10 +346,7 @@ async fn blocking_get(inner: &Arc<Inner>, path: &str, query: &HashMap<String, St
         if wanted == 0 || index > wanted || tokio::time::Instant::now() >= deadline {
             return reply;
         }
-        if tokio::time::timeout_at(deadline, changed.changed())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout_at(deadline, changed.changed()).await.is_err() {
             return read(inner, path, query).1;
         }
     }
@@ -393,25 +356,13 @@ fn read(inner: &Inner, path: &str, query: &HashMap<String, String>) -> (u64, Rep
     let st = lock(&inner.state);
     if let Some(name) = path.strip_prefix("/v1/catalog/service/") {
         let name = percent_decode(name);
-        let index = st
-            .service_index
-            .get(&name)
-            .copied()
-            .unwrap_or(st.catalog_index)
-            .max(1);
-        let entries: Vec<Value> = instances(&st, &name, query)
-            .map(|s| catalog_json(inner, s))
-            .collect();
+        let index = st.service_index.get(&name).copied().unwrap_or(st.catalog_index).max(1);
+        let entries: Vec<Value> = instances(&st, &name, query).map(|s| catalog_json(inner, s)).collect();
         return (index, json_reply(Some(index), &Value::Array(entries)));
     }
     if let Some(name) = path.strip_prefix("/v1/health/service/") {
         let name = percent_decode(name);
-        let index = st
-            .service_index
-            .get(&name)
-            .copied()
-            .unwrap_or(st.catalog_index)
-            .max(1);
+        let index = st.service_index.get(&name).copied().unwrap_or(st.catalog_index).max(1);
         let passing = query.contains_key("passing");
         let entries: Vec<Value> = instances(&st, &name, query)
             .filter(|s| !passing || s.check.as_ref().is_none_or(|c| c.status == "passing"))
@@ -422,10 +373,7 @@ fn read(inner: &Inner, path: &str, query: &HashMap<String, String>) -> (u64, Rep
     if path == "/v1/catalog/services" {
         let mut names: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for s in st.services.values() {
-            names
-                .entry(&s.name)
-                .or_default()
-                .extend(s.tags.iter().map(String::as_str));
+            names.entry(&s.name).or_default().extend(s.tags.iter().map(String::as_str));
         }
         let index = st.catalog_index.max(1);
         return (index, json_reply(Some(index), &json!(names)));
@@ -446,9 +394,7 @@ fn instances<'a>(
     query: &'a HashMap<String, String>,
 ) -> impl Iterator<Item = &'a Service> {
     let tag = query.get("tag");
-    st.services
-        .values()
-        .filter(move |s| s.name == name && tag.is_none_or(|t| s.tags.contains(t)))
+    st.services.values().filter(move |s| s.name == name && tag.is_none_or(|t| s.tags.contains(t)))
 }
 
 fn catalog_json(inner: &Inner, s: &Service) -> Value {
@@ -461,9 +407,8 @@ fn catalog_json(inner: &Inner, s: &Service) -> Value {
 }
 
 fn health_json(inner: &Inner, s: &Service) -> Value {
-    let mut checks = vec![
-        json!({ "Node": inner.node, "CheckID": "serfHealth", "Name": "Serf Health Status", "Status": "passing" }),
-    ];
+    let mut checks =
+        vec![json!({ "Node": inner.node, "CheckID": "serfHealth", "Name": "Serf Health Status", "Status": "passing" })];
     if let Some(c) = &s.check {
         checks.push(json!({ "Node": inner.node, "CheckID": c.id, "Name": format!("Service '{}' check", s.name),
             "Status": c.status, "ServiceID": s.id, "ServiceName": s.name }));
@@ -476,12 +421,7 @@ fn health_json(inner: &Inner, s: &Service) -> Value {
 }
 
 fn kv_read(st: &State, key: &str, query: &HashMap<String, String>) -> (u64, Reply) {
-    let index = st
-        .kv_index
-        .get(key)
-        .copied()
-        .unwrap_or(st.kv_table_index)
-        .max(1);
+    let index = st.kv_index.get(key).copied().unwrap_or(st.kv_table_index).max(1);
     let Some(e) = st.kv.get(key) else {
         return (index, reply(StatusCode::NOT_FOUND, Some(index), ""));
     };
@@ -500,11 +440,7 @@ fn write(inner: &Arc<Inner>, path: &str, query: &HashMap<String, String>, body: 
                 register(inner, &v);
                 reply(StatusCode::OK, None, "")
             }
-            _ => reply(
-                StatusCode::BAD_REQUEST,
-                None,
-                "Request decode failed: missing Name",
-            ),
+            _ => reply(StatusCode::BAD_REQUEST, None, "Request decode failed: missing Name"),
         };
     }
     if let Some(id) = path.strip_prefix("/v1/agent/service/deregister/") {
@@ -514,11 +450,7 @@ fn write(inner: &Arc<Inner>, path: &str, query: &HashMap<String, String>, body: 
             reply(StatusCode::NOT_FOUND, None, "Unknown service ID")
         };
     }
-    for (verb, status) in [
-        ("pass", "passing"),
-        ("warn", "warning"),
-        ("fail", "critical"),
-    ] {
+    for (verb, status) in [("pass", "passing"), ("warn", "warning"), ("fail", "critical")] {
         if let Some(id) = path.strip_prefix(&format!("/v1/agent/check/{verb}/")) {
             return if set_check(inner, &percent_decode(id), status) {
                 reply(StatusCode::OK, None, "")
@@ -559,10 +491,7 @@ fn delete(inner: &Arc<Inner>, path: &str, query: &HashMap<String, String>) -> Re
 /// `cas`: `Some(0)` writes only a new key; `Some(n)` only if the key's ModifyIndex is `n`.
 fn kv_write(inner: &Inner, key: &str, value: Vec<u8>, cas: Option<u64>) -> bool {
     let mut st = lock(&inner.state);
-    let current = st
-        .kv
-        .get(key)
-        .map(|e| (e.modify_index, e.create_index, e.flags));
+    let current = st.kv.get(key).map(|e| (e.modify_index, e.create_index, e.flags));
     match (cas, current) {
         (Some(0), Some(_)) => return false,
         (Some(c), Some((m, _, _))) if c != 0 && c != m => return false,
@@ -571,57 +500,25 @@ fn kv_write(inner: &Inner, key: &str, value: Vec<u8>, cas: Option<u64>) -> bool 
     }
     let index = st.touch_key(key);
     let (create_index, flags) = current.map_or((index, 0), |(_, c, f)| (c, f));
-    st.kv.insert(
-        key.to_string(),
-        KvEntry {
-            value,
-            flags,
-            create_index,
-            modify_index: index,
-        },
-    );
+    st.kv.insert(key.to_string(), KvEntry { value, flags, create_index, modify_index: index });
     drop(st);
     inner.changed.send_modify(|n| *n += 1);
     true
 }
 
 fn register(inner: &Arc<Inner>, v: &Value) {
-    let text = |k: &str| {
-        v.get(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
+    let text = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
     let name = text("Name");
-    let id = Some(text("ID"))
-        .filter(|i| !i.is_empty())
-        .unwrap_or_else(|| name.clone());
-    let tags = v.get("Tags").and_then(Value::as_array).map(|t| {
-        t.iter()
-            .filter_map(Value::as_str)
-            .map(String::from)
-            .collect()
-    });
-    let port = v
-        .get("Port")
-        .and_then(Value::as_u64)
-        .and_then(|p| u16::try_from(p).ok())
-        .unwrap_or(0);
+    let id = Some(text("ID")).filter(|i| !i.is_empty()).unwrap_or_else(|| name.clone());
+    let tags =
+        v.get("Tags").and_then(Value::as_array).map(|t| t.iter().filter_map(Value::as_str).map(String::from).collect());
+    let port = v.get("Port").and_then(Value::as_u64).and_then(|p| u16::try_from(p).ok()).unwrap_or(0);
     let check = v.get("Check").filter(|c| c.is_object()).map(|c| Check {
         id: format!("service:{id}"),
         http: c.get("HTTP").and_then(Value::as_str).map(String::from),
-        interval: parse_wait(
-            c.get("Interval")
-                .and_then(Value::as_str)
-                .map(String::from)
-                .as_ref(),
-        )
-        .max(Duration::from_millis(100)),
-        status: c
-            .get("Status")
-            .and_then(Value::as_str)
-            .unwrap_or("critical")
-            .to_string(),
+        interval: parse_wait(c.get("Interval").and_then(Value::as_str).map(String::from).as_ref())
+            .max(Duration::from_millis(100)),
+        status: c.get("Status").and_then(Value::as_str).unwrap_or("critical").to_string(),
     });
     let mut st = lock(&inner.state);
     let index = st.touch_service(&name);
@@ -636,21 +533,12 @@ fn register(inner: &Arc<Inner>, v: &Value) {
         create_index,
         modify_index: index,
     };
-    let http_check = service
-        .check
-        .as_ref()
-        .and_then(|c| c.http.clone().map(|u| (u, c.interval)));
+    let http_check = service.check.as_ref().and_then(|c| c.http.clone().map(|u| (u, c.interval)));
     st.services.insert(id.clone(), service);
     drop(st);
     inner.changed.send_modify(|n| *n += 1);
     if let Some((url, interval)) = http_check {
-        tokio::spawn(run_http_check(
-            Arc::downgrade(inner),
-            id,
-            create_index,
-            url,
-            interval,
-        ));
+        tokio::spawn(run_http_check(Arc::downgrade(inner), id, create_index, url, interval));
     }
 }
 
@@ -694,13 +582,7 @@ fn set_check(inner: &Inner, check_id: &str, status: &str) -> bool {
 }
 
 /// Probes `url` every `interval` like the agent's HTTP check, until the registration it belongs to is gone.
-async fn run_http_check(
-    inner: std::sync::Weak<Inner>,
-    id: String,
-    created: u64,
-    url: String,
-    interval: Duration,
-) {
+async fn run_http_check(inner: std::sync::Weak<Inner>, id: String, created: u64, url: String, interval: Duration) {
     loop {
         let Some(inner) = inner.upgrade() else { return };
         let current = lock(&inner.state).services.get(&id).map(|s| s.create_index);
@@ -763,11 +645,7 @@ pub fn base64_encode(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
+        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
             if i <= chunk.len() {
@@ -787,18 +665,9 @@ mod tests {
     #[test]
     fn base64_and_wait_parsing() {
         assert_eq!(base64_encode(b"a"), "YQ==");
-        assert_eq!(
-            base64_encode(b"/svc => /#/io.l5d.fs;"),
-            "L3N2YyA9PiAvIy9pby5sNWQuZnM7"
-        );
-        assert_eq!(
-            parse_wait(Some(&"100ms".to_string())),
-            Duration::from_millis(100)
-        );
-        assert_eq!(
-            parse_wait(Some(&"20m".to_string())),
-            Duration::from_secs(600)
-        );
+        assert_eq!(base64_encode(b"/svc => /#/io.l5d.fs;"), "L3N2YyA9PiAvIy9pby5sNWQuZnM7");
+        assert_eq!(parse_wait(Some(&"100ms".to_string())), Duration::from_millis(100));
+        assert_eq!(parse_wait(Some(&"20m".to_string())), Duration::from_secs(600));
         assert_eq!(parse_wait(None), Duration::from_secs(300));
         assert_eq!(percent_decode("a%2Fb"), "a/b");
     }

@@ -31,11 +31,7 @@ impl Default for Histogram {
 impl Histogram {
     /// An empty histogram covering the whole `u64` range.
     pub fn new() -> Self {
-        Self {
-            counts: vec![0; BUCKETS],
-            total: 0,
-            max: 0,
-        }
+        Self { counts: vec![0; BUCKETS], total: 0, max: 0 }
     }
 
     /// Records one value.
@@ -112,9 +108,7 @@ fn bucket_high(index: usize) -> u64 {
     let shift = index / HALF - 1;
     let mantissa = index % HALF + HALF;
     // `mantissa + 1 << shift` overflows only for the very last bucket.
-    ((mantissa + 1) << shift)
-        .wrapping_sub(1)
-        .max(mantissa << shift)
+    ((mantissa + 1) << shift).wrapping_sub(1).max(mantissa << shift)
 }
 
 #[cfg(test)]
@@ -142,23 +136,11 @@ mod tests {
 
     #[test]
     fn every_value_is_within_its_bucket_and_error_is_bounded() {
-        for v in [
-            256u64,
-            257,
-            1_000,
-            65_535,
-            1_234_567,
-            987_654_321_000,
-            u64::MAX / 3,
-            u64::MAX,
-        ] {
+        for v in [256u64, 257, 1_000, 65_535, 1_234_567, 987_654_321_000, u64::MAX / 3, u64::MAX] {
             let high = bucket_high(bucket_index(v));
             assert!(high >= v, "bucket top {high} below value {v}");
             let error = (high - v) as f64 / v as f64;
-            assert!(
-                error < 1.0 / HALF as f64,
-                "relative error {error} too large for {v}"
-            );
+            assert!(error < 1.0 / HALF as f64, "relative error {error} too large for {v}");
         }
         assert!(bucket_index(u64::MAX) < BUCKETS);
     }

@@ -91,20 +91,12 @@ impl Schedule {
 /// has millisecond granularity, which would add up to a millisecond of the harness's
 /// own lateness to every latency measured from the due time. When every connection is
 /// busy, due times queue up here and their wait counts as latency, as it should.
-fn spawn_pacer(
-    start: Instant,
-    interval: Duration,
-    end: Instant,
-) -> mpsc::UnboundedReceiver<Instant> {
+fn spawn_pacer(start: Instant, interval: Duration, end: Instant) -> mpsc::UnboundedReceiver<Instant> {
     let (sender, receiver) = mpsc::unbounded_channel();
     std::thread::spawn(move || {
         let (start, end) = (start.into_std(), end.into_std());
         let mut n: u32 = 0;
-        while let Some(due) = interval
-            .checked_mul(n)
-            .map(|offset| start + offset)
-            .filter(|due| *due < end)
-        {
+        while let Some(due) = interval.checked_mul(n).map(|offset| start + offset).filter(|due| *due < end) {
             std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
             if sender.send(Instant::from_std(due)).is_err() {
                 return;
@@ -135,15 +127,9 @@ pub async fn run(args: &LoadArgs) -> Report {
         }
     });
     let request = Arc::new(RequestTemplate::new(args));
-    let workers: Vec<_> = (0..args.connections)
-        .map(|_| tokio::spawn(worker(request.clone(), schedule.clone())))
-        .collect();
-    let mut report = Report {
-        ok: 0,
-        errors: 0,
-        elapsed: Duration::ZERO,
-        latency: Histogram::new(),
-    };
+    let workers: Vec<_> =
+        (0..args.connections).map(|_| tokio::spawn(worker(request.clone(), schedule.clone()))).collect();
+    let mut report = Report { ok: 0, errors: 0, elapsed: Duration::ZERO, latency: Histogram::new() };
     for worker in workers {
         // A worker cannot panic on input; if it ever did, its requests are simply missing.
         if let Ok(stats) = worker.await {
@@ -173,9 +159,7 @@ impl RequestTemplate {
     }
 
     fn build(&self) -> Result<Request<Empty<Bytes>>, http::Error> {
-        Request::get(self.path_and_query.as_str())
-            .header(header::HOST, self.host.as_str())
-            .body(Empty::new())
+        Request::get(self.path_and_query.as_str()).header(header::HOST, self.host.as_str()).body(Empty::new())
     }
 }
 
@@ -217,23 +201,13 @@ enum Failure {
     Connection,
 }
 
-async fn send_one(
-    sender: &mut SendRequest<Empty<Bytes>>,
-    request: &RequestTemplate,
-) -> Result<(), Failure> {
+async fn send_one(sender: &mut SendRequest<Empty<Bytes>>, request: &RequestTemplate) -> Result<(), Failure> {
     let built = request.build().map_err(|_| Failure::Connection)?;
     sender.ready().await.map_err(|_| Failure::Connection)?;
-    let response = sender
-        .send_request(built)
-        .await
-        .map_err(|_| Failure::Connection)?;
+    let response = sender.send_request(built).await.map_err(|_| Failure::Connection)?;
     let success = response.status().is_success();
     // Read the whole body: latency counts until the last byte, and keep-alive needs it drained.
-    response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|_| Failure::Connection)?;
+    response.into_body().collect().await.map_err(|_| Failure::Connection)?;
     if success {
         Ok(())
     } else {
@@ -243,14 +217,9 @@ async fn send_one(
 
 /// Opens a connection and spawns its driver task; `None` when the target is unreachable.
 async fn connect(address: &str) -> Option<SendRequest<Empty<Bytes>>> {
-    let stream = timeout(REQUEST_TIMEOUT, TcpStream::connect(address))
-        .await
-        .ok()?
-        .ok()?;
+    let stream = timeout(REQUEST_TIMEOUT, TcpStream::connect(address)).await.ok()?.ok()?;
     let _ = stream.set_nodelay(true);
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .ok()?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()?;
     tokio::spawn(async move {
         // Ends when the sender is dropped or the peer closes; either is routine here.
         let _ = connection.await;

@@ -16,10 +16,7 @@ fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("switchyard-bench: cannot start the runtime: {error}");
@@ -41,10 +38,7 @@ async fn run_upstream(args: UpstreamArgs) -> ExitCode {
     let listener = match TcpListener::bind(args.listen).await {
         Ok(listener) => listener,
         Err(error) => {
-            eprintln!(
-                "switchyard-bench upstream: cannot listen on {}: {error}",
-                args.listen
-            );
+            eprintln!("switchyard-bench upstream: cannot listen on {}: {error}", args.listen);
             return ExitCode::FAILURE;
         }
     };

@@ -21,11 +21,7 @@ pub const BODY: &[u8] = b"ok\n";
 
 /// Serves HTTP/1.1 keep-alive on `listener` until `shutdown` completes, counting every
 /// request answered in `served` (the tests compare it with what the load side saw).
-pub async fn serve<F>(
-    listener: TcpListener,
-    served: Arc<AtomicU64>,
-    shutdown: F,
-) -> std::io::Result<()>
+pub async fn serve<F>(listener: TcpListener, served: Arc<AtomicU64>, shutdown: F) -> std::io::Result<()>
 where
     F: Future<Output = ()>,
 {
@@ -45,22 +41,14 @@ where
         tokio::spawn(async move {
             let service = service_fn(move |request| answer(request, served.clone()));
             // A client hanging up mid-request is normal during a load run; nothing to report.
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
         });
     }
 }
 
-async fn answer(
-    _request: Request<Incoming>,
-    served: Arc<AtomicU64>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn answer(_request: Request<Incoming>, served: Arc<AtomicU64>) -> Result<Response<Full<Bytes>>, Infallible> {
     served.fetch_add(1, Ordering::Relaxed);
     let mut response = Response::new(Full::new(Bytes::from_static(BODY)));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/plain"),
-    );
+    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain"));
     Ok(response)
 }

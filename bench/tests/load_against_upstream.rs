@@ -11,19 +11,11 @@ use tokio::sync::oneshot;
 
 fn load_args(url: &str, connections: usize, mode: Mode) -> LoadArgs {
     let target = Target::parse(url).expect("test URL parses");
-    LoadArgs {
-        host: target.authority.clone(),
-        target,
-        connections,
-        duration: Duration::from_millis(300),
-        mode,
-    }
+    LoadArgs { host: target.authority.clone(), target, connections, duration: Duration::from_millis(300), mode }
 }
 
 async fn start_upstream() -> (String, Arc<AtomicU64>, oneshot::Sender<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind 127.0.0.1:0");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
     let address = listener.local_addr().expect("local address");
     let served = Arc::new(AtomicU64::new(0));
     let (stop, stopped) = oneshot::channel::<()>();
@@ -44,25 +36,11 @@ async fn every_request_reaches_the_upstream_and_is_counted() {
         let before = served.load(Ordering::Relaxed);
         let report = load::run(&load_args(&url, 3, mode)).await;
         let after = served.load(Ordering::Relaxed);
-        assert_eq!(
-            report.errors, 0,
-            "{mode:?}: no request may fail against a healthy upstream"
-        );
+        assert_eq!(report.errors, 0, "{mode:?}: no request may fail against a healthy upstream");
         assert!(report.ok > 0, "{mode:?}: some requests must complete");
-        assert_eq!(
-            after - before,
-            report.ok,
-            "{mode:?}: upstream count must equal successes"
-        );
-        assert_eq!(
-            report.latency.len(),
-            report.ok,
-            "{mode:?}: one latency per success"
-        );
-        assert!(
-            report.latency.value_at_quantile(0.5) > 0,
-            "{mode:?}: latency is measured"
-        );
+        assert_eq!(after - before, report.ok, "{mode:?}: upstream count must equal successes");
+        assert_eq!(report.latency.len(), report.ok, "{mode:?}: one latency per success");
+        assert!(report.latency.value_at_quantile(0.5) > 0, "{mode:?}: latency is measured");
         let line = report.summary_line();
         for key in ["rps=", "p50_us=", "p99_us=", "p999_us=", "errors=0"] {
             assert!(line.contains(key), "summary {line:?} lacks {key}");
@@ -77,10 +55,7 @@ async fn paced_mode_never_sends_more_than_scheduled() {
     // 300 ms at 50 rps schedules requests 0..15 (due times 0, 20 ms, … 280 ms).
     let report = load::run(&load_args(&url, 2, Mode::FixedRate(50))).await;
     assert_eq!(report.errors, 0);
-    assert_eq!(
-        report.ok, 15,
-        "open-loop schedule sends exactly rate × duration requests"
-    );
+    assert_eq!(report.ok, 15, "open-loop schedule sends exactly rate × duration requests");
     assert_eq!(served.load(Ordering::Relaxed), 15);
     let _ = stop.send(());
 }
@@ -91,17 +66,9 @@ async fn an_unreachable_target_counts_errors_not_latency() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let address = listener.local_addr().expect("address");
     drop(listener);
-    let report = load::run(&load_args(
-        &format!("http://{address}/"),
-        2,
-        Mode::FixedRate(50),
-    ))
-    .await;
+    let report = load::run(&load_args(&format!("http://{address}/"), 2, Mode::FixedRate(50))).await;
     assert_eq!(report.ok, 0);
-    assert!(
-        report.errors > 0,
-        "refused connections must count as errors"
-    );
+    assert!(report.errors > 0, "refused connections must count as errors");
     assert!(report.latency.is_empty());
     assert!(report.summary_line().contains("rps=0 "));
 }

@@ -91,20 +91,9 @@ impl ConsulClient {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
         connector.set_nodelay(true);
-        let http = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
-        let host = if host.contains(':') && !host.starts_with('[') {
-            format!("[{host}]")
-        } else {
-            host.to_string()
-        };
-        Self {
-            base: format!("http://{host}:{port}"),
-            token,
-            consistency,
-            http,
-        }
+        let http = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
+        let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host.to_string() };
+        Self { base: format!("http://{host}:{port}"), token, consistency, http }
     }
 
     /// `http://host:port`, for logs and the admin API.
@@ -114,11 +103,7 @@ impl ConsulClient {
 
     /// GETs `path` (with its own query string, if any). With `blocking = Some((index, wait))` it is a blocking
     /// query: Consul holds the answer until the resource's index passes `index` or `wait` runs out.
-    pub async fn get(
-        &self,
-        path: &str,
-        blocking: Option<(u64, Duration)>,
-    ) -> Result<Answer, ConsulError> {
+    pub async fn get(&self, path: &str, blocking: Option<(u64, Duration)>) -> Result<Answer, ConsulError> {
         let mut params: Vec<String> = Vec::new();
         if let Some(flag) = self.consistency.query_flag() {
             params.push(flag.to_string());
@@ -139,55 +124,25 @@ impl ConsulClient {
     /// PUTs `body` to `path` (query string included).
     pub async fn put(&self, path: &str, body: Bytes) -> Result<Answer, ConsulError> {
         let uri = format!("{}{path}", self.base);
-        self.send(Method::PUT, &uri, body, Duration::from_secs(10))
-            .await
+        self.send(Method::PUT, &uri, body, Duration::from_secs(10)).await
     }
 
-    async fn send(
-        &self,
-        method: Method,
-        uri: &str,
-        body: Bytes,
-        timeout: Duration,
-    ) -> Result<Answer, ConsulError> {
+    async fn send(&self, method: Method, uri: &str, body: Bytes, timeout: Duration) -> Result<Answer, ConsulError> {
         let mut builder = Request::builder().method(method).uri(uri);
         if let Some(token) = &self.token {
             builder = builder.header("x-consul-token", token);
         }
-        let req = builder
-            .body(Full::new(body))
-            .map_err(|e| ConsulError(format!("bad request {uri}: {e}")))?;
+        let req = builder.body(Full::new(body)).map_err(|e| ConsulError(format!("bad request {uri}: {e}")))?;
         let exchange = async {
-            let resp = self
-                .http
-                .request(req)
-                .await
-                .map_err(|e| ConsulError(format!("{}: {e}", self.base)))?;
+            let resp = self.http.request(req).await.map_err(|e| ConsulError(format!("{}: {e}", self.base)))?;
             let status = resp.status();
-            let index = resp
-                .headers()
-                .get("x-consul-index")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok());
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| ConsulError(format!("{}: {e}", self.base)))?;
-            Ok(Answer {
-                status,
-                index,
-                body: body.to_bytes(),
-            })
+            let index = resp.headers().get("x-consul-index").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+            let body = resp.into_body().collect().await.map_err(|e| ConsulError(format!("{}: {e}", self.base)))?;
+            Ok(Answer { status, index, body: body.to_bytes() })
         };
         tokio::time::timeout(timeout, exchange)
             .await
-            .unwrap_or_else(|_| {
-                Err(ConsulError(format!(
-                    "{}: no answer within {timeout:?}",
-                    self.base
-                )))
-            })
+            .unwrap_or_else(|_| Err(ConsulError(format!("{}: no answer within {timeout:?}", self.base))))
     }
 }
 
@@ -252,11 +207,7 @@ impl BlockingIndex {
         }
         // An index of 0 would make the next query return at once, forever: Consul's docs say to use 1 instead.
         let received = received.max(1);
-        let step = if received > self.0 {
-            IndexStep::Advanced
-        } else {
-            IndexStep::Unchanged
-        };
+        let step = if received > self.0 { IndexStep::Advanced } else { IndexStep::Unchanged };
         self.0 = received;
         step
     }
@@ -336,10 +287,7 @@ mod tests {
     fn backoff_grows_is_capped_and_resets() {
         let mut b = Backoff::default();
         let first = b.next_delay();
-        assert!(
-            first >= Duration::from_millis(50) && first <= Duration::from_millis(100),
-            "{first:?}"
-        );
+        assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100), "{first:?}");
         for _ in 0..20 {
             assert!(b.next_delay() <= Backoff::MAX);
         }
@@ -350,10 +298,7 @@ mod tests {
 
     #[test]
     fn base64_and_encoding() {
-        assert_eq!(
-            base64_decode("L3N2YyA9PiAvIy9pby5sNWQuZnM7").as_deref(),
-            Some(&b"/svc => /#/io.l5d.fs;"[..])
-        );
+        assert_eq!(base64_decode("L3N2YyA9PiAvIy9pby5sNWQuZnM7").as_deref(), Some(&b"/svc => /#/io.l5d.fs;"[..]));
         assert_eq!(base64_decode("YQ==").as_deref(), Some(&b"a"[..]));
         assert_eq!(base64_decode("not base64!"), None);
         assert_eq!(encode_component(b"forex-rate"), "forex-rate");

@@ -22,9 +22,7 @@ use serde::Deserialize;
 use switchyard_dtab::Dtab;
 
 use crate::config::DtabStoreConfig;
-use crate::consul::{
-    base64_decode, encode_component, Backoff, BlockingIndex, ConsulClient, IndexStep, MIN_DELAY,
-};
+use crate::consul::{base64_decode, encode_component, Backoff, BlockingIndex, ConsulClient, IndexStep, MIN_DELAY};
 use crate::router::bind::RoutingTable;
 use crate::router::Router;
 
@@ -89,19 +87,9 @@ pub fn error_metric() -> IntCounterVec {
 
 impl DtabStore {
     /// Starts watching the store for `router`.
-    pub fn start(
-        router: Arc<Router>,
-        config: &DtabStoreConfig,
-        errors: IntCounterVec,
-    ) -> Arc<Self> {
+    pub fn start(router: Arc<Router>, config: &DtabStoreConfig, errors: IntCounterVec) -> Arc<Self> {
         let backend = match config {
-            DtabStoreConfig::Consul {
-                host,
-                port,
-                token,
-                key,
-                consistency_mode,
-            } => Backend::Consul {
+            DtabStoreConfig::Consul { host, port, token, key, consistency_mode } => Backend::Consul {
                 client: Box::new(ConsulClient::new(host, *port, token.clone(), *consistency_mode)),
                 key: key.clone(),
             },
@@ -110,11 +98,7 @@ impl DtabStore {
         let store = Arc::new(Self {
             router,
             backend,
-            state: Mutex::new(StoreState {
-                seen: Version::Unknown,
-                last_good: None,
-                last_error: None,
-            }),
+            state: Mutex::new(StoreState { seen: Version::Unknown, last_good: None, last_error: None }),
             errors,
             answered: tokio::sync::watch::channel(false).0,
             writing: tokio::sync::Mutex::new(()),
@@ -147,9 +131,7 @@ impl DtabStore {
     pub fn state_json(&self) -> serde_json::Value {
         let st = self.lock();
         let (kind, location) = match &self.backend {
-            Backend::Consul { client, key } => {
-                ("io.l5d.consul", format!("{}/v1/kv/{key}", client.base()))
-            }
+            Backend::Consul { client, key } => ("io.l5d.consul", format!("{}/v1/kv/{key}", client.base())),
             Backend::File { path } => ("io.l5d.fs", path.display().to_string()),
         };
         let version = match st.seen {
@@ -193,12 +175,9 @@ impl DtabStore {
                     self.lock().last_error = None;
                 }
                 Err(e) if changed => {
-                    let message =
-                        format!("malformed dtab in the store (kept the last good one): {e}");
+                    let message = format!("malformed dtab in the store (kept the last good one): {e}");
                     tracing::warn!(router = %self.router.label, "{message}");
-                    self.errors
-                        .with_label_values(&[&self.router.label, "invalid"])
-                        .inc();
+                    self.errors.with_label_values(&[&self.router.label, "invalid"]).inc();
                     self.router.record_invalid_dtab();
                     self.lock().last_error = Some(message);
                 }
@@ -211,9 +190,7 @@ impl DtabStore {
     }
 
     fn failed(&self, error: &str) {
-        self.errors
-            .with_label_values(&[&self.router.label, "unavailable"])
-            .inc();
+        self.errors.with_label_values(&[&self.router.label, "unavailable"]).inc();
         let mut st = self.lock();
         if st.last_error.as_deref() != Some(error) {
             tracing::warn!(router = %self.router.label, error, "dtab store unavailable; keeping the dtab in force");
@@ -222,28 +199,19 @@ impl DtabStore {
     }
 
     /// Writes `dtab` through to the store (check-and-set when `if_match` is given) and applies it here.
-    pub async fn write(
-        &self,
-        dtab: Dtab,
-        if_match: Option<&str>,
-    ) -> Result<Arc<RoutingTable>, StoreWriteError> {
+    pub async fn write(&self, dtab: Dtab, if_match: Option<&str>) -> Result<Arc<RoutingTable>, StoreWriteError> {
         let _writer = self.writing.lock().await;
         let current = self.router.table();
         let if_match = if_match.map(str::trim).filter(|t| *t != "*");
         if let Some(tag) = if_match {
             if tag != current.etag {
-                return Err(StoreWriteError::Stale {
-                    current: current.etag.clone(),
-                });
+                return Err(StoreWriteError::Stale { current: current.etag.clone() });
             }
         }
         let seen = self.lock().seen;
         let text = dtab.pretty();
         let written = match &self.backend {
-            Backend::Consul { client, key } => {
-                self.write_consul(client, key, &text, if_match.map(|_| seen))
-                    .await
-            }
+            Backend::Consul { client, key } => self.write_consul(client, key, &text, if_match.map(|_| seen)).await,
             Backend::File { path } => {
                 let (path, text2) = (path.clone(), text.clone());
                 let expect = if_match.map(|_| seen);
@@ -255,15 +223,8 @@ impl DtabStore {
         match written {
             Ok(version) => self.offer(Some(&text), version),
             Err(StoreWriteError::Stale { .. }) => {
-                self.router
-                    .binder
-                    .metrics
-                    .dtab_updates
-                    .with_label_values(&[&self.router.label, "conflict"])
-                    .inc();
-                return Err(StoreWriteError::Stale {
-                    current: current.etag.clone(),
-                });
+                self.router.binder.metrics.dtab_updates.with_label_values(&[&self.router.label, "conflict"]).inc();
+                return Err(StoreWriteError::Stale { current: current.etag.clone() });
             }
             Err(e) => return Err(e),
         }
@@ -283,9 +244,7 @@ impl DtabStore {
             Some(Version::At(index)) => format!("?cas={index}"),
             Some(Version::Missing) => "?cas=0".to_string(),
             Some(Version::Unknown) => {
-                return Err(StoreWriteError::Unavailable(
-                    "the store has not been read yet; retry".into(),
-                ))
+                return Err(StoreWriteError::Unavailable("the store has not been read yet; retry".into()))
             }
         };
         let unavailable = |e: String| StoreWriteError::Unavailable(format!("consul KV {key}: {e}"));
@@ -294,16 +253,10 @@ impl DtabStore {
             .await
             .map_err(|e| unavailable(e.0))?;
         if !answer.status.is_success() {
-            return Err(unavailable(format!(
-                "{} {}",
-                answer.status,
-                String::from_utf8_lossy(&answer.body).trim()
-            )));
+            return Err(unavailable(format!("{} {}", answer.status, String::from_utf8_lossy(&answer.body).trim())));
         }
         if answer.body.as_ref() != b"true" {
-            return Err(StoreWriteError::Stale {
-                current: String::new(),
-            });
+            return Err(StoreWriteError::Stale { current: String::new() });
         }
         // Learn the new ModifyIndex so the next check-and-set compares against our own write.
         match client.get(&key_path, None).await.map(|a| read_kv(&a)) {
@@ -314,10 +267,7 @@ impl DtabStore {
 }
 
 fn kv_path(key: &str) -> String {
-    let encoded: Vec<String> = key
-        .split('/')
-        .map(|seg| encode_component(seg.as_bytes()))
-        .collect();
+    let encoded: Vec<String> = key.split('/').map(|seg| encode_component(seg.as_bytes())).collect();
     format!("/v1/kv/{}", encoded.join("/"))
 }
 
@@ -335,17 +285,11 @@ fn read_kv(answer: &crate::consul::Answer) -> Result<(Option<String>, Version), 
         return Ok((None, Version::Missing));
     }
     if !answer.status.is_success() {
-        return Err(format!(
-            "consul answered {}: {}",
-            answer.status,
-            String::from_utf8_lossy(&answer.body).trim()
-        ));
+        return Err(format!("consul answered {}: {}", answer.status, String::from_utf8_lossy(&answer.body).trim()));
     }
-    let pairs: Vec<KvPair> =
-        serde_json::from_slice(&answer.body).map_err(|e| format!("unreadable KV answer: {e}"))?;
+    let pairs: Vec<KvPair> = serde_json::from_slice(&answer.body).map_err(|e| format!("unreadable KV answer: {e}"))?;
     let pair = pairs.into_iter().next().ok_or("empty KV answer")?;
-    let bytes =
-        base64_decode(pair.value.as_deref().unwrap_or("")).ok_or("KV value is not base64")?;
+    let bytes = base64_decode(pair.value.as_deref().unwrap_or("")).ok_or("KV value is not base64")?;
     let text = String::from_utf8(bytes).map_err(|_| "KV value is not UTF-8")?;
     Ok((Some(text), Version::At(pair.modify_index)))
 }
@@ -358,16 +302,8 @@ async fn watch_consul(store: std::sync::Weak<DtabStore>) {
         let Backend::Consul { client, key } = &s.backend else {
             return;
         };
-        let result = client
-            .get(
-                &kv_path(key),
-                Some((index.get(), crate::consul::DEFAULT_WAIT)),
-            )
-            .await;
-        let delay = match result
-            .map_err(|e| e.0)
-            .and_then(|a| read_kv(&a).map(|kv| (a.index, kv)))
-        {
+        let result = client.get(&kv_path(key), Some((index.get(), crate::consul::DEFAULT_WAIT))).await;
+        let delay = match result.map_err(|e| e.0).and_then(|a| read_kv(&a).map(|kv| (a.index, kv))) {
             Ok((consul_index, (text, version))) => {
                 backoff.reset();
                 s.offer(text.as_deref(), version);
@@ -425,13 +361,8 @@ fn read_file(path: &FsPath) -> Result<(Option<String>, Version), String> {
 }
 
 /// Compare-and-rename under `<file>.lock`: replaces the file only if it still holds version `expect`.
-fn write_file(
-    path: &FsPath,
-    text: &str,
-    expect: Option<Version>,
-) -> Result<Version, StoreWriteError> {
-    let unavailable =
-        |e: std::io::Error| StoreWriteError::Unavailable(format!("{}: {e}", path.display()));
+fn write_file(path: &FsPath, text: &str, expect: Option<Version>) -> Result<Version, StoreWriteError> {
+    let unavailable = |e: std::io::Error| StoreWriteError::Unavailable(format!("{}: {e}", path.display()));
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(unavailable)?;
     }
@@ -440,9 +371,7 @@ fn write_file(
     if let Some(expect) = expect {
         let (_, now) = read_file(path).map_err(StoreWriteError::Unavailable)?;
         if now != expect {
-            return Err(StoreWriteError::Stale {
-                current: String::new(),
-            });
+            return Err(StoreWriteError::Stale { current: String::new() });
         }
     }
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("dtab");
@@ -460,17 +389,10 @@ impl FileLock {
 
     fn acquire(path: &FsPath) -> std::io::Result<Self> {
         for _ in 0..200 {
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(path)
-            {
+            match std::fs::OpenOptions::new().write(true).create_new(true).open(path) {
                 Ok(_) => return Ok(Self(path.to_path_buf())),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let age = std::fs::metadata(path)
-                        .and_then(|m| m.modified())
-                        .ok()
-                        .and_then(|t| t.elapsed().ok());
+                    let age = std::fs::metadata(path).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
                     if age.is_some_and(|a| a > Self::STALE) {
                         let _ = std::fs::remove_file(path);
                     }
@@ -479,10 +401,7 @@ impl FileLock {
                 Err(e) => return Err(e),
             }
         }
-        Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "dtab store lock is held",
-        ))
+        Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "dtab store lock is held"))
     }
 }
 
@@ -498,32 +417,18 @@ mod tests {
 
     #[test]
     fn file_compare_and_rename_refuses_a_stale_version() {
-        let dir = std::env::temp_dir().join(format!(
-            "sy-store-{}-{}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
+        let dir = std::env::temp_dir().join(format!("sy-store-{}-{}", std::process::id(), fastrand::u64(..)));
         let file = dir.join("egress");
         let v1 = write_file(&file, "/svc => /#/io.l5d.fs;", Some(Version::Missing)).unwrap();
         assert_eq!(read_file(&file).unwrap().1, v1);
         assert_eq!(
             write_file(&file, "/a => /b;", Some(Version::Missing)),
-            Err(StoreWriteError::Stale {
-                current: String::new()
-            })
+            Err(StoreWriteError::Stale { current: String::new() })
         );
         let v2 = write_file(&file, "/a => /b;", Some(v1)).unwrap();
         assert_ne!(v1, v2);
-        assert_eq!(
-            write_file(&file, "/c => /d;", Some(v1)),
-            Err(StoreWriteError::Stale {
-                current: String::new()
-            })
-        );
-        assert!(
-            !file.with_extension("lock").exists(),
-            "the lock is released"
-        );
+        assert_eq!(write_file(&file, "/c => /d;", Some(v1)), Err(StoreWriteError::Stale { current: String::new() }));
+        assert!(!file.with_extension("lock").exists(), "the lock is released");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -534,19 +439,10 @@ mod tests {
             index: Some(5),
             body: Bytes::from(body.to_string()),
         };
-        let ok = answer(
-            200,
-            r#"[{"Key":"k","Value":"L3N2YyA9PiAvIy9pby5sNWQuZnM7","ModifyIndex":42}]"#,
-        );
-        assert_eq!(
-            read_kv(&ok).unwrap(),
-            (Some("/svc => /#/io.l5d.fs;".into()), Version::At(42))
-        );
+        let ok = answer(200, r#"[{"Key":"k","Value":"L3N2YyA9PiAvIy9pby5sNWQuZnM7","ModifyIndex":42}]"#);
+        assert_eq!(read_kv(&ok).unwrap(), (Some("/svc => /#/io.l5d.fs;".into()), Version::At(42)));
         assert_eq!(read_kv(&answer(404, "")).unwrap(), (None, Version::Missing));
         assert!(read_kv(&answer(500, "no leader")).is_err());
-        assert_eq!(
-            kv_path("switchyard/dtabs/egress"),
-            "/v1/kv/switchyard/dtabs/egress"
-        );
+        assert_eq!(kv_path("switchyard/dtabs/egress"), "/v1/kv/switchyard/dtabs/egress");
     }
 }

@@ -47,8 +47,7 @@ enum Command {
 }
 
 fn parse(args: &[&str]) -> Result<Args, String> {
-    let mut admin =
-        std::env::var("SWITCHYARD_ADMIN").unwrap_or_else(|_| "http://127.0.0.1:9990".into());
+    let mut admin = std::env::var("SWITCHYARD_ADMIN").unwrap_or_else(|_| "http://127.0.0.1:9990".into());
     let mut router = "egress".to_string();
     let mut rest = Vec::new();
     let mut it = args.iter();
@@ -64,21 +63,13 @@ fn parse(args: &[&str]) -> Result<Args, String> {
         ["set", file] => Command::Set(file.to_string()),
         ["diff", file] => Command::Diff(file.to_string()),
         ["explain", path] => Command::Explain(path.to_string()),
-        _ => {
-            return Err(format!(
-                "expected get, set FILE, diff FILE or explain PATH; got {rest:?}"
-            ))
-        }
+        _ => return Err(format!("expected get, set FILE, diff FILE or explain PATH; got {rest:?}")),
     };
     let admin = admin.trim_end_matches('/').to_string();
     if !admin.starts_with("http://") {
         return Err(format!("--admin must be an http:// URL, got {admin:?}"));
     }
-    Ok(Args {
-        admin,
-        router,
-        command,
-    })
+    Ok(Args { admin, router, command })
 }
 
 /// Runs `switchyard dtab ARGS…`.
@@ -90,10 +81,7 @@ pub fn main(args: &[&str]) -> ExitCode {
             return ExitCode::from(64);
         }
     };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("switchyard dtab: cannot start the runtime: {e}");
@@ -110,21 +98,13 @@ pub fn main(args: &[&str]) -> ExitCode {
 }
 
 async fn run(args: &Args) -> Result<ExitCode, String> {
-    let dtab_url = format!(
-        "{}/dtab/{}",
-        args.admin,
-        encode_component(args.router.as_bytes())
-    );
+    let dtab_url = format!("{}/dtab/{}", args.admin, encode_component(args.router.as_bytes()));
     match &args.command {
         Command::Get => {
             let (status, etag, body) = call("GET", &dtab_url, None, None).await?;
             expect_ok(status, &body)?;
             print!("{body}");
-            eprintln!(
-                "# router {} version {}",
-                args.router,
-                etag.unwrap_or_default()
-            );
+            eprintln!("# router {} version {}", args.router, etag.unwrap_or_default());
             Ok(ExitCode::SUCCESS)
         }
         Command::Set(file) => set(&dtab_url, &args.router, &read_file(file)?).await,
@@ -135,10 +115,7 @@ async fn run(args: &Args) -> Result<ExitCode, String> {
             let current = canonical(&body, "the router's dtab")?;
             let diff = line_diff(&current, &wanted);
             if diff.iter().all(|l| l.starts_with(' ')) {
-                println!(
-                    "no differences: {file} is the dtab in force on router {}",
-                    args.router
-                );
+                println!("no differences: {file} is the dtab in force on router {}", args.router);
                 return Ok(ExitCode::SUCCESS);
             }
             println!("--- router {} (in force)\n+++ {file}", args.router);
@@ -154,8 +131,7 @@ async fn run(args: &Args) -> Result<ExitCode, String> {
             );
             let (status, _, body) = call("GET", &url, None, None).await?;
             expect_ok(status, &body)?;
-            let v: Value = serde_json::from_str(&body)
-                .map_err(|e| format!("unreadable delegator answer: {e}"))?;
+            let v: Value = serde_json::from_str(&body).map_err(|e| format!("unreadable delegator answer: {e}"))?;
             let mut out = String::new();
             outline(&v["tree"], 0, &mut out);
             print!("{out}");
@@ -187,18 +163,14 @@ async fn set(url: &str, router: &str, text: &str) -> Result<ExitCode, String> {
 fn read_file(file: &str) -> Result<String, String> {
     if file == "-" {
         let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .map_err(|e| format!("standard input: {e}"))?;
+        std::io::stdin().read_to_string(&mut text).map_err(|e| format!("standard input: {e}"))?;
         return Ok(text);
     }
     std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))
 }
 
 fn canonical(text: &str, what: &str) -> Result<String, String> {
-    Dtab::parse(text)
-        .map(|d| d.pretty())
-        .map_err(|e| format!("{what}: malformed dtab: {e}"))
+    Dtab::parse(text).map(|d| d.pretty()).map_err(|e| format!("{what}: malformed dtab: {e}"))
 }
 
 fn expect_ok(status: StatusCode, body: &str) -> Result<(), String> {
@@ -225,52 +197,27 @@ async fn call(
     body: Option<String>,
 ) -> Result<(StatusCode, Option<String>, String), String> {
     let uri: http::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
-    let authority = uri
-        .authority()
-        .ok_or_else(|| format!("{url}: no host"))?
-        .clone();
-    let addr = format!(
-        "{}:{}",
-        authority.host(),
-        authority.port_u16().unwrap_or(80)
-    );
+    let authority = uri.authority().ok_or_else(|| format!("{url}: no host"))?.clone();
+    let addr = format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80));
     let stream = tokio::net::TcpStream::connect(&addr)
         .await
         .map_err(|e| format!("cannot reach the admin server at {addr}: {e}"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("{addr}: {e}"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("{addr}: {e}"))?;
     tokio::spawn(conn);
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", authority.as_str());
+    let mut req = Request::builder().method(method).uri(path).header("host", authority.as_str());
     if let Some(tag) = if_match {
         req = req.header("if-match", tag);
     }
     if let Ok(token) = std::env::var("SWITCHYARD_ADMIN_TOKEN") {
         req = req.header("authorization", format!("Bearer {token}"));
     }
-    let req = req
-        .body(Full::new(Bytes::from(body.unwrap_or_default())))
-        .map_err(|e| e.to_string())?;
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| format!("{addr}: {e}"))?;
+    let req = req.body(Full::new(Bytes::from(body.unwrap_or_default()))).map_err(|e| e.to_string())?;
+    let resp = sender.send_request(req).await.map_err(|e| format!("{addr}: {e}"))?;
     let status = resp.status();
-    let etag = resp
-        .headers()
-        .get("etag")
-        .and_then(|v| v.to_str().ok())
-        .map(String::from);
-    let bytes = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("{addr}: {e}"))?
-        .to_bytes();
+    let etag = resp.headers().get("etag").and_then(|v| v.to_str().ok()).map(String::from);
+    let bytes = resp.into_body().collect().await.map_err(|e| format!("{addr}: {e}"))?.to_bytes();
     Ok((status, etag, String::from_utf8_lossy(&bytes).into_owned()))
 }
 
@@ -280,11 +227,7 @@ fn line_diff(old: &str, new: &str) -> Vec<String> {
     let mut lcs = vec![vec![0usize; b.len() + 1]; a.len() + 1];
     for i in (0..a.len()).rev() {
         for j in (0..b.len()).rev() {
-            lcs[i][j] = if a[i] == b[j] {
-                lcs[i + 1][j + 1] + 1
-            } else {
-                lcs[i + 1][j].max(lcs[i][j + 1])
-            };
+            lcs[i][j] = if a[i] == b[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
         }
     }
     let (mut i, mut j, mut out) = (0, 0, Vec::new());
@@ -308,11 +251,7 @@ fn outline(node: &Value, depth: usize, out: &mut String) {
     let pad = "  ".repeat(depth);
     let path = node["path"].as_str().unwrap_or("?");
     let via = match node["dentry"].as_object() {
-        Some(d) => format!(
-            "   (via {} => {})",
-            d["prefix"].as_str().unwrap_or("?"),
-            d["dst"].as_str().unwrap_or("?")
-        ),
+        Some(d) => format!("   (via {} => {})", d["prefix"].as_str().unwrap_or("?"), d["dst"].as_str().unwrap_or("?")),
         None => String::new(),
     };
     let text = |k: &str| node[k].as_str().unwrap_or("").to_string();
@@ -323,10 +262,8 @@ fn outline(node: &Value, depth: usize, out: &mut String) {
         }
         "leaf" => {
             let b = &node["bound"];
-            let eps: Vec<&str> = b["endpoints"]
-                .as_array()
-                .map(|a| a.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
+            let eps: Vec<&str> =
+                b["endpoints"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
             let residual = b["residual"]
                 .as_str()
                 .filter(|r| !r.is_empty() && *r != "/")
@@ -340,11 +277,7 @@ fn outline(node: &Value, depth: usize, out: &mut String) {
         }
         "alt" => {
             out.push_str(&format!("{pad}{path}{via}\n{pad}  | first of:\n"));
-            node["alt"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .for_each(|c| outline(c, depth + 2, out));
+            node["alt"].as_array().into_iter().flatten().for_each(|c| outline(c, depth + 2, out));
         }
         "union" => {
             out.push_str(&format!("{pad}{path}{via}\n{pad}  & split:\n"));
@@ -355,9 +288,7 @@ fn outline(node: &Value, depth: usize, out: &mut String) {
         }
         "neg" => out.push_str(&format!("{pad}{path}{via}\n{pad}  ~ neg (no binding)\n")),
         "fail" => out.push_str(&format!("{pad}{path}{via}\n{pad}  ! fail\n")),
-        "empty" => out.push_str(&format!(
-            "{pad}{path}{via}\n{pad}  $ empty (no endpoints)\n"
-        )),
+        "empty" => out.push_str(&format!("{pad}{path}{via}\n{pad}  $ empty (no endpoints)\n")),
         _ => out.push_str(&format!("{pad}{path}\n{pad}  error: {}\n", text("message"))),
     }
 }
@@ -368,15 +299,7 @@ mod tests {
 
     #[test]
     fn arguments() {
-        let a = parse(&[
-            "--admin",
-            "http://127.0.2.1:9990/",
-            "--router",
-            "ingress",
-            "explain",
-            "/svc/x",
-        ])
-        .unwrap();
+        let a = parse(&["--admin", "http://127.0.2.1:9990/", "--router", "ingress", "explain", "/svc/x"]).unwrap();
         assert_eq!(
             a,
             Args {
@@ -385,24 +308,15 @@ mod tests {
                 command: Command::Explain("/svc/x".into())
             }
         );
-        assert_eq!(
-            parse(&["set", "f.dtab"]).unwrap().command,
-            Command::Set("f.dtab".into())
-        );
+        assert_eq!(parse(&["set", "f.dtab"]).unwrap().command, Command::Set("f.dtab".into()));
         assert!(parse(&["frobnicate"]).is_err());
         assert!(parse(&["--admin", "127.0.0.1:9990", "get"]).is_err());
     }
 
     #[test]
     fn diff_marks_removed_and_added_lines() {
-        let d = line_diff(
-            "/a => /b;\n/c => /d;\n/e => /f;",
-            "/a => /b;\n/c => /x;\n/e => /f;",
-        );
-        assert_eq!(
-            d,
-            ["  /a => /b;", "- /c => /d;", "+ /c => /x;", "  /e => /f;"]
-        );
+        let d = line_diff("/a => /b;\n/c => /d;\n/e => /f;", "/a => /b;\n/c => /x;\n/e => /f;");
+        assert_eq!(d, ["  /a => /b;", "- /c => /d;", "+ /c => /x;", "  /e => /f;"]);
     }
 
     #[test]

@@ -9,14 +9,13 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Latency buckets in seconds, from 100µs: a sidecar hop costs well under a millisecond and must be visible.
-pub const LATENCY_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
+pub const LATENCY_BUCKETS: &[f64] =
+    &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 /// All metric families of one sidecar.
 pub struct Metrics {
@@ -92,29 +91,111 @@ impl Metrics {
         let cstatus = &["router", "client", "status_code", "classification"];
         let m = Self {
             route_requests: counter_vec(&r, "switchyard_route_requests_total", "Requests per logical service.", rs),
-            route_responses: counter_vec(&r, "switchyard_route_responses_total", "Responses per logical service.", status),
-            route_latency: histogram_vec(&r, "switchyard_route_response_latency_seconds", "Time from request to response headers, per logical service.", rs),
+            route_responses: counter_vec(
+                &r,
+                "switchyard_route_responses_total",
+                "Responses per logical service.",
+                status,
+            ),
+            route_latency: histogram_vec(
+                &r,
+                "switchyard_route_response_latency_seconds",
+                "Time from request to response headers, per logical service.",
+                rs,
+            ),
             client_requests: counter_vec(&r, "switchyard_client_requests_total", "Requests sent per bound client.", rc),
-            client_responses: counter_vec(&r, "switchyard_client_responses_total", "Responses per bound client.", cstatus),
-            client_latency: histogram_vec(&r, "switchyard_client_response_latency_seconds", "Time from request to response headers, per bound client.", rc),
+            client_responses: counter_vec(
+                &r,
+                "switchyard_client_responses_total",
+                "Responses per bound client.",
+                cstatus,
+            ),
+            client_latency: histogram_vec(
+                &r,
+                "switchyard_client_response_latency_seconds",
+                "Time from request to response headers, per bound client.",
+                rc,
+            ),
             client_endpoints: gauge_vec(&r, "switchyard_client_endpoints", "Endpoints known for a bound client.", rc),
-            server_requests: counter_vec(&r, "switchyard_server_requests_total", "Requests received per router.", &["router"]),
-            server_connections_open: gauge_vec(&r, "switchyard_server_connections_open", "Open downstream connections.", &["router"]),
-            server_connections: counter_vec(&r, "switchyard_server_connections_total", "Downstream connections accepted.", &["router"]),
-            proxy_errors: counter_vec(&r, "switchyard_proxy_errors_total", "Requests answered by the proxy itself, by reason.", &["router", "reason"]),
-            dtab_generation: gauge_vec(&r, "switchyard_dtab_generation", "Generation of the router's dtab; bumps on every accepted change.", &["router"]),
-            dtab_updates: counter_vec(&r, "switchyard_dtab_updates_total", "Dtab update attempts by result.", &["router", "result"]),
-            upstream_connects: counter_vec(&r, "switchyard_upstream_connects_total", "Upstream connections opened, by result.", &["router", "result"]),
+            server_requests: counter_vec(
+                &r,
+                "switchyard_server_requests_total",
+                "Requests received per router.",
+                &["router"],
+            ),
+            server_connections_open: gauge_vec(
+                &r,
+                "switchyard_server_connections_open",
+                "Open downstream connections.",
+                &["router"],
+            ),
+            server_connections: counter_vec(
+                &r,
+                "switchyard_server_connections_total",
+                "Downstream connections accepted.",
+                &["router"],
+            ),
+            proxy_errors: counter_vec(
+                &r,
+                "switchyard_proxy_errors_total",
+                "Requests answered by the proxy itself, by reason.",
+                &["router", "reason"],
+            ),
+            dtab_generation: gauge_vec(
+                &r,
+                "switchyard_dtab_generation",
+                "Generation of the router's dtab; bumps on every accepted change.",
+                &["router"],
+            ),
+            dtab_updates: counter_vec(
+                &r,
+                "switchyard_dtab_updates_total",
+                "Dtab update attempts by result.",
+                &["router", "result"],
+            ),
+            upstream_connects: counter_vec(
+                &r,
+                "switchyard_upstream_connects_total",
+                "Upstream connections opened, by result.",
+                &["router", "result"],
+            ),
             retries: counter_vec(&r, "switchyard_retries_total", "Retries sent per logical service.", rs),
-            retry_budget_exhausted: counter_vec(&r, "switchyard_retry_budget_exhausted_total", "Retryable failures not retried because the retry budget was spent.", rs),
-            endpoint_available: gauge_vec(&r, "switchyard_endpoint_available", "1 while the endpoint is in rotation, 0 while failure accrual has marked it dead.", &["router", "endpoint"]),
-            endpoint_ejections: counter_vec(&r, "switchyard_failure_accrual_ejections_total", "Times failure accrual took an endpoint out of rotation.", &["router", "endpoint"]),
+            retry_budget_exhausted: counter_vec(
+                &r,
+                "switchyard_retry_budget_exhausted_total",
+                "Retryable failures not retried because the retry budget was spent.",
+                rs,
+            ),
+            endpoint_available: gauge_vec(
+                &r,
+                "switchyard_endpoint_available",
+                "1 while the endpoint is in rotation, 0 while failure accrual has marked it dead.",
+                &["router", "endpoint"],
+            ),
+            endpoint_ejections: counter_vec(
+                &r,
+                "switchyard_failure_accrual_ejections_total",
+                "Times failure accrual took an endpoint out of rotation.",
+                &["router", "endpoint"],
+            ),
             endpoint_latency_ewma: {
-                let g = prometheus::GaugeVec::new(Opts::new("switchyard_endpoint_latency_ewma_seconds", "Peak-EWMA latency estimate per endpoint (the load balancer's cost)."), &["router", "endpoint"]).expect("valid metric definition");
+                let g = prometheus::GaugeVec::new(
+                    Opts::new(
+                        "switchyard_endpoint_latency_ewma_seconds",
+                        "Peak-EWMA latency estimate per endpoint (the load balancer's cost).",
+                    ),
+                    &["router", "endpoint"],
+                )
+                .expect("valid metric definition");
                 r.register(Box::new(g.clone())).expect("metric registered once");
                 g
             },
-            endpoint_in_flight: gauge_vec(&r, "switchyard_endpoint_requests_in_flight", "Requests sent to an endpoint and not yet answered.", &["router", "endpoint"]),
+            endpoint_in_flight: gauge_vec(
+                &r,
+                "switchyard_endpoint_requests_in_flight",
+                "Requests sent to an endpoint and not yet answered.",
+                &["router", "endpoint"],
+            ),
             registry: r,
         };
         let info = IntGaugeVec::new(Opts::new("switchyard_build_info", "Build information."), &["version"])
@@ -217,10 +298,8 @@ impl ProcessCollector {
         let d = |name: &str, help: &str| {
             prometheus::core::Desc::new(name.into(), help.into(), vec![], Default::default()).expect("valid desc")
         };
-        let start_time = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
+        let start_time =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
         Self {
             descs: vec![
                 d("process_resident_memory_bytes", "Resident memory size in bytes."),
@@ -271,8 +350,14 @@ mod tests {
         route.request();
         route.response(http::StatusCode::BAD_GATEWAY, Duration::from_micros(300));
         let text = m.render();
-        assert!(text.contains(r#"switchyard_route_requests_total{router="egress",service="/svc/forex-rate"} 1"#), "{text}");
-        assert!(text.contains(r#"classification="failure",router="egress",service="/svc/forex-rate",status_code="502"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"switchyard_route_requests_total{router="egress",service="/svc/forex-rate"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"classification="failure",router="egress",service="/svc/forex-rate",status_code="502"} 1"#),
+            "{text}"
+        );
         assert!(text.contains(r#"switchyard_route_response_latency_seconds_bucket{router="egress",service="/svc/forex-rate",le="0.0005"} 1"#), "{text}");
         assert!(text.contains("process_resident_memory_bytes"), "{text}");
     }

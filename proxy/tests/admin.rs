@@ -73,7 +73,14 @@ async fn dtab_versions_and_if_match() {
     assert_eq!(s, StatusCode::NOT_FOUND);
 
     // JSON in and out.
-    let (s, _, body) = admin(a, "PUT", "/dtab/egress", &[("content-type", "application/json")], r#"[{"prefix":"/svc","dst":"/$/inet/127.1/3"}]"#).await;
+    let (s, _, body) = admin(
+        a,
+        "PUT",
+        "/dtab/egress",
+        &[("content-type", "application/json")],
+        r#"[{"prefix":"/svc","dst":"/$/inet/127.1/3"}]"#,
+    )
+    .await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{body}");
     let (_, _, body) = admin(a, "GET", "/dtab/egress", &[("accept", "application/json")], "").await;
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -120,7 +127,8 @@ async fn delegator_explains_step_by_step() {
     sc.register("forex-rate", &[app.addr]);
     let mut v = serde_json::Value::Null;
     for _ in 0..100 {
-        let (s, _, body) = admin(sc.admin(), "GET", "/delegator.json?router=egress&path=/svc/forex-rate", &[], "").await;
+        let (s, _, body) =
+            admin(sc.admin(), "GET", "/delegator.json?router=egress&path=/svc/forex-rate", &[], "").await;
         assert_eq!(s, StatusCode::OK, "{body}");
         v = serde_json::from_str(&body).unwrap();
         if v["tree"]["delegate"]["type"] == "leaf" {

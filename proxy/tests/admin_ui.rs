@@ -27,19 +27,12 @@ routers:
 async fn stats(sc: &Sidecar) -> Value {
     let (s, h, body) = admin(sc.admin(), "GET", "/admin/stats.json", &[], "").await;
     assert_eq!(s, StatusCode::OK, "{body}");
-    assert!(h["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("application/json"));
+    assert!(h["content-type"].to_str().unwrap().starts_with("application/json"));
     serde_json::from_str(&body).unwrap()
 }
 
 fn find<'a>(list: &'a Value, name: &str) -> &'a Value {
-    list.as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == name)
-        .unwrap_or_else(|| panic!("no {name} in {list}"))
+    list.as_array().unwrap().iter().find(|v| v["name"] == name).unwrap_or_else(|| panic!("no {name} in {list}"))
 }
 
 #[tokio::test]
@@ -49,25 +42,16 @@ async fn page_and_assets_are_served_from_the_binary() {
         let (s, h, body) = admin(sc.admin(), "GET", path, &[], "").await;
         assert_eq!(s, StatusCode::OK);
         assert!(h["content-type"].to_str().unwrap().starts_with("text/html"));
-        assert!(
-            body.contains(r#"<script src="/admin/assets/dashboard.js">"#),
-            "{body}"
-        );
+        assert!(body.contains(r#"<script src="/admin/assets/dashboard.js">"#), "{body}");
         // The no-script snapshot carries the current dtab.
         assert!(body.contains("/svc =&gt; /#/io.l5d.fs;"), "{body}");
         assert!(!body.contains("{{"), "unfilled placeholder in {body}");
         // Nothing from the internet.
-        assert!(
-            !body.contains("http://") && !body.contains("https://"),
-            "{body}"
-        );
+        assert!(!body.contains("http://") && !body.contains("https://"), "{body}");
     }
     let (s, h, js) = admin(sc.admin(), "GET", "/admin/assets/dashboard.js", &[], "").await;
     assert_eq!(s, StatusCode::OK);
-    assert!(h["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/javascript"));
+    assert!(h["content-type"].to_str().unwrap().starts_with("text/javascript"));
     assert!(js.contains("/admin/stats.json") && js.contains("/validate"));
     let (s, h, css) = admin(sc.admin(), "GET", "/admin/assets/dashboard.css", &[], "").await;
     assert_eq!(s, StatusCode::OK);
@@ -82,19 +66,9 @@ async fn stats_count_traffic_per_service_and_client_with_buckets_and_endpoints()
     let idle = stats(&sc).await;
     let egress = &idle["routers"][0];
     assert_eq!(egress["label"], "egress");
-    assert_eq!(
-        egress["services"].as_array().unwrap().len(),
-        0,
-        "no traffic, no services: {egress}"
-    );
+    assert_eq!(egress["services"].as_array().unwrap().len(), 0, "no traffic, no services: {egress}");
     assert!(egress["etag"].as_str().unwrap().len() > 2, "{egress}");
-    assert!(
-        egress["dtab"]
-            .as_str()
-            .unwrap()
-            .contains("/svc => /#/io.l5d.fs;"),
-        "{egress}"
-    );
+    assert!(egress["dtab"].as_str().unwrap().contains("/svc => /#/io.l5d.fs;"), "{egress}");
 
     // Wait until the fs namer has seen the registration; these warm-up requests count too.
     sc.register("forex-rate", &[app.addr]);
@@ -111,11 +85,8 @@ async fn stats_count_traffic_per_service_and_client_with_buckets_and_endpoints()
     }
     let before = stats(&sc).await;
     let b = find(&before["routers"][0]["services"], "/svc/forex-rate");
-    let (req0, ok0, bad0) = (
-        b["requests"].as_u64().unwrap(),
-        b["success"].as_u64().unwrap(),
-        b["failure"].as_u64().unwrap(),
-    );
+    let (req0, ok0, bad0) =
+        (b["requests"].as_u64().unwrap(), b["success"].as_u64().unwrap(), b["failure"].as_u64().unwrap());
     assert_eq!((req0, ok0 + bad0), (warmup, warmup), "{b}");
 
     for _ in 0..3 {
@@ -133,30 +104,14 @@ async fn stats_count_traffic_per_service_and_client_with_buckets_and_endpoints()
     let egress = &after["routers"][0];
     assert_eq!(egress["requests"].as_u64(), Some(warmup + 4));
     let svc = find(&egress["services"], "/svc/forex-rate");
-    let counts = (
-        svc["requests"].as_u64(),
-        svc["success"].as_u64(),
-        svc["failure"].as_u64(),
-    );
-    assert_eq!(
-        counts,
-        (Some(req0 + 4), Some(ok0 + 3), Some(bad0 + 1)),
-        "{svc}"
-    );
+    let counts = (svc["requests"].as_u64(), svc["success"].as_u64(), svc["failure"].as_u64());
+    assert_eq!(counts, (Some(req0 + 4), Some(ok0 + 3), Some(bad0 + 1)), "{svc}");
     assert_eq!(svc["status"]["200"].as_u64(), Some(ok0 + 3));
     assert_eq!(svc["status"]["503"], 1);
     assert_eq!(svc["latencyCount"].as_u64(), Some(warmup + 4));
-    let buckets: Vec<u64> = svc["latencyBuckets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b.as_u64().unwrap())
-        .collect();
+    let buckets: Vec<u64> = svc["latencyBuckets"].as_array().unwrap().iter().map(|b| b.as_u64().unwrap()).collect();
     assert_eq!(buckets.len(), bounds, "one cumulative count per bound");
-    assert!(
-        buckets.windows(2).all(|w| w[0] <= w[1]),
-        "cumulative: {buckets:?}"
-    );
+    assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "cumulative: {buckets:?}");
     assert!(*buckets.last().unwrap() <= warmup + 4);
 
     // Failed warm-up requests never reached a client; the four measured ones all did.
@@ -172,11 +127,7 @@ async fn stats_count_traffic_per_service_and_client_with_buckets_and_endpoints()
 
     // A second instance joins with half the weight: the page lists it, with its weight, as the registry changes.
     let second = Upstream::start("rate2").await;
-    std::fs::write(
-        sc.registry.join("forex-rate"),
-        format!("{}\n{} 0.5\n", app.addr, second.addr),
-    )
-    .unwrap();
+    std::fs::write(sc.registry.join("forex-rate"), format!("{}\n{} 0.5\n", app.addr, second.addr)).unwrap();
     let mut listed = Value::Null;
     for _ in 0..50 {
         let s = stats(&sc).await;
@@ -187,9 +138,7 @@ async fn stats_count_traffic_per_service_and_client_with_buckets_and_endpoints()
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let second_ep = listed
-        .as_array()
-        .and_then(|a| a.iter().find(|e| e["addr"] == second.addr.to_string()));
+    let second_ep = listed.as_array().and_then(|a| a.iter().find(|e| e["addr"] == second.addr.to_string()));
     assert_eq!(
         second_ep.map(|e| (e["weight"].as_f64(), e["state"].as_str())),
         Some((Some(0.5), Some("active"))),
@@ -204,28 +153,11 @@ async fn validate_reports_position_and_diff_without_changing_anything() {
     let (_, h, _) = admin(a, "GET", "/dtab/egress", &[], "").await;
     let etag = h["etag"].to_str().unwrap().to_string();
 
-    let (s, _, body) = admin(
-        a,
-        "POST",
-        "/dtab/egress/validate",
-        &[],
-        "/svc => /#/io.l5d.fs;\n/svc/x =>> /y;",
-    )
-    .await;
+    let (s, _, body) = admin(a, "POST", "/dtab/egress/validate", &[], "/svc => /#/io.l5d.fs;\n/svc/x =>> /y;").await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(
-        (v["line"].as_u64(), v["column"].as_u64()),
-        (Some(2), Some(10)),
-        "{v}"
-    );
-    assert!(
-        v["error"]
-            .as_str()
-            .unwrap()
-            .starts_with("malformed dtab: line 2, column 10"),
-        "{v}"
-    );
+    assert_eq!((v["line"].as_u64(), v["column"].as_u64()), (Some(2), Some(10)), "{v}");
+    assert!(v["error"].as_str().unwrap().starts_with("malformed dtab: line 2, column 10"), "{v}");
 
     let draft = "/svc => /#/io.l5d.fs;\n/svc/forex-rate => /$/inet/127.0.0.1/9;";
     let (s, _, body) = admin(a, "POST", "/dtab/egress/validate", &[], draft).await;
@@ -239,33 +171,18 @@ async fn validate_reports_position_and_diff_without_changing_anything() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|l| {
-            (
-                l["op"].as_str().unwrap().to_string(),
-                l["text"].as_str().unwrap().to_string(),
-            )
-        })
+        .map(|l| (l["op"].as_str().unwrap().to_string(), l["text"].as_str().unwrap().to_string()))
         .collect();
     assert_eq!(
         diff,
         vec![
             ("same".to_string(), "/svc => /#/io.l5d.fs;".to_string()),
-            (
-                "add".to_string(),
-                "/svc/forex-rate => /$/inet/127.0.0.1/9;".to_string()
-            ),
+            ("add".to_string(), "/svc/forex-rate => /$/inet/127.0.0.1/9;".to_string()),
         ]
     );
 
     // The same dtab spelled differently is no change.
-    let (_, _, body) = admin(
-        a,
-        "POST",
-        "/dtab/egress/validate",
-        &[],
-        "  /svc=>/#/io.l5d.fs  ",
-    )
-    .await;
+    let (_, _, body) = admin(a, "POST", "/dtab/egress/validate", &[], "  /svc=>/#/io.l5d.fs  ").await;
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["changed"], false, "{v}");
 

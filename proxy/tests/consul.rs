@@ -20,9 +20,7 @@ use switchyard_dtab::{NameTree, Path};
 const SETTLE: Duration = Duration::from_secs(20);
 
 async fn double() -> ConsulDouble {
-    ConsulDouble::start("127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("double listens")
+    ConsulDouble::start("127.0.0.1:0".parse().unwrap()).await.expect("double listens")
 }
 
 fn indent(text: &str) -> String {
@@ -66,10 +64,7 @@ async fn until_routed_to(addr: SocketAddr, host: &str, name: &str) {
         if status == StatusCode::OK && body == name {
             return;
         }
-        assert!(
-            start.elapsed() < SETTLE,
-            "{host} never routed to {name} (last: {status} {body})"
-        );
+        assert!(start.elapsed() < SETTLE, "{host} never routed to {name} (last: {status} {body})");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -80,17 +75,10 @@ async fn until_endpoints(admin: SocketAddr, name: &str, n: usize) {
     loop {
         let (_, _, body) = support::admin(admin, "GET", "/namers.json", &[], "").await;
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        if v["namers"]["/#/io.l5d.consul"]["names"][name]["endpoints"]
-            .as_array()
-            .map(Vec::len)
-            == Some(n)
-        {
+        if v["namers"]["/#/io.l5d.consul"]["names"][name]["endpoints"].as_array().map(Vec::len) == Some(n) {
             return;
         }
-        assert!(
-            start.elapsed() < SETTLE,
-            "{name} never had {n} endpoints: {v}"
-        );
+        assert!(start.elapsed() < SETTLE, "{name} never had {n} endpoints: {v}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -102,10 +90,7 @@ async fn until_status(addr: SocketAddr, host: &str, want: StatusCode) {
         if status == want {
             return;
         }
-        assert!(
-            start.elapsed() < SETTLE,
-            "{host} never answered {want} (last: {status})"
-        );
+        assert!(start.elapsed() < SETTLE, "{host} never answered {want} (last: {status})");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -115,19 +100,10 @@ async fn endpoints_follow_registrations_and_health_checks() {
     let consul = double().await;
     let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
     consul.register("rate-1", "forex-rate", "127.0.0.1", a.port(), &[]);
-    let sc = Sidecar::start(&yaml(
-        consul.addr,
-        "  useHealthCheck: true",
-        "/svc => /#/io.l5d.consul/.local;",
-        "",
-    ))
-    .await;
+    let sc = Sidecar::start(&yaml(consul.addr, "  useHealthCheck: true", "/svc => /#/io.l5d.consul/.local;", "")).await;
     let egress = sc.addr("egress");
     until_routed_to(egress, "forex-rate", "a").await;
-    assert_eq!(
-        a.last_seen().headers["l5d-dst-client"],
-        "/#/io.l5d.consul/.local/forex-rate"
-    );
+    assert_eq!(a.last_seen().headers["l5d-dst-client"], "/#/io.l5d.consul/.local/forex-rate");
 
     // A second instance joins: both get traffic.
     consul.register("rate-2", "forex-rate", "127.0.0.1", b.port(), &[]);
@@ -139,16 +115,9 @@ async fn endpoints_follow_registrations_and_health_checks() {
     until_endpoints(sc.admin(), "/.local/forex-rate", 1).await;
     let before = a.hits();
     for _ in 0..20 {
-        assert_eq!(
-            status_and_body(egress, "forex-rate").await,
-            (StatusCode::OK, "b".to_string())
-        );
+        assert_eq!(status_and_body(egress, "forex-rate").await, (StatusCode::OK, "b".to_string()));
     }
-    assert_eq!(
-        a.hits(),
-        before,
-        "a deregistered instance gets no traffic once the change is seen"
-    );
+    assert_eq!(a.hits(), before, "a deregistered instance gets no traffic once the change is seen");
 
     // Its check fails: no passing instance is left, so the name is neg (502 with l5d-err), then it recovers.
     consul.set_health("rate-2", "critical");
@@ -162,8 +131,7 @@ async fn alternation_follows_a_service_appearing_and_disappearing() {
     let consul = double().await;
     let (v1, v2) = (Upstream::start("v1").await, Upstream::start("v2").await);
     consul.register("rate-1", "forex-rate", "127.0.0.1", v1.port(), &[]);
-    let dtab =
-        "/svc/forex-rate => /#/io.l5d.consul/dc1/forex-rate-v2 | /#/io.l5d.consul/dc1/forex-rate;";
+    let dtab = "/svc/forex-rate => /#/io.l5d.consul/dc1/forex-rate-v2 | /#/io.l5d.consul/dc1/forex-rate;";
     let sc = Sidecar::start(&yaml(consul.addr, "", dtab, "")).await;
     let egress = sc.addr("egress");
     until_routed_to(egress, "forex-rate", "v1").await;
@@ -196,25 +164,18 @@ async fn consul_outage_keeps_last_endpoints_and_catches_up() {
                 assert!(name["stalenessSeconds"].is_number(), "{name}");
                 break;
             }
-            assert!(
-                start.elapsed() < SETTLE,
-                "the outage was never reported: {v}"
-            );
+            assert!(start.elapsed() < SETTLE, "the outage was never reported: {v}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         for _ in 0..20 {
-            assert_eq!(
-                status_and_body(egress, "forex-rate").await,
-                (StatusCode::OK, "a".to_string()),
-                "{mode:?}"
-            );
+            assert_eq!(status_and_body(egress, "forex-rate").await, (StatusCode::OK, "a".to_string()), "{mode:?}");
         }
         let (_, _, metrics) = support::admin(admin, "GET", "/metrics", &[], "").await;
-        assert!(metrics.contains("switchyard_namer_staleness_seconds{name=\"/dc1/forex-rate\",namer=\"/#/io.l5d.consul\"}"), "{metrics}");
         assert!(
-            !metrics.contains("switchyard_namer_errors_total{namer=\"/#/io.l5d.consul\"} 0"),
+            metrics.contains("switchyard_namer_staleness_seconds{name=\"/dc1/forex-rate\",namer=\"/#/io.l5d.consul\"}"),
             "{metrics}"
         );
+        assert!(!metrics.contains("switchyard_namer_errors_total{namer=\"/#/io.l5d.consul\"} 0"), "{metrics}");
     }
 
     // While Consul is unreachable the registry changes; when it is back, routing catches up on its own.
@@ -248,10 +209,7 @@ async fn a_sidecar_started_before_consul_waits_then_routes() {
     // The first request waits for the namer's first answer (up to bindingTimeoutMs) instead of failing.
     let request = tokio::spawn(async move { status_and_body(egress, "forex-rate").await });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        !request.is_finished(),
-        "no answer from Consul yet: the request is still waiting"
-    );
+    assert!(!request.is_finished(), "no answer from Consul yet: the request is still waiting");
     consul.set_mode(Mode::Up);
     assert_eq!(request.await.unwrap(), (StatusCode::OK, "a".to_string()));
 }
@@ -262,18 +220,12 @@ async fn fail_fast_answers_neg_while_consul_has_never_answered() {
     consul.set_mode(Mode::Refusing);
     let a = Upstream::start("a").await;
     consul.register("rate-1", "forex-rate", "127.0.0.1", a.port(), &[]);
-    let dtab = format!(
-        "/svc => /#/io.l5d.consul/dc1 | /$/inet/127.0.0.1/{};",
-        a.port()
-    );
+    let dtab = format!("/svc => /#/io.l5d.consul/dc1 | /$/inet/127.0.0.1/{};", a.port());
     let sc = Sidecar::start(&yaml(consul.addr, "  failFast: true", &dtab, "")).await;
     // Consul is down from the start: with failFast the consul branch is neg at once and `|` falls through.
     until_routed_to(sc.addr("egress"), "forex-rate", "a").await;
     let seen = a.last_seen();
-    assert_eq!(
-        seen.headers["l5d-dst-client"],
-        format!("/$/inet/127.0.0.1/{}", a.port())
-    );
+    assert_eq!(seen.headers["l5d-dst-client"], format!("/$/inet/127.0.0.1/{}", a.port()));
     consul.set_mode(Mode::Up);
     let start = tokio::time::Instant::now();
     loop {
@@ -298,14 +250,9 @@ fn namer_config(consul: SocketAddr) -> ConsulNamerConfig {
 fn addrs(namer: &ConsulNamer, rest: &str) -> Option<Vec<String>> {
     let prefix = Path::read("/#/io.l5d.consul").unwrap();
     match namer.lookup(&prefix, &Path::read(rest).unwrap()) {
-        NamerAnswer::Ready(NameTree::Leaf(b)) => Some(
-            b.endpoints
-                .load()
-                .endpoints
-                .iter()
-                .map(|e| e.addr.to_string())
-                .collect(),
-        ),
+        NamerAnswer::Ready(NameTree::Leaf(b)) => {
+            Some(b.endpoints.load().endpoints.iter().map(|e| e.addr.to_string()).collect())
+        }
         _ => None,
     }
 }
@@ -313,11 +260,7 @@ fn addrs(namer: &ConsulNamer, rest: &str) -> Option<Vec<String>> {
 async fn eventually_addrs(namer: &ConsulNamer, rest: &str, want: &[String]) {
     let start = tokio::time::Instant::now();
     while addrs(namer, rest).as_deref() != Some(want) {
-        assert!(
-            start.elapsed() < SETTLE,
-            "{rest} never became {want:?} (is {:?})",
-            addrs(namer, rest)
-        );
+        assert!(start.elapsed() < SETTLE, "{rest} never became {want:?} (is {:?})", addrs(namer, rest));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -341,16 +284,9 @@ async fn index_going_backwards_is_reset_and_followed() {
     // A snapshot restore: every index goes back to 1; then a change lands at index 2, below what the namer holds.
     consul.reset_index();
     consul.register("rate-2", "forex-rate", "127.0.0.1", 4002, &[]);
-    eventually_addrs(
-        &namer,
-        "/dc1/forex-rate",
-        &["127.0.0.1:4001".to_string(), "127.0.0.1:4002".to_string()],
-    )
-    .await;
+    eventually_addrs(&namer, "/dc1/forex-rate", &["127.0.0.1:4001".to_string(), "127.0.0.1:4002".to_string()]).await;
     let state = namer.state();
-    let index = state["names"]["/dc1/forex-rate"]["consulIndex"]
-        .as_u64()
-        .unwrap();
+    let index = state["names"]["/dc1/forex-rate"]["consulIndex"].as_u64().unwrap();
     assert!(index < 5, "the namer follows the new, lower index: {state}");
 }
 
@@ -376,10 +312,7 @@ async fn one_watch_per_name_and_idle_watches_stop() {
         assert!(start.elapsed() < SETTLE, "the idle watch never stopped");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(
-        generation.load(Ordering::Acquire) > bumped,
-        "stopping a watch bumps the generation"
-    );
+    assert!(generation.load(Ordering::Acquire) > bumped, "stopping a watch bumps the generation");
 }
 
 #[tokio::test]
@@ -387,13 +320,7 @@ async fn original_linkerd_outgoing_config_runs_as_written() {
     let consul = double().await;
     let app = Upstream::start("rate").await;
     // registrator's name for the ingress port of an image `forex-exchange-rate` publishing 4140.
-    consul.register(
-        "host:forex-exchange-rate:4140",
-        "forex-exchange-rate-4140",
-        "127.0.0.1",
-        app.port(),
-        &[],
-    );
+    consul.register("host:forex-exchange-rate:4140", "forex-exchange-rate-4140", "127.0.0.1", app.port(), &[]);
     let config = format!(
         "admin:
   ip: 127.0.0.1
@@ -416,25 +343,13 @@ routers:
         consul.addr.port()
     );
     let sc = Sidecar::start(&config).await;
-    let resp = get(
-        sc.addr("outgoing"),
-        "forex-exchange-rate-4140",
-        "/2016-09-05/USD/JPY",
-        &[],
-    )
-    .await;
+    let resp = get(sc.addr("outgoing"), "forex-exchange-rate-4140", "/2016-09-05/USD/JPY", &[]).await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(text(resp).await, "rate");
     let seen = app.last_seen();
     assert_eq!(seen.uri, "/2016-09-05/USD/JPY");
-    assert_eq!(
-        seen.headers["l5d-dst-service"],
-        "/http/1.1/GET/forex-exchange-rate-4140"
-    );
-    assert_eq!(
-        seen.headers["l5d-dst-client"],
-        "/#/io.l5d.consul/dc1/forex-exchange-rate-4140"
-    );
+    assert_eq!(seen.headers["l5d-dst-service"], "/http/1.1/GET/forex-exchange-rate-4140");
+    assert_eq!(seen.headers["l5d-dst-client"], "/#/io.l5d.consul/dc1/forex-exchange-rate-4140");
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -476,20 +391,13 @@ async fn put_dtab(admin: SocketAddr, dtab: &str, if_match: Option<&str>) -> (Sta
 /// Both sidecars follow the store: a PUT on either reroutes both; a stale If-Match is refused; a garbage dtab
 /// written into the store by someone else changes nothing and is reported.
 async fn mesh_wide_dtab_behaviour(store: &str, write_garbage: impl Fn(&str)) {
-    let (a, b, c) = (
-        Upstream::start("a").await,
-        Upstream::start("b").await,
-        Upstream::start("c").await,
-    );
+    let (a, b, c) = (Upstream::start("a").await, Upstream::start("b").await, Upstream::start("c").await);
     let one = Sidecar::start(&store_yaml(&inet(&a), store)).await;
     let two = Sidecar::start(&store_yaml(&inet(&a), store)).await;
     until_routed_to(one.addr("egress"), "forex-rate", "a").await;
 
     let first = etag(one.admin()).await;
-    assert_eq!(
-        put_dtab(one.admin(), &inet(&b), Some(&first)).await.0,
-        StatusCode::NO_CONTENT
-    );
+    assert_eq!(put_dtab(one.admin(), &inet(&b), Some(&first)).await.0, StatusCode::NO_CONTENT);
     until_routed_to(one.addr("egress"), "forex-rate", "b").await;
     until_routed_to(two.addr("egress"), "forex-rate", "b").await;
 
@@ -505,14 +413,10 @@ async fn mesh_wide_dtab_behaviour(store: &str, write_garbage: impl Fn(&str)) {
     for sc in [&one, &two] {
         let start = tokio::time::Instant::now();
         loop {
-            let (_, headers, body) =
-                support::admin(sc.admin(), "GET", "/dtab/egress", &[], "").await;
+            let (_, headers, body) = support::admin(sc.admin(), "GET", "/dtab/egress", &[], "").await;
             if let Some(err) = headers.get("l5d-dtab-store-error") {
                 assert!(err.to_str().unwrap().contains("malformed dtab"), "{err:?}");
-                assert!(
-                    body.contains(&b.port().to_string()),
-                    "the last good dtab stays: {body}"
-                );
+                assert!(body.contains(&b.port().to_string()), "the last good dtab stays: {body}");
                 break;
             }
             assert!(start.elapsed() < SETTLE, "the bad dtab was never reported");
@@ -520,25 +424,17 @@ async fn mesh_wide_dtab_behaviour(store: &str, write_garbage: impl Fn(&str)) {
         }
         let (_, _, metrics) = support::admin(sc.admin(), "GET", "/metrics", &[], "").await;
         assert!(
-            metrics.contains(
-                "switchyard_dtab_store_errors_total{reason=\"invalid\",router=\"egress\"} 1"
-            ),
+            metrics.contains("switchyard_dtab_store_errors_total{reason=\"invalid\",router=\"egress\"} 1"),
             "{metrics}"
         );
         let (_, _, routers) = support::admin(sc.admin(), "GET", "/routers.json", &[], "").await;
         assert!(routers.contains("\"dtabStore\""), "{routers}");
-        assert_eq!(
-            status_and_body(sc.addr("egress"), "forex-rate").await,
-            (StatusCode::OK, "b".to_string())
-        );
+        assert_eq!(status_and_body(sc.addr("egress"), "forex-rate").await, (StatusCode::OK, "b".to_string()));
     }
 
     // Writing a good dtab over the garbage (If-Match = the dtab in force) repairs the store for everyone.
     let current = etag(two.admin()).await;
-    assert_eq!(
-        put_dtab(two.admin(), &inet(&c), Some(&current)).await.0,
-        StatusCode::NO_CONTENT
-    );
+    assert_eq!(put_dtab(two.admin(), &inet(&c), Some(&current)).await.0, StatusCode::NO_CONTENT);
     until_routed_to(one.addr("egress"), "forex-rate", "c").await;
     until_routed_to(two.addr("egress"), "forex-rate", "c").await;
     let (_, headers, _) = support::admin(one.admin(), "GET", "/dtab/egress", &[], "").await;
@@ -548,18 +444,10 @@ async fn mesh_wide_dtab_behaviour(store: &str, write_garbage: impl Fn(&str)) {
 #[tokio::test]
 async fn consul_kv_dtab_is_mesh_wide_with_check_and_set() {
     let consul = double().await;
-    let store = format!(
-        "{{kind: io.l5d.consul, host: 127.0.0.1, port: {}}}",
-        consul.addr.port()
-    );
+    let store = format!("{{kind: io.l5d.consul, host: 127.0.0.1, port: {}}}", consul.addr.port());
     let kv = consul.clone();
-    mesh_wide_dtab_behaviour(&store, move |garbage| {
-        kv.kv_put("switchyard/dtabs/egress", garbage)
-    })
-    .await;
-    let (value, _) = consul
-        .kv_get("switchyard/dtabs/egress")
-        .expect("written through to the default key");
+    mesh_wide_dtab_behaviour(&store, move |garbage| kv.kv_put("switchyard/dtabs/egress", garbage)).await;
+    let (value, _) = consul.kv_get("switchyard/dtabs/egress").expect("written through to the default key");
     assert!(value.contains("/$/inet/127.0.0.1/"), "{value}");
 }
 
@@ -567,10 +455,7 @@ async fn consul_kv_dtab_is_mesh_wide_with_check_and_set() {
 async fn consul_kv_conflicting_writer_gets_412() {
     let consul = double().await;
     let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
-    let store = format!(
-        "{{kind: io.l5d.consul, host: 127.0.0.1, port: {}, key: team/egress}}",
-        consul.addr.port()
-    );
+    let store = format!("{{kind: io.l5d.consul, host: 127.0.0.1, port: {}, key: team/egress}}", consul.addr.port());
     consul.kv_put("team/egress", &inet(&a));
     let sc = Sidecar::start(&store_yaml("/svc => /$/fail;", &store)).await;
     until_routed_to(sc.addr("egress"), "forex-rate", "a").await;
@@ -584,37 +469,22 @@ async fn consul_kv_conflicting_writer_gets_412() {
     consul.kv_put("team/egress", &format!("{}\n/svc/x => /$/fail;", inet(&a)));
     let (status, body) = put_dtab(sc.admin(), &inet(&b), Some(&seen)).await;
     assert_eq!(status, StatusCode::PRECONDITION_FAILED, "{body}");
-    assert!(
-        consul.kv_get("team/egress").unwrap().0.contains("/svc/x"),
-        "the other writer's dtab stands"
-    );
+    assert!(consul.kv_get("team/egress").unwrap().0.contains("/svc/x"), "the other writer's dtab stands");
 }
 
 #[tokio::test]
 async fn file_store_dtab_is_shared_by_two_sidecars() {
-    let dir = std::env::temp_dir().join(format!(
-        "sy-dtabs-{}-{}",
-        std::process::id(),
-        fastrand_like()
-    ));
+    let dir = std::env::temp_dir().join(format!("sy-dtabs-{}-{}", std::process::id(), fastrand_like()));
     let file = dir.join("egress");
     let store = format!("{{kind: io.l5d.fs, path: '{}'}}", file.display());
     let target = file.clone();
-    mesh_wide_dtab_behaviour(&store, move |garbage| {
-        std::fs::write(&target, garbage).unwrap()
-    })
-    .await;
-    assert!(std::fs::read_to_string(&file)
-        .unwrap()
-        .contains("/$/inet/127.0.0.1/"));
+    mesh_wide_dtab_behaviour(&store, move |garbage| std::fs::write(&target, garbage).unwrap()).await;
+    assert!(std::fs::read_to_string(&file).unwrap().contains("/$/inet/127.0.0.1/"));
     let _ = std::fs::remove_dir_all(dir);
 }
 
 fn fastrand_like() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -641,46 +511,29 @@ async fn cli(args: Vec<String>) -> (i32, String, String) {
 #[tokio::test]
 async fn dtab_cli_gets_diffs_sets_and_explains() {
     let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
-    let dir =
-        std::env::temp_dir().join(format!("sy-cli-{}-{}", std::process::id(), fastrand_like()));
+    let dir = std::env::temp_dir().join(format!("sy-cli-{}-{}", std::process::id(), fastrand_like()));
     std::fs::create_dir_all(&dir).unwrap();
     let sc = Sidecar::start(&store_yaml(
         &inet(&a),
-        &format!(
-            "{{kind: io.l5d.fs, path: '{}'}}",
-            dir.join("egress").display()
-        ),
+        &format!("{{kind: io.l5d.fs, path: '{}'}}", dir.join("egress").display()),
     ))
     .await;
     let admin = format!("http://{}", sc.admin());
     let base = |cmd: &[&str]| -> Vec<String> {
-        ["--admin", admin.as_str(), "--router", "egress"]
-            .iter()
-            .chain(cmd)
-            .map(|s| s.to_string())
-            .collect()
+        ["--admin", admin.as_str(), "--router", "egress"].iter().chain(cmd).map(|s| s.to_string()).collect()
     };
 
     let (code, out, _) = cli(base(&["get"])).await;
     assert_eq!(code, 0);
-    assert!(
-        out.contains(&format!("/$/inet/127.0.0.1/{}", a.port())),
-        "{out}"
-    );
+    assert!(out.contains(&format!("/$/inet/127.0.0.1/{}", a.port())), "{out}");
 
     let file = dir.join("new.dtab");
     std::fs::write(&file, format!("# move everything to b\n{}\n", inet(&b))).unwrap();
     let file = file.display().to_string();
     let (code, out, _) = cli(base(&["diff", &file])).await;
     assert_eq!(code, 1, "differences exit 1 like diff(1): {out}");
-    assert!(
-        out.contains(&format!("- /svc => /$/inet/127.0.0.1/{}", a.port())),
-        "{out}"
-    );
-    assert!(
-        out.contains(&format!("+ /svc => /$/inet/127.0.0.1/{}", b.port())),
-        "{out}"
-    );
+    assert!(out.contains(&format!("- /svc => /$/inet/127.0.0.1/{}", a.port())), "{out}");
+    assert!(out.contains(&format!("+ /svc => /$/inet/127.0.0.1/{}", b.port())), "{out}");
 
     let (code, out, err) = cli(base(&["set", &file])).await;
     assert_eq!(code, 0, "{out}{err}");
@@ -692,21 +545,13 @@ async fn dtab_cli_gets_diffs_sets_and_explains() {
     let (code, out, _) = cli(base(&["explain", "/svc/forex-rate"])).await;
     assert_eq!(code, 0);
     assert!(out.starts_with("/svc/forex-rate\n"), "{out}");
-    assert!(
-        out.contains(&format!("=> bound /$/inet/127.0.0.1/{}", b.port())),
-        "{out}"
-    );
+    assert!(out.contains(&format!("=> bound /$/inet/127.0.0.1/{}", b.port())), "{out}");
 
     std::fs::write(dir.join("bad.dtab"), "/svc => => ;").unwrap();
     let (code, _, err) = cli(base(&["set", &dir.join("bad.dtab").display().to_string()])).await;
     assert_eq!(code, 1);
     assert!(err.contains("malformed"), "{err}");
-    let (code, _, err) = cli(vec![
-        "--router".into(),
-        "egress".into(),
-        "frobnicate".into(),
-    ])
-    .await;
+    let (code, _, err) = cli(vec!["--router".into(), "egress".into(), "frobnicate".into()]).await;
     assert_eq!(code, 64, "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -26,7 +26,9 @@ routers:
     );
     let sc = Sidecar::start(&yaml).await;
     let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    let resp = get(sc.addr("egress"), "forex-rate", "/2016-09-05/USD/JPY", &[("traceparent", tp), ("l5d-reqid", "req-42")]).await;
+    let resp =
+        get(sc.addr("egress"), "forex-rate", "/2016-09-05/USD/JPY", &[("traceparent", tp), ("l5d-reqid", "req-42")])
+            .await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.headers()["l5d-reqid"], "req-42", "the request id is echoed");
     let seen = app.last_seen();

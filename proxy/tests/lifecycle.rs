@@ -71,11 +71,7 @@ fn check_command_reports_every_problem_with_position() {
     let dir = std::env::temp_dir().join(format!("sy-check-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let bad = dir.join("bad.yaml");
-    std::fs::write(
-        &bad,
-        "routers:\n- protocol: http\n  dtab: /svc => ;\n  servers:\n  - port: 99999\n",
-    )
-    .unwrap();
+    std::fs::write(&bad, "routers:\n- protocol: http\n  dtab: /svc => ;\n  servers:\n  - port: 99999\n").unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard")).arg("check").arg(&bad).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "{stderr}");
@@ -83,7 +79,11 @@ fn check_command_reports_every_problem_with_position() {
     assert!(stderr.contains("bad.yaml:5:"), "port error at line 5, reported together: {stderr}");
 
     let good = dir.join("good.yaml");
-    std::fs::write(&good, "routers:\n- protocol: http\n  dtab: /svc => /$/inet/127.1/8080;\n  servers: [{port: 4140}]\n").unwrap();
+    std::fs::write(
+        &good,
+        "routers:\n- protocol: http\n  dtab: /svc => /$/inet/127.1/8080;\n  servers: [{port: 4140}]\n",
+    )
+    .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard")).arg("check").arg(&good).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 

@@ -74,7 +74,12 @@ async fn load<F: std::future::Future<Output = ()>>(addr: SocketAddr, workers: us
 }
 
 /// Like [`load`], but the load also stops as soon as `during` has finished.
-async fn load_while<F: std::future::Future<Output = ()>>(addr: SocketAddr, workers: usize, max: usize, during: F) -> Tally {
+async fn load_while<F: std::future::Future<Output = ()>>(
+    addr: SocketAddr,
+    workers: usize,
+    max: usize,
+    during: F,
+) -> Tally {
     load_inner(addr, workers, max, true, during).await
 }
 
@@ -178,7 +183,11 @@ async fn round_robin_ignores_latency() {
 async fn retry_storm_is_capped_by_the_budget() {
     let budget = "    retries:\n      budget: {ttlSecs: 10, minRetriesPerSec: 1, percentCanRetry: 0.1}\n      backoff: {kind: constant, ms: 0}";
     let (sc, ups) = mesh(1, "    failureAccrual: {kind: none}", "").await;
-    let sc2 = Sidecar::start(&yaml("    failureAccrual: {kind: none}", budget).replace("    retries: {backoff: {kind: jittered, minMs: 1, maxMs: 20}}\n", "")).await;
+    let sc2 = Sidecar::start(
+        &yaml("    failureAccrual: {kind: none}", budget)
+            .replace("    retries: {backoff: {kind: jittered, minMs: 1, maxMs: 20}}\n", ""),
+    )
+    .await;
     drop(sc);
     sc2.register("forex-rate", &[ups[0].addr]);
     ups[0].set_faults(Faults { fail_ratio: 1.0, delay: Duration::ZERO });
@@ -205,7 +214,8 @@ async fn posts_are_not_replayed_after_reaching_the_upstream() {
     let (sc, ups) = mesh(1, "    failureAccrual: {kind: none}", "").await;
     ups[0].set_faults(Faults { fail_ratio: 1.0, delay: Duration::ZERO });
     let before = ups[0].hits();
-    let req = Request::builder().method("POST").uri("/convert").header("host", "forex-rate").body(full("amount=1")).unwrap();
+    let req =
+        Request::builder().method("POST").uri("/convert").header("host", "forex-rate").body(full("amount=1")).unwrap();
     let resp = send(sc.addr("egress"), req).await;
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(resp.headers().get("l5d-retryable").is_none(), "a POST that reached the upstream is not retryable");
@@ -225,17 +235,27 @@ async fn unsent_requests_are_retried_for_any_method() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     for i in 0..40 {
         let body = format!("payload-{i}");
-        let req = Request::builder().method("POST").uri("/x").header("host", "forex-rate").body(full(body.clone())).unwrap();
+        let req =
+            Request::builder().method("POST").uri("/x").header("host", "forex-rate").body(full(body.clone())).unwrap();
         let resp = send(sc.addr("egress"), req).await;
         let err = resp.headers().get("l5d-err").map(|v| v.to_str().unwrap_or("").to_string());
-        assert_eq!(resp.status(), StatusCode::OK, "POST {i} reaches the live instance after a refused connect: {err:?}");
+        assert_eq!(
+            resp.status(),
+            StatusCode::OK,
+            "POST {i} reaches the live instance after a refused connect: {err:?}"
+        );
         assert_eq!(resp.headers()["x-body-len"], body.len().to_string(), "with its body intact");
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_restart_under_load_loses_nothing() {
-    let (sc, ups) = mesh(3, "    failureAccrual: {kind: io.l5d.consecutiveFailures, failures: 1, backoff: {kind: constant, ms: 100}}", "").await;
+    let (sc, ups) = mesh(
+        3,
+        "    failureAccrual: {kind: io.l5d.consecutiveFailures, failures: 1, backoff: {kind: constant, ms: 100}}",
+        "",
+    )
+    .await;
     let t = load_while(sc.addr("egress"), 6, 20_000, async {
         for up in &ups {
             up.kill();
@@ -255,7 +275,8 @@ async fn rolling_restart_under_load_loses_nothing() {
 
 #[tokio::test]
 async fn the_last_live_endpoint_is_never_ejected() {
-    let accrual = "    failureAccrual: {kind: io.l5d.consecutiveFailures, failures: 2, backoff: {kind: constant, ms: 60000}}";
+    let accrual =
+        "    failureAccrual: {kind: io.l5d.consecutiveFailures, failures: 2, backoff: {kind: constant, ms: 60000}}";
     let (sc, ups) = mesh(1, accrual, "").await;
     ups[0].set_faults(Faults { fail_ratio: 1.0, delay: Duration::ZERO });
     for _ in 0..10 {
@@ -271,7 +292,8 @@ async fn the_last_live_endpoint_is_never_ejected() {
 #[tokio::test]
 async fn all_dead_fails_fast_and_probes_for_recovery() {
     // A 60 s backoff: without probes the instance would stay out for a minute after it recovers.
-    let accrual = "    failureAccrual: {kind: io.l5d.consecutiveFailures, failures: 2, backoff: {kind: constant, ms: 60000}}";
+    let accrual =
+        "    failureAccrual: {kind: io.l5d.consecutiveFailures, failures: 2, backoff: {kind: constant, ms: 60000}}";
     let (sc, ups) = mesh(2, &format!("{accrual}\n    loadBalancer: {{kind: roundRobin}}"), "").await;
     ups[0].set_faults(Faults { fail_ratio: 1.0, delay: Duration::ZERO });
     for _ in 0..10 {
@@ -313,7 +335,8 @@ async fn all_dead_fails_fast_and_probes_for_recovery() {
 #[tokio::test]
 async fn a_refused_single_endpoint_fails_fast_instead_of_retrying_until_the_deadline() {
     // Nothing listens on 127.0.0.2 (tests bind 127.0.0.1), and port 1 is privileged: connects are refused.
-    let sc = Sidecar::start(&yaml("", "").replace("dtab: /svc => /#/io.l5d.fs;", "dtab: /svc => /$/inet/127.0.0.2/1;")).await;
+    let sc = Sidecar::start(&yaml("", "").replace("dtab: /svc => /#/io.l5d.fs;", "dtab: /svc => /$/inet/127.0.0.2/1;"))
+        .await;
     let resp = get(sc.addr("egress"), "forex-rate", "/", &[]).await;
     assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
     assert!(resp.headers()["l5d-err"].to_str().unwrap().contains("connection to 127.0.0.2:1 failed"));

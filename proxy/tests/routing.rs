@@ -60,7 +60,11 @@ async fn tally(addr: std::net::SocketAddr, host: &str, n: usize) -> std::collect
     let mut counts = std::collections::HashMap::new();
     for _ in 0..n {
         let resp = get(addr, host, "/", &[]).await;
-        let key = if resp.status() == StatusCode::OK { text(resp).await } else { format!("error:{}", resp.status().as_u16()) };
+        let key = if resp.status() == StatusCode::OK {
+            text(resp).await
+        } else {
+            format!("error:{}", resp.status().as_u16())
+        };
         *counts.entry(key).or_insert(0) += 1;
     }
     counts
@@ -400,7 +404,8 @@ async fn hot_swap_under_concurrent_load_drops_nothing() {
     }
     for i in 0..40 {
         let port = if i % 2 == 0 { b.port() } else { a.port() };
-        let (status, _, body) = admin_req(admin, "PUT", "/dtab/egress", &[], &format!("/svc => /$/inet/127.1/{port};")).await;
+        let (status, _, body) =
+            admin_req(admin, "PUT", "/dtab/egress", &[], &format!("/svc => /$/inet/127.1/{port};")).await;
         assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -432,7 +437,8 @@ async fn in_flight_requests_finish_on_the_dtab_they_started_with() {
     let addr = sc.addr("egress");
     let slow = tokio::spawn(async move { text(get(addr, "forex-rate", "/slow/400", &[]).await).await });
     eventually("slow request reached a", SETTLE, || a.hits() == 1).await;
-    let (status, _, _) = admin_req(sc.admin(), "PUT", "/dtab/egress", &[], &format!("/svc => /$/inet/127.1/{};", b.port())).await;
+    let (status, _, _) =
+        admin_req(sc.admin(), "PUT", "/dtab/egress", &[], &format!("/svc => /$/inet/127.1/{};", b.port())).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(text(get(addr, "forex-rate", "/", &[]).await).await, "b", "new requests see the new dtab at once");
     assert_eq!(slow.await.unwrap(), "a", "the in-flight request completes on its original route");

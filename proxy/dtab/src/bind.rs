@@ -47,10 +47,7 @@ impl fmt::Display for BindError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BindError::DepthExceeded { path, limit } => {
-                write!(
-                    f,
-                    "dtab rewrote the name more than {limit} times (a loop?) at {path}"
-                )
+                write!(f, "dtab rewrote the name more than {limit} times (a loop?) at {path}")
             }
             BindError::TooLarge { limit } => {
                 write!(f, "the name's tree is too large to bind (limit {limit})")
@@ -84,27 +81,16 @@ impl Depth {
     /// One level further down, or the error once that is too deep.
     pub(crate) fn descend(self) -> Result<Depth, BindError> {
         match self.levels {
-            l if l >= MAX_NESTING_DEPTH => Err(BindError::TooLarge {
-                limit: MAX_NESTING_DEPTH,
-            }),
-            l => Ok(Depth {
-                rewrites: self.rewrites,
-                levels: l + 1,
-            }),
+            l if l >= MAX_NESTING_DEPTH => Err(BindError::TooLarge { limit: MAX_NESTING_DEPTH }),
+            l => Ok(Depth { rewrites: self.rewrites, levels: l + 1 }),
         }
     }
 
     /// After one more rewrite, or the error once there have been [`MAX_DEPTH`] of them.
     pub(crate) fn rewrite(self, path: &Path) -> Result<Depth, BindError> {
         match self.rewrites {
-            r if r >= MAX_DEPTH => Err(BindError::DepthExceeded {
-                path: path.clone(),
-                limit: MAX_DEPTH,
-            }),
-            r => Ok(Depth {
-                rewrites: r + 1,
-                levels: self.levels,
-            }),
+            r if r >= MAX_DEPTH => Err(BindError::DepthExceeded { path: path.clone(), limit: MAX_DEPTH }),
+            r => Ok(Depth { rewrites: r + 1, levels: self.levels }),
         }
     }
 }
@@ -115,17 +101,8 @@ impl Depth {
 /// otherwise Union of survivors with their original weights).
 ///
 /// The result contains no `Alt`. Alternatives after the winning one are not looked up at all.
-pub fn bind<N: Namers>(
-    dtab: &Dtab,
-    path: &Path,
-    namers: &N,
-) -> Result<NameTree<N::Bound>, BindError> {
-    Binder {
-        dtab,
-        namers,
-        work: 0,
-    }
-    .path(path, Depth::default())
+pub fn bind<N: Namers>(dtab: &Dtab, path: &Path, namers: &N) -> Result<NameTree<N::Bound>, BindError> {
+    Binder { dtab, namers, work: 0 }.path(path, Depth::default())
 }
 
 /// Answer for a path the dtab does not rewrite: the built-in `/$/fail` and `/$/nil`
@@ -184,11 +161,7 @@ impl<N: Namers> Binder<'_, N> {
     }
 
     /// Bind every leaf of `tree` and evaluate it; the result contains no `Alt`.
-    fn tree(
-        &mut self,
-        tree: &NameTree<Path>,
-        depth: Depth,
-    ) -> Result<NameTree<N::Bound>, BindError> {
+    fn tree(&mut self, tree: &NameTree<Path>, depth: Depth) -> Result<NameTree<N::Bound>, BindError> {
         self.tick()?;
         let depth = depth.descend()?;
         match tree {
@@ -210,10 +183,7 @@ impl<N: Namers> Binder<'_, N> {
                 for branch in branches {
                     match self.tree(&branch.tree, depth)? {
                         NameTree::Neg | NameTree::Fail => {}
-                        tree => survivors.push(Weighted {
-                            weight: branch.weight,
-                            tree,
-                        }),
+                        tree => survivors.push(Weighted { weight: branch.weight, tree }),
                     }
                 }
                 Ok(union_of_survivors(survivors))
@@ -238,11 +208,7 @@ pub(crate) mod tests {
             match (owned, name) {
                 (true, Some(n)) if self.0.contains(n) => {
                     let rest = path.drop(3);
-                    let bound = if rest.is_empty() {
-                        n.to_owned()
-                    } else {
-                        format!("{n}{rest}")
-                    };
+                    let bound = if rest.is_empty() { n.to_owned() } else { format!("{n}{rest}") };
                     NamerLookup::Tree(NameTree::Leaf(bound))
                 }
                 (true, _) => NamerLookup::Tree(NameTree::Neg),
@@ -298,48 +264,24 @@ pub(crate) mod tests {
 
     #[test]
     fn exactly_max_depth_rewrites_are_allowed() {
-        let chain = |n: usize| {
-            (0..n)
-                .map(|i| format!("/p{i}=>/p{};", i + 1))
-                .collect::<String>()
-        };
+        let chain = |n: usize| (0..n).map(|i| format!("/p{i}=>/p{};", i + 1)).collect::<String>();
         let ok = format!("{}/p{}=>/#/fs/a", chain(MAX_DEPTH - 1), MAX_DEPTH - 1);
         assert_eq!(run(&ok, "/p0", &fs(&["a"])), Ok(leaf("a")));
         let too_long = format!("{}/p{MAX_DEPTH}=>/#/fs/a", chain(MAX_DEPTH));
         let path = Path::read(&format!("/p{MAX_DEPTH}")).expect("parses");
-        assert_eq!(
-            run(&too_long, "/p0", &fs(&["a"])),
-            Err(BindError::DepthExceeded {
-                path,
-                limit: MAX_DEPTH
-            })
-        );
+        assert_eq!(run(&too_long, "/p0", &fs(&["a"])), Err(BindError::DepthExceeded { path, limit: MAX_DEPTH }));
     }
 
     #[test]
     fn loops_hit_the_depth_limit() {
         let r = run("/a=>/b;/b=>/a", "/a", &fs(&[]));
-        assert!(
-            matches!(
-                r,
-                Err(BindError::DepthExceeded {
-                    limit: MAX_DEPTH,
-                    ..
-                })
-            ),
-            "{r:?}"
-        );
+        assert!(matches!(r, Err(BindError::DepthExceeded { limit: MAX_DEPTH, .. })), "{r:?}");
     }
 
     #[test]
     fn exponential_dtabs_hit_the_work_limit() {
-        let dtab: String = (0..40)
-            .map(|i| format!("/p{i}=>/p{} & /p{};", i + 1, i + 1))
-            .collect();
-        assert_eq!(
-            run(&dtab, "/p0", &fs(&[])),
-            Err(BindError::TooLarge { limit: MAX_WORK })
-        );
+        let dtab: String = (0..40).map(|i| format!("/p{i}=>/p{} & /p{};", i + 1, i + 1)).collect();
+        assert_eq!(run(&dtab, "/p0", &fs(&[])), Err(BindError::TooLarge { limit: MAX_WORK }));
     }
 
     /// 100 rewrites, each into a destination nested as deep as the parser allows.
@@ -358,23 +300,11 @@ pub(crate) mod tests {
     #[test]
     fn deep_nesting_is_cut_off_before_the_stack_overflows() {
         // 1 MiB: half of what a tokio worker thread gets, in an unoptimised build.
-        let worker = std::thread::Builder::new().stack_size(1 << 20).spawn(|| {
-            bind(
-                &deepest_dtab(),
-                &Path::read("/p0").expect("parses"),
-                &fs(&[]),
-            )
-        });
-        let result = worker
-            .expect("thread starts")
-            .join()
-            .expect("no stack overflow");
-        assert_eq!(
-            result,
-            Err(BindError::TooLarge {
-                limit: MAX_NESTING_DEPTH
-            })
-        );
+        let worker = std::thread::Builder::new()
+            .stack_size(1 << 20)
+            .spawn(|| bind(&deepest_dtab(), &Path::read("/p0").expect("parses"), &fs(&[])));
+        let result = worker.expect("thread starts").join().expect("no stack overflow");
+        assert_eq!(result, Err(BindError::TooLarge { limit: MAX_NESTING_DEPTH }));
     }
 
     #[test]
@@ -385,18 +315,9 @@ pub(crate) mod tests {
 
     #[test]
     fn errors_display() {
-        let e = BindError::DepthExceeded {
-            path: Path::read("/a").expect("parses"),
-            limit: 100,
-        };
-        assert_eq!(
-            e.to_string(),
-            "dtab rewrote the name more than 100 times (a loop?) at /a"
-        );
-        assert_eq!(
-            BindError::TooLarge { limit: 7 }.to_string(),
-            "the name's tree is too large to bind (limit 7)"
-        );
+        let e = BindError::DepthExceeded { path: Path::read("/a").expect("parses"), limit: 100 };
+        assert_eq!(e.to_string(), "dtab rewrote the name more than 100 times (a loop?) at /a");
+        assert_eq!(BindError::TooLarge { limit: 7 }.to_string(), "the name's tree is too large to bind (limit 7)");
     }
 
     #[test]
@@ -405,10 +326,7 @@ pub(crate) mod tests {
         impl Namers for Weird {
             type Bound = String;
             fn lookup(&self, _: &Path) -> NamerLookup<String> {
-                NamerLookup::Tree(NameTree::Alt(vec![
-                    NameTree::Neg,
-                    NameTree::Leaf("x".to_owned()),
-                ]))
+                NamerLookup::Tree(NameTree::Alt(vec![NameTree::Neg, NameTree::Leaf("x".to_owned())]))
             }
         }
         let r = bind(&Dtab::empty(), &Path::read("/#/w").expect("parses"), &Weird);

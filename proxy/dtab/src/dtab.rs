@@ -40,14 +40,10 @@ impl Prefix {
     /// Whether `path` is at least as long as the prefix and agrees with it segment by segment.
     pub fn matches(&self, path: &Path) -> bool {
         self.0.len() <= path.len()
-            && self
-                .0
-                .iter()
-                .zip(path.labels())
-                .all(|(elem, label)| match elem {
-                    PrefixElem::Any => true,
-                    PrefixElem::Label(l) => l == label,
-                })
+            && self.0.iter().zip(path.labels()).all(|(elem, label)| match elem {
+                PrefixElem::Any => true,
+                PrefixElem::Label(l) => l == label,
+            })
     }
 
     /// The number of segments.
@@ -63,13 +59,7 @@ impl Prefix {
 
 impl From<Path> for Prefix {
     fn from(path: Path) -> Prefix {
-        Prefix(
-            path.labels()
-                .iter()
-                .cloned()
-                .map(PrefixElem::Label)
-                .collect(),
-        )
+        Prefix(path.labels().iter().cloned().map(PrefixElem::Label).collect())
     }
 }
 
@@ -201,8 +191,7 @@ impl Dtab {
     /// One lookup step (DTAB.md "Lookup"): neg when no dentry matches, the rewritten
     /// destination when one does, `Alt(last match, …, first match)` when several do.
     pub fn lookup(&self, path: &Path) -> NameTree<Path> {
-        let mut trees: Vec<NameTree<Path>> =
-            self.matches(path).into_iter().map(|(_, t)| t).collect();
+        let mut trees: Vec<NameTree<Path>> = self.matches(path).into_iter().map(|(_, t)| t).collect();
         match trees.len() {
             0 => NameTree::Neg,
             1 => trees.pop().unwrap_or(NameTree::Neg),
@@ -212,10 +201,7 @@ impl Dtab {
 
     /// One dentry per line, each ending `;\n`: for humans (the admin page, `switchyard check`).
     pub fn pretty(&self) -> String {
-        self.0
-            .iter()
-            .map(|d| format!("{} => {};\n", d.prefix, d.dst))
-            .collect()
+        self.0.iter().map(|d| format!("{} => {};\n", d.prefix, d.dst)).collect()
     }
 }
 
@@ -268,10 +254,7 @@ mod tests {
         assert_eq!(pre.len(), 4);
         assert_eq!(pre.elems()[2], PrefixElem::Any);
         assert_eq!(pre.to_string(), "/http/1.1/*/*");
-        assert_eq!(
-            Prefix::from(p("/a/b")),
-            Prefix::read("/a/b").expect("parses")
-        );
+        assert_eq!(Prefix::from(p("/a/b")), Prefix::read("/a/b").expect("parses"));
     }
 
     #[test]
@@ -283,10 +266,7 @@ mod tests {
     #[test]
     fn lookup_appends_residual_to_every_leaf() {
         let d = dtab("/svc=>/a | 2 * /b & /c");
-        assert_eq!(
-            d.lookup(&p("/svc/x/y")),
-            tree("/a/x/y | 2 * /b/x/y & /c/x/y")
-        );
+        assert_eq!(d.lookup(&p("/svc/x/y")), tree("/a/x/y | 2 * /b/x/y & /c/x/y"));
         assert_eq!(d.lookup(&p("/svc")), tree("/a | 2 * /b & /c"));
     }
 

@@ -22,29 +22,13 @@ pub enum Explain<B> {
     /// Delegation was abandoned here, e.g. the depth limit was exceeded.
     Error { path: Path, message: String },
     /// `path` was rewritten by one dentry; `next` explains the result.
-    Delegate {
-        path: Path,
-        dentry: Option<Dentry>,
-        next: Box<Explain<B>>,
-    },
+    Delegate { path: Path, dentry: Option<Dentry>, next: Box<Explain<B>> },
     /// A namer bound `path`.
-    Bound {
-        path: Path,
-        dentry: Option<Dentry>,
-        bound: B,
-    },
+    Bound { path: Path, dentry: Option<Dentry>, bound: B },
     /// Alternatives, tried in order: several matching dentries (each child names its own) or a `|`.
-    Alt {
-        path: Path,
-        dentry: Option<Dentry>,
-        alts: Vec<Explain<B>>,
-    },
+    Alt { path: Path, dentry: Option<Dentry>, alts: Vec<Explain<B>> },
     /// Weighted branches of a `&`.
-    Union {
-        path: Path,
-        dentry: Option<Dentry>,
-        branches: Vec<(f64, Explain<B>)>,
-    },
+    Union { path: Path, dentry: Option<Dentry>, branches: Vec<(f64, Explain<B>)> },
 }
 
 impl<B> Explain<B> {
@@ -84,12 +68,7 @@ pub const MAX_EXPLAIN_WORK: usize = 2_000;
 /// Explain how `path` delegates under `dtab`, consulting `namers` exactly as [`crate::bind()`] does.
 /// Never fails: loops and oversized expansions show up as [`Explain::Error`] nodes.
 pub fn explain<N: Namers>(dtab: &Dtab, path: &Path, namers: &N) -> Explain<N::Bound> {
-    Explainer {
-        dtab,
-        namers,
-        work: 0,
-    }
-    .path(path, None, Depth::default())
+    Explainer { dtab, namers, work: 0 }.path(path, None, Depth::default())
 }
 
 struct Explainer<'a, N> {
@@ -105,10 +84,7 @@ impl<'a, N: Namers> Explainer<'a, N> {
         self.work += 1;
         (self.work > MAX_EXPLAIN_WORK).then(|| Explain::Error {
             path: path.clone(),
-            message: BindError::TooLarge {
-                limit: MAX_EXPLAIN_WORK,
-            }
-            .to_string(),
+            message: BindError::TooLarge { limit: MAX_EXPLAIN_WORK }.to_string(),
         })
     }
 
@@ -130,53 +106,26 @@ impl<'a, N: Namers> Explainer<'a, N> {
         }
         let depth = match depth.rewrite(path) {
             Ok(depth) => depth,
-            Err(e) => {
-                return Explain::Error {
-                    path: path.clone(),
-                    message: e.to_string(),
-                }
-            }
+            Err(e) => return Explain::Error { path: path.clone(), message: e.to_string() },
         };
         if matches.len() == 1 {
             if let Some((by, tree)) = matches.pop() {
                 let next = Box::new(self.tree(&tree, path, by, depth));
-                return Explain::Delegate {
-                    path: path.clone(),
-                    dentry,
-                    next,
-                };
+                return Explain::Delegate { path: path.clone(), dentry, next };
             }
         }
-        let alts = matches
-            .iter()
-            .map(|(by, tree)| self.tree(tree, path, by, depth))
-            .collect();
-        Explain::Alt {
-            path: path.clone(),
-            dentry,
-            alts,
-        }
+        let alts = matches.iter().map(|(by, tree)| self.tree(tree, path, by, depth)).collect();
+        Explain::Alt { path: path.clone(), dentry, alts }
     }
 
     /// Explain the tree that dentry `by` rewrote `path` into.
-    fn tree(
-        &mut self,
-        tree: &NameTree<Path>,
-        path: &Path,
-        by: &Dentry,
-        depth: Depth,
-    ) -> Explain<N::Bound> {
+    fn tree(&mut self, tree: &NameTree<Path>, path: &Path, by: &Dentry, depth: Depth) -> Explain<N::Bound> {
         if let Some(error) = self.over_budget(path) {
             return error;
         }
         let depth = match depth.descend() {
             Ok(depth) => depth,
-            Err(e) => {
-                return Explain::Error {
-                    path: path.clone(),
-                    message: e.to_string(),
-                }
-            }
+            Err(e) => return Explain::Error { path: path.clone(), message: e.to_string() },
         };
         let (path, dentry) = (path.clone(), Some(by.clone()));
         match tree {
@@ -185,22 +134,12 @@ impl<'a, N: Namers> Explainer<'a, N> {
             NameTree::Empty => Explain::Empty { path, dentry },
             NameTree::Leaf(leaf) => self.path(leaf, dentry, depth),
             NameTree::Alt(children) => {
-                let alts = children
-                    .iter()
-                    .map(|c| self.tree(c, &path, by, depth))
-                    .collect();
+                let alts = children.iter().map(|c| self.tree(c, &path, by, depth)).collect();
                 Explain::Alt { path, dentry, alts }
             }
             NameTree::Union(branches) => {
-                let branches = branches
-                    .iter()
-                    .map(|w| (w.weight, self.tree(&w.tree, &path, by, depth)))
-                    .collect();
-                Explain::Union {
-                    path,
-                    dentry,
-                    branches,
-                }
+                let branches = branches.iter().map(|w| (w.weight, self.tree(&w.tree, &path, by, depth))).collect();
+                Explain::Union { path, dentry, branches }
             }
         }
     }
@@ -213,28 +152,14 @@ fn answer<B>(tree: NameTree<B>, path: &Path, dentry: Option<Dentry>) -> Explain<
         NameTree::Neg => Explain::Neg { path, dentry },
         NameTree::Fail => Explain::Fail { path, dentry },
         NameTree::Empty => Explain::Empty { path, dentry },
-        NameTree::Leaf(bound) => Explain::Bound {
-            path,
-            dentry,
-            bound,
-        },
+        NameTree::Leaf(bound) => Explain::Bound { path, dentry, bound },
         NameTree::Alt(children) => {
-            let alts = children
-                .into_iter()
-                .map(|c| answer(c, &path, dentry.clone()))
-                .collect();
+            let alts = children.into_iter().map(|c| answer(c, &path, dentry.clone())).collect();
             Explain::Alt { path, dentry, alts }
         }
         NameTree::Union(branches) => {
-            let branches = branches
-                .into_iter()
-                .map(|w| (w.weight, answer(w.tree, &path, dentry.clone())))
-                .collect();
-            Explain::Union {
-                path,
-                dentry,
-                branches,
-            }
+            let branches = branches.into_iter().map(|w| (w.weight, answer(w.tree, &path, dentry.clone()))).collect();
+            Explain::Union { path, dentry, branches }
         }
     }
 }
@@ -265,9 +190,7 @@ impl<B: fmt::Display> Explain<B> {
             }
             Explain::Union { branches, .. } => {
                 writeln!(f, ": split")?;
-                branches
-                    .iter()
-                    .try_for_each(|(w, b)| b.write(f, indent + 1, Some(*w)))
+                branches.iter().try_for_each(|(w, b)| b.write(f, indent + 1, Some(*w)))
             }
         }
     }
@@ -317,88 +240,34 @@ mod tests {
     #[test]
     fn single_rewrite_then_namer() {
         let e = run("/svc=>/#/fs", "/svc/a");
-        let bound = Explain::Bound {
-            path: p("/#/fs/a"),
-            dentry: d("/svc=>/#/fs"),
-            bound: "a",
-        };
-        assert_eq!(
-            e,
-            Explain::Delegate {
-                path: p("/svc/a"),
-                dentry: None,
-                next: Box::new(bound)
-            }
-        );
+        let bound = Explain::Bound { path: p("/#/fs/a"), dentry: d("/svc=>/#/fs"), bound: "a" };
+        assert_eq!(e, Explain::Delegate { path: p("/svc/a"), dentry: None, next: Box::new(bound) });
     }
 
     #[test]
     fn several_dentries_show_every_alternative_last_first() {
         let e = run("/svc=>/#/fs; /svc=>/#/fs/b", "/svc/a");
         let alts = vec![
-            Explain::Neg {
-                path: p("/#/fs/b/a"),
-                dentry: d("/svc=>/#/fs/b"),
-            },
-            Explain::Bound {
-                path: p("/#/fs/a"),
-                dentry: d("/svc=>/#/fs"),
-                bound: "a",
-            },
+            Explain::Neg { path: p("/#/fs/b/a"), dentry: d("/svc=>/#/fs/b") },
+            Explain::Bound { path: p("/#/fs/a"), dentry: d("/svc=>/#/fs"), bound: "a" },
         ];
-        assert_eq!(
-            e,
-            Explain::Alt {
-                path: p("/svc/a"),
-                dentry: None,
-                alts
-            }
-        );
+        assert_eq!(e, Explain::Alt { path: p("/svc/a"), dentry: None, alts });
     }
 
     #[test]
     fn unions_and_builtins() {
         let e = run("/s=>0.5 * /$/nil & /$/fail", "/s");
         let branches = vec![
-            (
-                0.5,
-                Explain::Empty {
-                    path: p("/$/nil"),
-                    dentry: d("/s=>0.5 * /$/nil & /$/fail"),
-                },
-            ),
-            (
-                1.0,
-                Explain::Fail {
-                    path: p("/$/fail"),
-                    dentry: d("/s=>0.5 * /$/nil & /$/fail"),
-                },
-            ),
+            (0.5, Explain::Empty { path: p("/$/nil"), dentry: d("/s=>0.5 * /$/nil & /$/fail") }),
+            (1.0, Explain::Fail { path: p("/$/fail"), dentry: d("/s=>0.5 * /$/nil & /$/fail") }),
         ];
-        let union = Explain::Union {
-            path: p("/s"),
-            dentry: d("/s=>0.5 * /$/nil & /$/fail"),
-            branches,
-        };
-        assert_eq!(
-            e,
-            Explain::Delegate {
-                path: p("/s"),
-                dentry: None,
-                next: Box::new(union)
-            }
-        );
+        let union = Explain::Union { path: p("/s"), dentry: d("/s=>0.5 * /$/nil & /$/fail"), branches };
+        assert_eq!(e, Explain::Delegate { path: p("/s"), dentry: None, next: Box::new(union) });
     }
 
     #[test]
     fn unknown_path_is_neg_at_the_root() {
-        assert_eq!(
-            run("", "/nowhere"),
-            Explain::Neg {
-                path: p("/nowhere"),
-                dentry: None
-            }
-        );
+        assert_eq!(run("", "/nowhere"), Explain::Neg { path: p("/nowhere"), dentry: None });
     }
 
     #[test]
@@ -420,16 +289,9 @@ mod tests {
 
     #[test]
     fn exponential_dtabs_are_cut_off() {
-        let dtab: String = (0..40)
-            .map(|i| format!("/p{i}=>/p{} & /p{};", i + 1, i + 1))
-            .collect();
+        let dtab: String = (0..40).map(|i| format!("/p{i}=>/p{} & /p{};", i + 1, i + 1)).collect();
         let text = run(&dtab, "/p0").to_string();
-        assert!(text.contains(
-            &BindError::TooLarge {
-                limit: MAX_EXPLAIN_WORK
-            }
-            .to_string()
-        ));
+        assert!(text.contains(&BindError::TooLarge { limit: MAX_EXPLAIN_WORK }.to_string()));
     }
 
     #[test]
@@ -438,15 +300,9 @@ mod tests {
             let e = explain(&crate::bind::tests::deepest_dtab(), &p("/p0"), &Fs);
             (e.to_string(), e)
         });
-        let (text, tree) = worker
-            .expect("thread starts")
-            .join()
-            .expect("no stack overflow");
+        let (text, tree) = worker.expect("thread starts").join().expect("no stack overflow");
         let limit = crate::MAX_NESTING_DEPTH;
-        assert!(
-            text.contains(&BindError::TooLarge { limit }.to_string()),
-            "{text}"
-        );
+        assert!(text.contains(&BindError::TooLarge { limit }.to_string()), "{text}");
         drop(tree);
     }
 

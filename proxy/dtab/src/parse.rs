@@ -35,11 +35,7 @@ pub struct ParseError {
 
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "line {}, column {}: {}",
-            self.line, self.column, self.message
-        )
+        write!(f, "line {}, column {}: {}", self.line, self.column, self.message)
     }
 }
 
@@ -98,11 +94,7 @@ struct Parser<'a> {
 
 impl<'a> Parser<'a> {
     fn new(src: &'a str) -> Self {
-        Parser {
-            src,
-            pos: 0,
-            nesting: 0,
-        }
+        Parser { src, pos: 0, nesting: 0 }
     }
 
     fn peek(&self) -> Option<u8> {
@@ -152,10 +144,7 @@ impl<'a> Parser<'a> {
 
     /// "expected {what}, found {the next character}" at the current position.
     fn unexpected(&self, what: &str) -> ParseError {
-        self.error_at(
-            self.pos,
-            format!("expected {what}, found {}", self.found_at(self.pos)),
-        )
+        self.error_at(self.pos, format!("expected {what}, found {}", self.found_at(self.pos)))
     }
 
     /// Require that only whitespace and comments remain.
@@ -176,9 +165,7 @@ impl<'a> Parser<'a> {
             match self.peek() {
                 None => break,
                 Some(b';') => self.pos += 1,
-                Some(_) => {
-                    return Err(self.unexpected("';', '|', '&' or end of input after the dentry"))
-                }
+                Some(_) => return Err(self.unexpected("';', '|', '&' or end of input after the dentry")),
             }
             self.skip_ws();
             if self.peek_is(b';') {
@@ -194,10 +181,7 @@ impl<'a> Parser<'a> {
         self.skip_ws();
         if !self.src.as_bytes()[self.pos..].starts_with(b"=>") {
             let found = self.found_at(self.pos);
-            return Err(self.error_at(
-                self.pos,
-                format!("expected '=>' after prefix {prefix}, found {found}"),
-            ));
+            return Err(self.error_at(self.pos, format!("expected '=>' after prefix {prefix}, found {found}")));
         }
         self.pos += 2;
         let dst = self.tree()?;
@@ -259,10 +243,7 @@ impl<'a> Parser<'a> {
 
     fn segment_error(&self) -> ParseError {
         if self.peek_is(b'/') {
-            self.error_at(
-                self.pos,
-                "empty path segment: '//' is not allowed".to_owned(),
-            )
+            self.error_at(self.pos, "empty path segment: '//' is not allowed".to_owned())
         } else {
             self.unexpected("a label after '/' (a trailing '/' is not allowed)")
         }
@@ -273,19 +254,15 @@ impl<'a> Parser<'a> {
             self.pos += 1;
             if self.at_segment_start() {
                 let found = self.found_at(self.pos);
-                return Err(self.error_at(
-                    self.pos,
-                    format!("'*' must be a whole prefix segment, but is followed by {found}"),
-                ));
+                return Err(
+                    self.error_at(self.pos, format!("'*' must be a whole prefix segment, but is followed by {found}"))
+                );
             }
             return Ok(PrefixElem::Any);
         }
         let label = self.label()?;
         if self.peek_is(b'*') {
-            return Err(self.error_at(
-                self.pos,
-                format!("'*' must be a whole prefix segment, but follows '{label}'"),
-            ));
+            return Err(self.error_at(self.pos, format!("'*' must be a whole prefix segment, but follows '{label}'")));
         }
         Ok(PrefixElem::Label(label))
     }
@@ -305,9 +282,7 @@ impl<'a> Parser<'a> {
         }
         Label::new(bytes).ok_or_else(|| {
             let found = self.found_at(start);
-            let message = format!(
-                "expected a label (characters 0-9 A-Z a-z _ : . # $ % - or \\xHH), found {found}"
-            );
+            let message = format!("expected a label (characters 0-9 A-Z a-z _ : . # $ % - or \\xHH), found {found}");
             self.error_at(start, message)
         })
     }
@@ -388,25 +363,14 @@ impl<'a> Parser<'a> {
             self.pos += 1;
         }
         let tree = self.simple()?;
-        Ok((
-            weight.is_some(),
-            Weighted {
-                weight: weight.unwrap_or(1.0),
-                tree,
-            },
-        ))
+        Ok((weight.is_some(), Weighted { weight: weight.unwrap_or(1.0), tree }))
     }
 
     /// A non-negative plain decimal: `3`, `0.3`, `.5`, `3.`.
     fn weight(&mut self) -> Result<f64, ParseError> {
         let start = self.pos;
         let bytes = self.src.as_bytes();
-        let digits = |from: usize| {
-            bytes[from..]
-                .iter()
-                .take_while(|b| b.is_ascii_digit())
-                .count()
-        };
+        let digits = |from: usize| bytes[from..].iter().take_while(|b| b.is_ascii_digit()).count();
         let int = digits(self.pos);
         self.pos += int;
         let mut frac = 0;
@@ -445,10 +409,7 @@ impl<'a> Parser<'a> {
     fn parenthesized(&mut self) -> Result<NameTree<Path>, ParseError> {
         let open = self.pos;
         if self.nesting >= MAX_NESTING {
-            return Err(self.error_at(
-                open,
-                format!("name tree nested more than {MAX_NESTING} parentheses deep"),
-            ));
+            return Err(self.error_at(open, format!("name tree nested more than {MAX_NESTING} parentheses deep")));
         }
         self.nesting += 1;
         self.pos += 1;
@@ -456,10 +417,9 @@ impl<'a> Parser<'a> {
         self.skip_ws();
         if !self.peek_is(b')') {
             let opened = self.error_at(open, String::new());
-            return Err(self.unexpected(&format!(
-                "')' to close the '(' at line {}, column {}",
-                opened.line, opened.column
-            )));
+            return Err(
+                self.unexpected(&format!("')' to close the '(' at line {}, column {}", opened.line, opened.column))
+            );
         }
         self.pos += 1;
         self.nesting -= 1;
@@ -472,10 +432,7 @@ mod tests {
     use super::*;
 
     /// Parse `src` with `f`, expecting an error; return (offset, line, column, message).
-    fn err<T: fmt::Debug>(
-        f: fn(&str) -> Result<T, ParseError>,
-        src: &str,
-    ) -> (usize, usize, usize, String) {
+    fn err<T: fmt::Debug>(f: fn(&str) -> Result<T, ParseError>, src: &str) -> (usize, usize, usize, String) {
         match f(src) {
             Ok(v) => panic!("{src:?} parsed as {v:?}"),
             Err(e) => (e.offset, e.line, e.column, e.message),
@@ -497,10 +454,7 @@ mod tests {
     #[test]
     fn paths_parse() {
         assert_eq!(Path::read("/"), Ok(Path::empty()));
-        assert_eq!(
-            Path::read(" /svc/forex-rate \n").ok(),
-            Path::from_strs(&["svc", "forex-rate"])
-        );
+        assert_eq!(Path::read(" /svc/forex-rate \n").ok(), Path::from_strs(&["svc", "forex-rate"]));
         let odd = Path::read("/#/$/%/_:.-/A9").expect("parses");
         assert_eq!(odd.to_string(), "/#/$/%/_:.-/A9");
         let escaped = Path::read("/a\\x2Fb/\\x00").expect("parses");
@@ -512,56 +466,20 @@ mod tests {
     #[test]
     fn path_errors() {
         let e = err(Path::read, "svc");
-        assert_eq!(
-            e,
-            (
-                0,
-                1,
-                1,
-                "expected a path starting with '/', found 's'".into()
-            )
-        );
+        assert_eq!(e, (0, 1, 1, "expected a path starting with '/', found 's'".into()));
         let e = err(Path::read, "");
-        assert_eq!(
-            e,
-            (
-                0,
-                1,
-                1,
-                "expected a path starting with '/', found end of input".into()
-            )
-        );
+        assert_eq!(e, (0, 1, 1, "expected a path starting with '/', found end of input".into()));
         let e = err(Path::read, "/a//b");
-        assert_eq!(
-            e,
-            (3, 1, 4, "empty path segment: '//' is not allowed".into())
-        );
+        assert_eq!(e, (3, 1, 4, "empty path segment: '//' is not allowed".into()));
         let e = err(Path::read, "//");
-        assert_eq!(
-            e,
-            (1, 1, 2, "empty path segment: '//' is not allowed".into())
-        );
+        assert_eq!(e, (1, 1, 2, "empty path segment: '//' is not allowed".into()));
         let e = err(Path::read, "/a/");
         assert_eq!(
             e,
-            (
-                3,
-                1,
-                4,
-                "expected a label after '/' (a trailing '/' is not allowed), found end of input"
-                    .into()
-            )
+            (3, 1, 4, "expected a label after '/' (a trailing '/' is not allowed), found end of input".into())
         );
         let e = err(Path::read, "/a b");
-        assert_eq!(
-            e,
-            (
-                3,
-                1,
-                4,
-                "expected '/' or end of input after the path, found 'b'".into()
-            )
-        );
+        assert_eq!(e, (3, 1, 4, "expected '/' or end of input after the path, found 'b'".into()));
         let e = err(Path::read, "/a/*");
         assert_eq!(e.0, 3);
         assert!(e.3.starts_with("expected a label (characters"), "{}", e.3);
@@ -574,118 +492,46 @@ mod tests {
     #[test]
     fn escape_errors() {
         let e = err(Path::read, "/a\\y");
-        assert_eq!(
-            e,
-            (
-                3,
-                1,
-                4,
-                "expected 'x' after '\\' (escapes are written \\xHH), found 'y'".into()
-            )
-        );
+        assert_eq!(e, (3, 1, 4, "expected 'x' after '\\' (escapes are written \\xHH), found 'y'".into()));
         let e = err(Path::read, "/a\\x4");
-        assert_eq!(
-            e,
-            (
-                5,
-                1,
-                6,
-                "expected a hex digit in a \\xHH escape, found end of input".into()
-            )
-        );
+        assert_eq!(e, (5, 1, 6, "expected a hex digit in a \\xHH escape, found end of input".into()));
         let e = err(Path::read, "/\\xg1");
-        assert_eq!(
-            e,
-            (
-                3,
-                1,
-                4,
-                "expected a hex digit in a \\xHH escape, found 'g'".into()
-            )
-        );
+        assert_eq!(e, (3, 1, 4, "expected a hex digit in a \\xHH escape, found 'g'".into()));
     }
 
     #[test]
     fn prefixes_parse_wildcards() {
         let p = Prefix::read("/http/1.1/*/*").expect("parses");
-        assert_eq!(
-            p.elems().iter().filter(|e| **e == PrefixElem::Any).count(),
-            2
-        );
+        assert_eq!(p.elems().iter().filter(|e| **e == PrefixElem::Any).count(), 2);
         assert_eq!(Prefix::read("/"), Ok(Prefix::default()));
-        assert_eq!(
-            Prefix::read("/*").map(|p| p.to_string()).as_deref(),
-            Ok("/*")
-        );
+        assert_eq!(Prefix::read("/*").map(|p| p.to_string()).as_deref(), Ok("/*"));
     }
 
     #[test]
     fn prefix_errors() {
         let e = err(Prefix::read, "/foo*");
-        assert_eq!(
-            e,
-            (
-                4,
-                1,
-                5,
-                "'*' must be a whole prefix segment, but follows 'foo'".into()
-            )
-        );
+        assert_eq!(e, (4, 1, 5, "'*' must be a whole prefix segment, but follows 'foo'".into()));
         let e = err(Prefix::read, "/*foo");
-        assert_eq!(
-            e,
-            (
-                2,
-                1,
-                3,
-                "'*' must be a whole prefix segment, but is followed by 'f'".into()
-            )
-        );
+        assert_eq!(e, (2, 1, 3, "'*' must be a whole prefix segment, but is followed by 'f'".into()));
         let e = err(Prefix::read, "/a//b");
-        assert_eq!(
-            e,
-            (3, 1, 4, "empty path segment: '//' is not allowed".into())
-        );
+        assert_eq!(e, (3, 1, 4, "empty path segment: '//' is not allowed".into()));
         let e = err(Prefix::read, "/*/");
         assert_eq!(e.0, 3);
         let e = err(Dtab::parse, "/svc/**=>/a");
-        assert_eq!(
-            e,
-            (
-                6,
-                1,
-                7,
-                "'*' must be a whole prefix segment, but is followed by '*'".into()
-            )
-        );
+        assert_eq!(e, (6, 1, 7, "'*' must be a whole prefix segment, but is followed by '*'".into()));
     }
 
     #[test]
     fn trees_parse_with_precedence() {
         let union = NameTree::Union(vec![w(1.0, leaf("/a")), w(1.0, leaf("/b"))]);
-        assert_eq!(
-            tree("/a & /b | /c"),
-            NameTree::Alt(vec![union.clone(), leaf("/c")])
-        );
+        assert_eq!(tree("/a & /b | /c"), NameTree::Alt(vec![union.clone(), leaf("/c")]));
         assert_eq!(tree("/c | /a & /b"), NameTree::Alt(vec![leaf("/c"), union]));
-        assert_eq!(
-            tree("0.9 * /a & .1*/b"),
-            NameTree::Union(vec![w(0.9, leaf("/a")), w(0.1, leaf("/b"))])
-        );
-        assert_eq!(
-            tree("3. * /a & 3*/b"),
-            NameTree::Union(vec![w(3.0, leaf("/a")), w(3.0, leaf("/b"))])
-        );
-        assert_eq!(
-            tree("~ | ! | $"),
-            NameTree::Alt(vec![NameTree::Neg, NameTree::Fail, NameTree::Empty])
-        );
+        assert_eq!(tree("0.9 * /a & .1*/b"), NameTree::Union(vec![w(0.9, leaf("/a")), w(0.1, leaf("/b"))]));
+        assert_eq!(tree("3. * /a & 3*/b"), NameTree::Union(vec![w(3.0, leaf("/a")), w(3.0, leaf("/b"))]));
+        assert_eq!(tree("~ | ! | $"), NameTree::Alt(vec![NameTree::Neg, NameTree::Fail, NameTree::Empty]));
         assert_eq!(
             tree("/a | (/b | /c)"),
-            NameTree::Alt(vec![
-                leaf("/a"),
-                NameTree::Alt(vec![leaf("/b"), leaf("/c")])
-            ])
+            NameTree::Alt(vec![leaf("/a"), NameTree::Alt(vec![leaf("/b"), leaf("/c")])])
         );
         assert_eq!(tree("((/a))"), leaf("/a"));
         assert_eq!(tree("2 * /a"), NameTree::Union(vec![w(2.0, leaf("/a"))]));
@@ -697,47 +543,22 @@ mod tests {
         let e = err(NameTree::read, "");
         assert_eq!(
             e,
-            (
-                0,
-                1,
-                1,
-                "expected a name tree (a path, '~', '!', '$', '(' or a weight), found end of input"
-                    .into()
-            )
+            (0, 1, 1, "expected a name tree (a path, '~', '!', '$', '(' or a weight), found end of input".into())
         );
         let e = err(NameTree::read, "/a |");
         assert_eq!(e.0, 4);
         let e = err(NameTree::read, "-1 * /a");
         assert_eq!(e.0, 0);
         let e = err(NameTree::read, "0.5 /b");
-        assert_eq!(
-            e,
-            (4, 1, 5, "expected '*' after weight 0.5, found '/'".into())
-        );
+        assert_eq!(e, (4, 1, 5, "expected '*' after weight 0.5, found '/'".into()));
         let e = err(NameTree::read, ". * /b");
         assert_eq!(e, (0, 1, 1, "expected a weight like 0.5, found '.'".into()));
         let e = err(NameTree::read, "2 * 3 * /b");
         assert_eq!(e.0, 4);
         let e = err(NameTree::read, "(/b | /c");
-        assert_eq!(
-            e,
-            (
-                8,
-                1,
-                9,
-                "expected ')' to close the '(' at line 1, column 1, found end of input".into()
-            )
-        );
+        assert_eq!(e, (8, 1, 9, "expected ')' to close the '(' at line 1, column 1, found end of input".into()));
         let e = err(NameTree::read, "/a /b");
-        assert_eq!(
-            e,
-            (
-                3,
-                1,
-                4,
-                "expected '|', '&' or end of input after the name tree, found '/'".into()
-            )
-        );
+        assert_eq!(e, (3, 1, 4, "expected '|', '&' or end of input after the name tree, found '/'".into()));
         let e = err(NameTree::read, "/a | ~x");
         assert_eq!(e.0, 6);
     }
@@ -755,20 +576,11 @@ mod tests {
     fn nesting_is_limited() {
         let ok = format!("{}/a{}", "(".repeat(MAX_NESTING), ")".repeat(MAX_NESTING));
         assert_eq!(NameTree::read(&ok), Ok(leaf("/a")));
-        let deep = format!(
-            "{}/a{}",
-            "(".repeat(MAX_NESTING + 1),
-            ")".repeat(MAX_NESTING + 1)
-        );
+        let deep = format!("{}/a{}", "(".repeat(MAX_NESTING + 1), ")".repeat(MAX_NESTING + 1));
         let e = err(NameTree::read, &deep);
         assert_eq!(
             e,
-            (
-                MAX_NESTING,
-                1,
-                MAX_NESTING + 1,
-                format!("name tree nested more than {MAX_NESTING} parentheses deep")
-            )
+            (MAX_NESTING, 1, MAX_NESTING + 1, format!("name tree nested more than {MAX_NESTING} parentheses deep"))
         );
         // Far deeper input must fail the same way instead of overflowing the stack.
         let e = err(NameTree::read, &"(".repeat(1_000_000));
@@ -781,8 +593,7 @@ mod tests {
         assert_eq!(Dtab::parse("  \n # only a comment\n"), Ok(Dtab::empty()));
         let d = Dtab::parse("/a=>/b;").expect("parses");
         assert_eq!(d.len(), 1);
-        let src =
-            "# routing\n/svc => /#/io.l5d.fs ; # files\n\t/svc/x\n=>\n/#/io.l5d.fs/y # why\n;\n";
+        let src = "# routing\n/svc => /#/io.l5d.fs ; # files\n\t/svc/x\n=>\n/#/io.l5d.fs/y # why\n;\n";
         let d = Dtab::parse(src).expect("parses");
         assert_eq!(d.to_string(), "/svc=>/#/io.l5d.fs;/svc/x=>/#/io.l5d.fs/y");
         // `#` inside a path is a label character, not a comment.
@@ -794,58 +605,22 @@ mod tests {
     fn dtab_errors() {
         let e = err(Dtab::parse, "/a=>/b;\n         /svc!");
         assert_eq!((e.1, e.2), (2, 14));
-        let shown = ParseError {
-            offset: e.0,
-            line: e.1,
-            column: e.2,
-            message: e.3,
-        }
-        .to_string();
-        assert_eq!(
-            shown,
-            "line 2, column 14: expected '=>' after prefix /svc, found '!'"
-        );
+        let shown = ParseError { offset: e.0, line: e.1, column: e.2, message: e.3 }.to_string();
+        assert_eq!(shown, "line 2, column 14: expected '=>' after prefix /svc, found '!'");
         let e = err(Dtab::parse, "/a=>/b;;");
         assert_eq!(e, (7, 1, 8, "empty dentry: ';;' is not allowed".into()));
         let e = err(Dtab::parse, "/a=>/b; ;");
         assert_eq!(e.0, 8);
         let e = err(Dtab::parse, ";");
-        assert_eq!(
-            e,
-            (
-                0,
-                1,
-                1,
-                "expected a dentry (a prefix starting with '/'), found ';'".into()
-            )
-        );
+        assert_eq!(e, (0, 1, 1, "expected a dentry (a prefix starting with '/'), found ';'".into()));
         let e = err(Dtab::parse, "/a=>");
         assert_eq!(e.0, 4);
         let e = err(Dtab::parse, "/a=/b");
-        assert_eq!(
-            e,
-            (2, 1, 3, "expected '=>' after prefix /a, found '='".into())
-        );
+        assert_eq!(e, (2, 1, 3, "expected '=>' after prefix /a, found '='".into()));
         let e = err(Dtab::parse, "/a=>/b /c");
-        assert_eq!(
-            e,
-            (
-                7,
-                1,
-                8,
-                "expected ';', '|', '&' or end of input after the dentry, found '/'".into()
-            )
-        );
+        assert_eq!(e, (7, 1, 8, "expected ';', '|', '&' or end of input after the dentry, found '/'".into()));
         let e = err(Dtab::parse, "/a=>/b;/c=>/d\n;/e");
-        assert_eq!(
-            e,
-            (
-                17,
-                2,
-                4,
-                "expected '=>' after prefix /e, found end of input".into()
-            )
-        );
+        assert_eq!(e, (17, 2, 4, "expected '=>' after prefix /e, found end of input".into()));
     }
 
     #[test]

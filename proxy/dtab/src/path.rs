@@ -91,11 +91,7 @@ impl Path {
     /// A path whose labels are the given strings taken verbatim (no escape decoding),
     /// or `None` if any of them is empty.
     pub fn from_strs(labels: &[&str]) -> Option<Path> {
-        labels
-            .iter()
-            .map(|s| Label::new(s.as_bytes()))
-            .collect::<Option<Vec<_>>>()
-            .map(Path::from_labels)
+        labels.iter().map(|s| Label::new(s.as_bytes())).collect::<Option<Vec<_>>>().map(Path::from_labels)
     }
 
     /// The labels of this path.
@@ -193,12 +189,7 @@ mod tests {
         let l = Label::new(vec![b'a', 0xff]).expect("non-empty");
         assert_eq!(l.as_bytes(), &[b'a', 0xff]);
         assert_eq!(l.as_str(), None);
-        assert_eq!(
-            Label::new("ok")
-                .and_then(|l| l.as_str().map(str::to_owned))
-                .as_deref(),
-            Some("ok")
-        );
+        assert_eq!(Label::new("ok").and_then(|l| l.as_str().map(str::to_owned)).as_deref(), Some("ok"));
     }
 
     #[test]
@@ -212,10 +203,7 @@ mod tests {
         assert_eq!(Path::empty().to_string(), "/");
         assert_eq!(p("/svc/forex-rate").to_string(), "/svc/forex-rate");
         assert_eq!(format!("{:?}", p("/#/io.l5d.fs")), "/#/io.l5d.fs");
-        assert_eq!(
-            Path::from_strs(&["a b"]).map(|p| p.to_string()).as_deref(),
-            Some("/a\\x20b")
-        );
+        assert_eq!(Path::from_strs(&["a b"]).map(|p| p.to_string()).as_deref(), Some("/a\\x20b"));
     }
 
     #[test]

@@ -41,15 +41,9 @@ impl<T> NameTree<T> {
             NameTree::Empty => NameTree::Empty,
             NameTree::Leaf(t) => NameTree::Leaf(f(t)),
             NameTree::Alt(children) => NameTree::Alt(children.iter().map(|c| c.map(f)).collect()),
-            NameTree::Union(branches) => NameTree::Union(
-                branches
-                    .iter()
-                    .map(|w| Weighted {
-                        weight: w.weight,
-                        tree: w.tree.map(f),
-                    })
-                    .collect(),
-            ),
+            NameTree::Union(branches) => {
+                NameTree::Union(branches.iter().map(|w| Weighted { weight: w.weight, tree: w.tree.map(f) }).collect())
+            }
         }
     }
 
@@ -91,10 +85,7 @@ impl<T> NameTree<T> {
                     .into_iter()
                     .filter_map(|w| match w.tree.simplify() {
                         NameTree::Neg | NameTree::Fail => None,
-                        tree => Some(Weighted {
-                            weight: w.weight,
-                            tree,
-                        }),
+                        tree => Some(Weighted { weight: w.weight, tree }),
                     })
                     .collect();
                 union_of_survivors(survivors)
@@ -162,9 +153,7 @@ impl<T: fmt::Display> NameTree<T> {
                 }
                 Ok(())
             }),
-            NameTree::Union(branches) => {
-                parenthesized(f, level > Level::Union, |f| fmt_union(f, branches))
-            }
+            NameTree::Union(branches) => parenthesized(f, level > Level::Union, |f| fmt_union(f, branches)),
         }
     }
 }
@@ -257,10 +246,7 @@ mod tests {
     #[test]
     fn prints_weights_shortest() {
         let union = NameTree::Union(vec![w(0.1 + 0.2, leaf("/a")), w(1e-7, leaf("/b"))]);
-        assert_eq!(
-            union.to_string(),
-            "0.30000000000000004 * /a & 0.0000001 * /b"
-        );
+        assert_eq!(union.to_string(), "0.30000000000000004 * /a & 0.0000001 * /b");
     }
 
     #[test]
@@ -296,17 +282,9 @@ mod tests {
     fn simplify_union_rules() {
         let t = NameTree::Union(vec![w(9.0, leaf("/a")), w(1.0, NameTree::Neg)]);
         assert_eq!(t.simplify(), leaf("/a"));
-        let t: NameTree<Path> =
-            NameTree::Union(vec![w(9.0, NameTree::Fail), w(1.0, NameTree::Neg)]);
+        let t: NameTree<Path> = NameTree::Union(vec![w(9.0, NameTree::Fail), w(1.0, NameTree::Neg)]);
         assert_eq!(t.simplify(), NameTree::Neg);
-        let t = NameTree::Union(vec![
-            w(9.0, leaf("/a")),
-            w(1.0, NameTree::Fail),
-            w(2.0, NameTree::Empty),
-        ]);
-        assert_eq!(
-            t.simplify(),
-            NameTree::Union(vec![w(9.0, leaf("/a")), w(2.0, NameTree::Empty)])
-        );
+        let t = NameTree::Union(vec![w(9.0, leaf("/a")), w(1.0, NameTree::Fail), w(2.0, NameTree::Empty)]);
+        assert_eq!(t.simplify(), NameTree::Union(vec![w(9.0, leaf("/a")), w(2.0, NameTree::Empty)]));
     }
 }

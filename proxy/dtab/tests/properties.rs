@@ -4,8 +4,7 @@
 use proptest::prelude::*;
 
 use switchyard_dtab::{
-    bind, explain, BindError, Dentry, Dtab, Label, NameTree, NamerLookup, Namers, Path, Prefix,
-    PrefixElem, Weighted,
+    bind, explain, BindError, Dentry, Dtab, Label, NameTree, NamerLookup, Namers, Path, Prefix, PrefixElem, Weighted,
 };
 
 /// Label bytes: mostly label characters, often bytes that must be escaped.
@@ -28,21 +27,12 @@ fn prefix() -> impl Strategy<Value = Prefix> {
 
 /// Weights as the parser can produce them: finite and non-negative.
 fn weight() -> impl Strategy<Value = f64> {
-    prop_oneof![
-        Just(1.0),
-        (0u32..100).prop_map(f64::from),
-        0.0f64..1000.0,
-        1e-12f64..1e-6,
-        1e15f64..1e25,
-    ]
+    prop_oneof![Just(1.0), (0u32..100).prop_map(f64::from), 0.0f64..1000.0, 1e-12f64..1e-6, 1e15f64..1e25,]
 }
 
 /// Trees in the shapes the parser produces: `Alt` and multi-branch `Union` with at least two
 /// children, and a one-branch `Union` only with an explicit weight.
-fn tree_of(
-    leaf: impl Strategy<Value = Path> + 'static,
-    depth: u32,
-) -> impl Strategy<Value = NameTree<Path>> {
+fn tree_of(leaf: impl Strategy<Value = Path> + 'static, depth: u32) -> impl Strategy<Value = NameTree<Path>> {
     let atom = prop_oneof![
         1 => Just(NameTree::Neg),
         1 => Just(NameTree::Fail),
@@ -90,9 +80,7 @@ impl Namers for Fs {
     fn lookup(&self, path: &Path) -> NamerLookup<Path> {
         let owned = Path::from_strs(&["#", "fs"]).is_some_and(|fs| path.starts_with(&fs));
         match (owned, path.labels().get(2)) {
-            (true, Some(name)) if name.as_bytes().starts_with(b"a") => {
-                NamerLookup::Tree(NameTree::Leaf(path.clone()))
-            }
+            (true, Some(name)) if name.as_bytes().starts_with(b"a") => NamerLookup::Tree(NameTree::Leaf(path.clone())),
             (true, _) => NamerLookup::Tree(NameTree::Neg),
             (false, _) => NamerLookup::NotMine,
         }
@@ -109,10 +97,7 @@ fn has_alt<T>(tree: &NameTree<T>) -> bool {
 
 /// Parse errors must point inside the input, at a character boundary, with sane positions.
 fn check_error(src: &str, e: &switchyard_dtab::ParseError) {
-    assert!(
-        e.offset <= src.len() && src.is_char_boundary(e.offset),
-        "{e:?}"
-    );
+    assert!(e.offset <= src.len() && src.is_char_boundary(e.offset), "{e:?}");
     assert!(e.line >= 1 && e.column >= 1, "{e:?}");
     assert!(!e.message.is_empty());
 }

@@ -57,10 +57,18 @@ fn bound_json(b: &BoundName) -> Value {
 /// linkerd's DelegateTree JSON shape: `type`, `path`, `dentry`, and the children.
 pub fn to_json(tree: &Explain<BoundName>) -> Value {
     match tree {
-        Explain::Neg { path, dentry } => json!({ "type": "neg", "path": path.to_string(), "dentry": dentry_json(dentry) }),
-        Explain::Fail { path, dentry } => json!({ "type": "fail", "path": path.to_string(), "dentry": dentry_json(dentry) }),
-        Explain::Empty { path, dentry } => json!({ "type": "empty", "path": path.to_string(), "dentry": dentry_json(dentry) }),
-        Explain::Error { path, message } => json!({ "type": "exception", "path": path.to_string(), "message": message }),
+        Explain::Neg { path, dentry } => {
+            json!({ "type": "neg", "path": path.to_string(), "dentry": dentry_json(dentry) })
+        }
+        Explain::Fail { path, dentry } => {
+            json!({ "type": "fail", "path": path.to_string(), "dentry": dentry_json(dentry) })
+        }
+        Explain::Empty { path, dentry } => {
+            json!({ "type": "empty", "path": path.to_string(), "dentry": dentry_json(dentry) })
+        }
+        Explain::Error { path, message } => {
+            json!({ "type": "exception", "path": path.to_string(), "message": message })
+        }
         Explain::Delegate { path, dentry, next } => json!({
             "type": "delegate", "path": path.to_string(), "dentry": dentry_json(dentry), "delegate": to_json(next),
         }),

@@ -28,29 +28,18 @@ pub struct DiffLine {
 }
 
 fn lines(dtab: &Dtab) -> Vec<String> {
-    dtab.dentries()
-        .iter()
-        .map(|d| format!("{} => {};", d.prefix, d.dst))
-        .collect()
+    dtab.dentries().iter().map(|d| format!("{} => {};", d.prefix, d.dst)).collect()
 }
 
 fn line(op: &'static str, text: &str) -> DiffLine {
-    DiffLine {
-        op,
-        text: text.to_string(),
-    }
+    DiffLine { op, text: text.to_string() }
 }
 
 /// A line diff (longest common subsequence) of `old` into `new`; dentry order matters in a dtab, so a moved
 /// dentry shows as removed and added.
 pub fn diff(old: &[String], new: &[String]) -> Vec<DiffLine> {
     let head = old.iter().zip(new).take_while(|(a, b)| a == b).count();
-    let tail = old[head..]
-        .iter()
-        .rev()
-        .zip(new[head..].iter().rev())
-        .take_while(|(a, b)| a == b)
-        .count();
+    let tail = old[head..].iter().rev().zip(new[head..].iter().rev()).take_while(|(a, b)| a == b).count();
     let (a, b) = (&old[head..old.len() - tail], &new[head..new.len() - tail]);
     let mut out: Vec<DiffLine> = old[..head].iter().map(|t| line("same", t)).collect();
     if a.len().saturating_mul(b.len()) > MAX_DIFF_CELLS {
@@ -82,8 +71,7 @@ fn lcs_diff(a: &[String], b: &[String]) -> Vec<DiffLine> {
         if i < a.len() && j < b.len() && a[i] == b[j] {
             out.push(line("same", &a[i]));
             (i, j) = (i + 1, j + 1);
-        } else if i < a.len() && (j == b.len() || common[(i + 1) * w + j] >= common[i * w + j + 1])
-        {
+        } else if i < a.len() && (j == b.len() || common[(i + 1) * w + j] >= common[i * w + j + 1]) {
             // Removals before additions, as diff(1) shows a replaced line.
             out.push(line("remove", &a[i]));
             i += 1;
@@ -126,10 +114,7 @@ mod tests {
     }
 
     fn ops(d: &[DiffLine]) -> String {
-        d.iter()
-            .map(|l| format!("{}{}", &l.op[..1], l.text))
-            .collect::<Vec<_>>()
-            .join(" ")
+        d.iter().map(|l| format!("{}{}", &l.op[..1], l.text)).collect::<Vec<_>>().join(" ")
     }
 
     #[test]
@@ -149,8 +134,6 @@ mod tests {
         let new: Vec<String> = (0..2000).map(|i| format!("n{i}")).collect();
         let d = diff(&old, &new);
         assert_eq!(d.len(), 4000);
-        assert!(
-            d[..2000].iter().all(|l| l.op == "remove") && d[2000..].iter().all(|l| l.op == "add")
-        );
+        assert!(d[..2000].iter().all(|l| l.op == "remove") && d[2000..].iter().all(|l| l.op == "add"));
     }
 }

@@ -220,10 +220,8 @@ fn parse_json_dtab(body: &[u8]) -> Result<Dtab, AdminError> {
 
 fn authorize(s: &AdminState, headers: &HeaderMap) -> Result<(), AdminError> {
     let Some(token) = &s.token else { return Ok(()) };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    let given =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     match given {
         Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
         _ => Err(AdminError::Unauthorized),
@@ -241,7 +239,9 @@ pub enum AdminError {
     UnknownRouter(String),
     BadDtab(ParseError),
     BadRequest(String),
-    Stale { current: String },
+    Stale {
+        current: String,
+    },
     /// The router's shared dtab store could not be written.
     StoreUnavailable(String),
     Unauthorized,

@@ -17,10 +17,7 @@ const SCRIPT: &str = include_str!("assets/dashboard.js");
 const STYLE: &str = include_str!("assets/dashboard.css");
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 /// The no-script snapshot: each router's dtab and bound clients.
@@ -51,20 +48,9 @@ fn snapshot_html(s: &AdminState) -> String {
 
 /// `GET /` and `GET /delegator`: the dashboard page (the script picks the tab from the path or `#fragment`).
 pub async fn index(State(s): State<Arc<AdminState>>) -> Response {
-    let title = s
-        .routers
-        .iter()
-        .map(|r| escape(&r.label))
-        .collect::<Vec<_>>()
-        .join(" · ");
-    let page = PAGE
-        .replace("{{TITLE}}", &title)
-        .replace("{{NOSCRIPT}}", &snapshot_html(&s));
-    (
-        [(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"))],
-        Html(page),
-    )
-        .into_response()
+    let title = s.routers.iter().map(|r| escape(&r.label)).collect::<Vec<_>>().join(" · ");
+    let page = PAGE.replace("{{TITLE}}", &title).replace("{{NOSCRIPT}}", &snapshot_html(&s));
+    ([(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"))], Html(page)).into_response()
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {

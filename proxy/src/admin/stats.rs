@@ -49,10 +49,7 @@ struct RouterStats {
 }
 
 fn label<'a>(m: &'a Metric, name: &str) -> &'a str {
-    m.get_label()
-        .iter()
-        .find(|l| l.name() == name)
-        .map_or("", |l| l.value())
+    m.get_label().iter().find(|l| l.name() == name).map_or("", |l| l.value())
 }
 
 /// Which series a family feeds: `service` for route families, `client` for client families.
@@ -88,10 +85,7 @@ fn fold(family: &MetricFamily, routers: &mut BTreeMap<String, RouterStats>) {
             "requests_total" => series.requests = m.get_counter().get_value() as u64,
             "responses_total" => {
                 let n = m.get_counter().get_value() as u64;
-                *series
-                    .status
-                    .entry(label(m, "status_code").to_string())
-                    .or_default() += n;
+                *series.status.entry(label(m, "status_code").to_string()).or_default() += n;
                 if label(m, "classification") == "failure" {
                     series.failure += n;
                 } else {
@@ -100,11 +94,7 @@ fn fold(family: &MetricFamily, routers: &mut BTreeMap<String, RouterStats>) {
             }
             "response_latency_seconds" => {
                 let h = m.get_histogram();
-                series.latency_buckets = h
-                    .get_bucket()
-                    .iter()
-                    .map(|b| b.cumulative_count())
-                    .collect();
+                series.latency_buckets = h.get_bucket().iter().map(|b| b.cumulative_count()).collect();
                 series.latency_count = h.get_sample_count();
                 series.latency_sum = h.get_sample_sum();
             }
@@ -121,14 +111,9 @@ fn fold_router(family: &MetricFamily, routers: &mut BTreeMap<String, RouterStats
         };
         match family.name() {
             "switchyard_server_requests_total" => r.requests = m.get_counter().get_value() as u64,
-            "switchyard_server_connections_open" => {
-                r.connections_open = m.get_gauge().get_value() as i64
-            }
+            "switchyard_server_connections_open" => r.connections_open = m.get_gauge().get_value() as i64,
             "switchyard_proxy_errors_total" => {
-                r.proxy_errors.insert(
-                    label(m, "reason").to_string(),
-                    m.get_counter().get_value() as u64,
-                );
+                r.proxy_errors.insert(label(m, "reason").to_string(), m.get_counter().get_value() as u64);
             }
             _ => {}
         }
@@ -160,11 +145,7 @@ fn clients_json(router: &Router, stats: &mut RouterStats) -> Vec<Value> {
             .iter()
             .map(|(ep, weight)| {
                 // "dead": failure accrual took it out of rotation until its backoff ends.
-                let state = if ep.health.available(now) {
-                    "active"
-                } else {
-                    "dead"
-                };
+                let state = if ep.health.available(now) { "active" } else { "dead" };
                 json!({
                     "addr": ep.addr.to_string(),
                     "weight": weight,
@@ -187,11 +168,7 @@ fn clients_json(router: &Router, stats: &mut RouterStats) -> Vec<Value> {
 
 fn router_json(router: &Router, mut stats: RouterStats) -> Value {
     let table = router.table();
-    let services: Vec<_> = stats
-        .services
-        .iter()
-        .map(|(n, s)| series_json(n, s))
-        .collect();
+    let services: Vec<_> = stats.services.iter().map(|(n, s)| series_json(n, s)).collect();
     let clients = clients_json(router, &mut stats);
     json!({
         "label": &*router.label,
@@ -209,22 +186,14 @@ fn router_json(router: &Router, mut stats: RouterStats) -> Value {
 
 /// The dashboard's snapshot of everything, as JSON.
 pub fn snapshot(s: &AdminState) -> Value {
-    let mut routers: BTreeMap<String, RouterStats> = s
-        .routers
-        .iter()
-        .map(|r| (r.label.to_string(), RouterStats::default()))
-        .collect();
+    let mut routers: BTreeMap<String, RouterStats> =
+        s.routers.iter().map(|r| (r.label.to_string(), RouterStats::default())).collect();
     for family in s.metrics.gather() {
         fold(&family, &mut routers);
     }
-    let routers: Vec<_> = s
-        .routers
-        .iter()
-        .map(|r| router_json(r, routers.remove(&*r.label).unwrap_or_default()))
-        .collect();
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let routers: Vec<_> =
+        s.routers.iter().map(|r| router_json(r, routers.remove(&*r.label).unwrap_or_default())).collect();
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     json!({
         "timeMs": now_ms,
         "version": env!("CARGO_PKG_VERSION"),

@@ -52,11 +52,7 @@ pub struct AdminConfig {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig {
-            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            port: 9990,
-            token: None,
-        }
+        AdminConfig { ip: IpAddr::V4(Ipv4Addr::LOCALHOST), port: 9990, token: None }
     }
 }
 
@@ -468,8 +464,5 @@ fn connection_pool<S: Serializer>(idle_timeout_ms: &u64, s: S) -> Result<S::Ok, 
     struct Pool {
         idle_time_ms: u64,
     }
-    Pool {
-        idle_time_ms: *idle_timeout_ms,
-    }
-    .serialize(s)
+    Pool { idle_time_ms: *idle_timeout_ms }.serialize(s)
 }

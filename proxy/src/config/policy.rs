@@ -36,7 +36,9 @@ impl Default for LoadBalancer {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "camelCase")]
 pub enum Backoff {
-    Constant { ms: u64 },
+    Constant {
+        ms: u64,
+    },
     /// Exponential from `min_ms`, capped at `max_ms`, each step a random point in [min, current].
     Jittered {
         #[serde(rename = "minMs")]
@@ -76,7 +78,10 @@ pub enum FailureAccrual {
 
 impl Default for FailureAccrual {
     fn default() -> Self {
-        FailureAccrual::ConsecutiveFailures { failures: 5, backoff: Backoff::Jittered { min_ms: 5_000, max_ms: 300_000 } }
+        FailureAccrual::ConsecutiveFailures {
+            failures: 5,
+            backoff: Backoff::Jittered { min_ms: 5_000, max_ms: 300_000 },
+        }
     }
 }
 

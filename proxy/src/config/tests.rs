@@ -80,18 +80,12 @@ fn loaded(text: &str) -> Loaded {
 
 /// Errors as `line:column key` strings, the part tests pin exactly.
 fn places(errors: &[Diagnostic]) -> Vec<String> {
-    errors
-        .iter()
-        .map(|e| format!("{}:{} {}", e.line, e.column, e.key))
-        .collect()
+    errors.iter().map(|e| format!("{}:{} {}", e.line, e.column, e.key)).collect()
 }
 
 /// The character of `text` at a 1-based line and column.
 fn char_at(text: &str, line: usize, column: usize) -> Option<char> {
-    text.lines()
-        .nth(line.checked_sub(1)?)?
-        .chars()
-        .nth(column.checked_sub(1)?)
+    text.lines().nth(line.checked_sub(1)?)?.chars().nth(column.checked_sub(1)?)
 }
 
 fn ip(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
@@ -103,48 +97,22 @@ fn original_ingress_config_runs_as_written() {
     let loaded = loaded(ORIGINAL_INGRESS);
     assert_eq!(loaded.warnings, vec![]);
     let config = loaded.config;
-    assert_eq!(
-        config.admin,
-        AdminConfig {
-            ip: ip(127, 0, 0, 1),
-            port: 9990,
-            token: None
-        }
-    );
+    assert_eq!(config.admin, AdminConfig { ip: ip(127, 0, 0, 1), port: 9990, token: None });
     assert_eq!(config.namers, vec![]);
     let router = &config.routers[0];
     assert_eq!(router.protocol, Protocol::Http);
     assert_eq!(router.label, "incoming-forex-exchange-rate");
     assert!(router.legacy_base_dtab);
     // baseDtab brings the pre-0.9 defaults with it.
-    assert_eq!(
-        router.identifiers,
-        vec![IdentifierConfig::MethodAndHost {
-            http_uri_in_dst: false
-        }]
-    );
+    assert_eq!(router.identifiers, vec![IdentifierConfig::MethodAndHost { http_uri_in_dst: false }]);
     assert_eq!(router.dst_prefix, path("/http"));
-    assert_eq!(
-        router.dtab,
-        dtab("/local => /$/inet/127.1/80;\n/http/1.1/*/* => /local;\n")
-    );
+    assert_eq!(router.dtab, dtab("/local => /$/inet/127.1/80;\n/http/1.1/*/* => /local;\n"));
     assert_eq!(
         router.servers,
-        vec![ServerConfig {
-            ip: ip(0, 0, 0, 0),
-            port: 4140,
-            clear_context: true,
-            max_concurrent_requests: None,
-        }]
+        vec![ServerConfig { ip: ip(0, 0, 0, 0), port: 4140, clear_context: true, max_concurrent_requests: None }]
     );
     assert_eq!(router.client, ClientConfig::default());
-    assert_eq!(
-        router.service,
-        ServiceConfig {
-            total_timeout_ms: None,
-            ..ServiceConfig::default()
-        }
-    );
+    assert_eq!(router.service, ServiceConfig { total_timeout_ms: None, ..ServiceConfig::default() });
 }
 
 #[test]
@@ -154,47 +122,23 @@ fn modern_config_loads_every_setting() {
     let config = loaded.config;
     assert_eq!(config.admin.ip, ip(127, 0, 2, 1));
     assert_eq!(config.admin.token.as_deref(), Some("s3cret"));
-    let fs = FsNamerConfig {
-        prefix: path("/io.l5d.fs"),
-        root_dir: "/var/run/switchyard/disco".into(),
-    };
+    let fs = FsNamerConfig { prefix: path("/io.l5d.fs"), root_dir: "/var/run/switchyard/disco".into() };
     assert_eq!(config.namers, vec![NamerConfig::Fs(fs)]);
 
-    let [ingress, egress] = &config.routers[..] else {
-        panic!("two routers expected")
-    };
-    assert_eq!(
-        (ingress.label.as_str(), egress.label.as_str()),
-        ("ingress", "egress")
-    );
+    let [ingress, egress] = &config.routers[..] else { panic!("two routers expected") };
+    assert_eq!((ingress.label.as_str(), egress.label.as_str()), ("ingress", "egress"));
     assert!(!ingress.legacy_base_dtab);
-    assert_eq!(
-        ingress.identifiers,
-        vec![IdentifierConfig::HeaderToken {
-            header: http::header::HOST
-        }]
-    );
+    assert_eq!(ingress.identifiers, vec![IdentifierConfig::HeaderToken { header: http::header::HOST }]);
     assert_eq!(ingress.dst_prefix, path("/svc"));
     assert_eq!(ingress.dtab, dtab("/svc => /$/inet/127.0.2.1/8080;"));
 
     assert_eq!(egress.protocol, Protocol::H2);
-    assert_eq!(
-        egress.identifiers,
-        vec![IdentifierConfig::Path {
-            segments: 2,
-            consume: true
-        }]
-    );
+    assert_eq!(egress.identifiers, vec![IdentifierConfig::Path { segments: 2, consume: true }]);
     assert_eq!(egress.dst_prefix, path("/out"));
     assert_eq!(egress.dtab, dtab("/out => /#/io.l5d.fs;"));
     assert_eq!(
         egress.servers,
-        vec![ServerConfig {
-            ip: ip(127, 0, 2, 1),
-            port: 4141,
-            clear_context: false,
-            max_concurrent_requests: None,
-        }]
+        vec![ServerConfig { ip: ip(127, 0, 2, 1), port: 4141, clear_context: false, max_concurrent_requests: None }]
     );
     let client = ClientConfig {
         connect_timeout_ms: 250,
@@ -203,13 +147,7 @@ fn modern_config_loads_every_setting() {
         ..ClientConfig::default()
     };
     assert_eq!(egress.client, client);
-    assert_eq!(
-        egress.service,
-        ServiceConfig {
-            total_timeout_ms: Some(2500),
-            ..ServiceConfig::default()
-        }
-    );
+    assert_eq!(egress.service, ServiceConfig { total_timeout_ms: Some(2500), ..ServiceConfig::default() });
 }
 
 #[test]
@@ -218,12 +156,7 @@ fn minimal_router_gets_the_documented_defaults() {
     assert_eq!(config.admin, AdminConfig::default());
     let router = &config.routers[0];
     assert_eq!(router.label, "h2");
-    assert_eq!(
-        router.identifiers,
-        vec![IdentifierConfig::HeaderToken {
-            header: http::header::HOST
-        }]
-    );
+    assert_eq!(router.identifiers, vec![IdentifierConfig::HeaderToken { header: http::header::HOST }]);
     assert_eq!(router.dst_prefix, path("/svc"));
     assert_eq!(router.dtab, dtab(""));
     assert!(!router.legacy_base_dtab);
@@ -256,19 +189,10 @@ routers:
 ";
     let identifiers = &loaded(text).config.routers[0].identifiers;
     let expected = vec![
-        IdentifierConfig::Header {
-            header: http::HeaderName::from_static("l5d-name"),
-        },
-        IdentifierConfig::Path {
-            segments: 1,
-            consume: false,
-        },
-        IdentifierConfig::MethodAndHost {
-            http_uri_in_dst: true,
-        },
-        IdentifierConfig::HeaderToken {
-            header: http::HeaderName::from_static("x-service"),
-        },
+        IdentifierConfig::Header { header: http::HeaderName::from_static("l5d-name") },
+        IdentifierConfig::Path { segments: 1, consume: false },
+        IdentifierConfig::MethodAndHost { http_uri_in_dst: true },
+        IdentifierConfig::HeaderToken { header: http::HeaderName::from_static("x-service") },
     ];
     assert_eq!(identifiers, &expected);
 }
@@ -277,12 +201,7 @@ routers:
 fn example_config_is_valid_and_clean() {
     let loaded = loaded(example());
     assert_eq!(loaded.warnings, vec![]);
-    let labels: Vec<_> = loaded
-        .config
-        .routers
-        .iter()
-        .map(|r| r.label.as_str())
-        .collect();
+    let labels: Vec<_> = loaded.config.routers.iter().map(|r| r.label.as_str()).collect();
     assert_eq!(labels, ["ingress", "egress"]);
 }
 
@@ -290,16 +209,8 @@ fn example_config_is_valid_and_clean() {
 fn yaml_syntax_error_has_scanner_position() {
     let errors = errors("admin:\n  port: 9990\n routers: [\n");
     assert_eq!(errors.len(), 1);
-    assert!(
-        errors[0].message.starts_with("YAML syntax error"),
-        "{}",
-        errors[0]
-    );
-    assert!(
-        errors[0].message.contains("did not find expected key"),
-        "{}",
-        errors[0]
-    );
+    assert!(errors[0].message.starts_with("YAML syntax error"), "{}", errors[0]);
+    assert!(errors[0].message.contains("did not find expected key"), "{}", errors[0]);
     // ` routers` is indented one space too many.
     assert_eq!((errors[0].line, errors[0].column), (3, 2));
 }
@@ -356,23 +267,10 @@ routers:
         "14:29 routers[0].service.totalTimeoutMs",
     ];
     assert_eq!(places(&errors), expected);
-    assert_eq!(
-        errors[0].message,
-        "expected an IP address, found \"300.1.1.1\""
-    );
-    assert_eq!(
-        errors[6].message,
-        "expected a positive number of milliseconds, found \"-5\""
-    );
-    assert_eq!(
-        errors[8].message,
-        "expected a positive number of milliseconds, found a list"
-    );
-    assert!(
-        errors[3].message.starts_with("invalid path"),
-        "{}",
-        errors[3]
-    );
+    assert_eq!(errors[0].message, "expected an IP address, found \"300.1.1.1\"");
+    assert_eq!(errors[6].message, "expected a positive number of milliseconds, found \"-5\"");
+    assert_eq!(errors[8].message, "expected a positive number of milliseconds, found a list");
+    assert!(errors[3].message.starts_with("invalid path"), "{}", errors[3]);
 }
 
 #[test]
@@ -398,14 +296,8 @@ routers:
             "9:18 routers[0].client.kind"
         ]
     );
-    assert_eq!(
-        errors[0].message,
-        "unknown namer kind \"io.l5d.k8s\"; known: io.l5d.fs, io.l5d.consul"
-    );
-    assert_eq!(
-        errors[1].message,
-        "unknown protocol \"thrift\"; known: http, h2"
-    );
+    assert_eq!(errors[0].message, "unknown namer kind \"io.l5d.k8s\"; known: io.l5d.fs, io.l5d.consul");
+    assert_eq!(errors[1].message, "unknown protocol \"thrift\"; known: http, h2");
     assert_eq!(
         errors[2].message,
         "unknown identifier kind \"io.l5d.static\"; known: io.l5d.header.token, io.l5d.methodAndHost, io.l5d.path, io.l5d.header"
@@ -441,10 +333,7 @@ fn empty_file_and_empty_lists_are_errors() {
     assert_eq!(places(&errors("# just a comment\n")), ["1:1 routers"]);
     assert_eq!(places(&errors("routers: []\n")), ["1:10 routers"]);
     let errors = errors("routers:\n- protocol: http\n  servers: []\n  identifier: []\n");
-    assert_eq!(
-        places(&errors),
-        ["3:12 routers[0].servers", "4:15 routers[0].identifier"]
-    );
+    assert_eq!(places(&errors), ["3:12 routers[0].servers", "4:15 routers[0].identifier"]);
     assert_eq!(errors[0].message, "expected at least one server");
 }
 
@@ -474,18 +363,8 @@ routers:
 ";
     let errors = errors(text);
     // The second router's label defaults to `http`, so the error sits on its map.
-    assert_eq!(
-        places(&errors),
-        [
-            "4:3 routers[1].label",
-            "7:10 routers[2].label",
-            "10:10 routers[3].label"
-        ]
-    );
-    assert_eq!(
-        errors[0].message,
-        "router label `http` is already used by routers[0]; labels must be unique"
-    );
+    assert_eq!(places(&errors), ["4:3 routers[1].label", "7:10 routers[2].label", "10:10 routers[3].label"]);
+    assert_eq!(errors[0].message, "router label `http` is already used by routers[0]; labels must be unique");
 }
 
 #[test]
@@ -506,35 +385,22 @@ routers:
   - {ip: 127.0.0.3, port: 4141}
 ";
     let errors = errors(text);
-    assert_eq!(
-        places(&errors),
-        ["7:5 routers[0].servers[1]", "11:5 routers[1].servers[0]"]
-    );
-    assert_eq!(
-        errors[0].message,
-        "127.0.0.1:9990 is already bound by admin"
-    );
-    assert_eq!(
-        errors[1].message,
-        "127.0.0.1:4140 is already bound by routers[0].servers[0]"
-    );
+    assert_eq!(places(&errors), ["7:5 routers[0].servers[1]", "11:5 routers[1].servers[0]"]);
+    assert_eq!(errors[0].message, "127.0.0.1:9990 is already bound by admin");
+    assert_eq!(errors[1].message, "127.0.0.1:4140 is already bound by routers[0].servers[0]");
 }
 
 #[test]
 fn duplicate_keys_are_errors() {
     let text = "admin:\n  port: 9990\n  port: 9991\nrouters:\n- protocol: http\n  servers: [{}]\n  protocol: h2\n";
     let errors = errors(text);
-    assert_eq!(
-        places(&errors),
-        ["3:3 admin.port", "7:3 routers[0].protocol"]
-    );
+    assert_eq!(places(&errors), ["3:3 admin.port", "7:3 routers[0].protocol"]);
     assert_eq!(errors[0].message, "duplicate key `port` (first set at 2:3)");
 }
 
 #[test]
 fn dtab_and_base_dtab_together_is_an_error() {
-    let text =
-        "routers:\n- protocol: http\n  dtab: /a => /b;\n  baseDtab: /a => /c;\n  servers: [{}]\n";
+    let text = "routers:\n- protocol: http\n  dtab: /a => /b;\n  baseDtab: /a => /c;\n  servers: [{}]\n";
     let errors = errors(text);
     assert_eq!(places(&errors), ["4:3 routers[0].baseDtab"]);
 }
@@ -543,9 +409,7 @@ fn dtab_and_base_dtab_together_is_an_error() {
 fn anchors_and_extra_documents_are_rejected_clearly() {
     let errors = errors("routers:\n- &r {protocol: http, servers: [{}]}\n- *r\n");
     assert_eq!(places(&errors), ["2:3 routers[0]"]);
-    assert!(errors[0]
-        .message
-        .contains("anchors and aliases are not supported"));
+    assert!(errors[0].message.contains("anchors and aliases are not supported"));
     let errors = self::errors("routers: []\n---\nrouters: []\n");
     assert_eq!(places(&errors), ["2:1 "]);
     assert_eq!(errors[0].message, "only one YAML document is allowed here");
@@ -566,11 +430,7 @@ fn hostile_nesting_is_an_error_not_a_crash() {
     let text = format!("routers: {}{}\n", "[".repeat(10_000), "]".repeat(10_000));
     let errors = self::errors(&text);
     assert_eq!(errors.len(), 1);
-    assert!(
-        errors[0].message.starts_with("YAML syntax error"),
-        "{}",
-        errors[0]
-    );
+    assert!(errors[0].message.starts_with("YAML syntax error"), "{}", errors[0]);
 }
 
 /// Where a dtab error lands in the file must be the same character the dtab parser blamed.
@@ -582,11 +442,7 @@ fn assert_dtab_error_maps(text: &str, dtab_text: &str) -> Diagnostic {
     assert!(error.message.starts_with("invalid dtab: "), "{error}");
     assert!(error.message.ends_with(&parse_error.message), "{error}");
     let blamed = char_at(dtab_text, parse_error.line, parse_error.column);
-    assert_eq!(
-        char_at(text, error.line, error.column),
-        blamed,
-        "{error} vs {parse_error:?}"
-    );
+    assert_eq!(char_at(text, error.line, error.column), blamed, "{error} vs {parse_error:?}");
     error
 }
 
@@ -605,10 +461,7 @@ routers:
     let error = assert_dtab_error_maps(text, dtab_text);
     let parse_error = Dtab::parse(dtab_text).expect_err("invalid");
     // Block starts on line 3 (`dtab: |`) and is indented by 4.
-    assert_eq!(
-        (error.line, error.column),
-        (3 + parse_error.line, 4 + parse_error.column)
-    );
+    assert_eq!((error.line, error.column), (3 + parse_error.line, 4 + parse_error.column));
     assert_eq!(error.key, "routers[0].dtab");
     // The `o` of `oops`, which the dtab parser blames.
     assert_eq!((error.line, error.column), (6, 5));
@@ -619,16 +472,14 @@ fn dtab_error_in_plain_and_quoted_scalars_maps_to_offset_in_line() {
     let plain = "routers:\n- protocol: http\n  dtab: /svc => /a; /svc => oops\n  servers: [{}]\n";
     let error = assert_dtab_error_maps(plain, "/svc => /a; /svc => oops");
     assert_eq!((error.line, error.column), (3, 29));
-    let quoted =
-        "routers:\n- protocol: http\n  dtab: '/svc => /a; /svc => oops'\n  servers: [{}]\n";
+    let quoted = "routers:\n- protocol: http\n  dtab: '/svc => /a; /svc => oops'\n  servers: [{}]\n";
     let error = assert_dtab_error_maps(quoted, "/svc => /a; /svc => oops");
     assert_eq!((error.line, error.column), (3, 30));
     let doubled = "routers:\n- protocol: http\n  dtab: \"/svc => /a;;\"\n  servers: [{}]\n";
     let error = assert_dtab_error_maps(doubled, "/svc => /a;;");
     assert_eq!((error.line, error.column), (3, 21));
     // A plain scalar folded over two lines still points into the second line.
-    let folded =
-        "routers:\n- protocol: http\n  dtab: /svc => /a;\n    /svc => oops\n  servers: [{}]\n";
+    let folded = "routers:\n- protocol: http\n  dtab: /svc => /a;\n    /svc => oops\n  servers: [{}]\n";
     let error = assert_dtab_error_maps(folded, "/svc => /a; /svc => oops");
     assert_eq!((error.line, error.column), (4, 13));
 }
@@ -636,11 +487,7 @@ fn dtab_error_in_plain_and_quoted_scalars_maps_to_offset_in_line() {
 #[test]
 fn locate_maps_value_offsets_through_block_indentation_and_quotes() {
     let text = "a: |\n    xy\n    zw\nb: 'p''q'\n";
-    let Some(yaml::Node {
-        kind: yaml::Kind::Map(entries),
-        ..
-    }) = yaml::parse(text).expect("valid yaml")
-    else {
+    let Some(yaml::Node { kind: yaml::Kind::Map(entries), .. }) = yaml::parse(text).expect("valid yaml") else {
         panic!("expected a map");
     };
     let block = &entries[0].1;
@@ -671,15 +518,7 @@ routers:
 ";
     let errors = errors(text);
     let keys: Vec<_> = errors.iter().map(|e| e.key.as_str()).collect();
-    assert_eq!(
-        keys,
-        [
-            "admin.port",
-            "namers[0].rootDir",
-            "routers[0].dtab",
-            "routers[0].servers[0].ip"
-        ]
-    );
+    assert_eq!(keys, ["admin.port", "namers[0].rootDir", "routers[0].dtab", "routers[0].servers[0].ip"]);
     let lines: Vec<_> = errors.iter().map(|e| e.line).collect();
     assert_eq!(lines, [2, 4, 7, 10]);
 }
@@ -706,11 +545,7 @@ telemetry:
 ";
     let loaded = loaded(text);
     assert_eq!(loaded.config.routers[0].label, "http");
-    let places: Vec<_> = loaded
-        .warnings
-        .iter()
-        .map(|w| format!("{}:{} {}", w.line, w.column, w.key))
-        .collect();
+    let places: Vec<_> = loaded.warnings.iter().map(|w| format!("{}:{} {}", w.line, w.column, w.key)).collect();
     let expected = [
         "3:3 admin.httpInterfaceWhitelist",
         "7:3 namers[0].experimental",
@@ -720,13 +555,8 @@ telemetry:
         "15:1 telemetry",
     ];
     assert_eq!(places, expected);
-    assert_eq!(
-        loaded.warnings[1].message,
-        "`experimental` is a linkerd option switchyard does not implement; ignored"
-    );
-    assert!(loaded.warnings[4]
-        .message
-        .starts_with("unknown key `lable` ignored (known here: protocol, label,"));
+    assert_eq!(loaded.warnings[1].message, "`experimental` is a linkerd option switchyard does not implement; ignored");
+    assert!(loaded.warnings[4].message.starts_with("unknown key `lable` ignored (known here: protocol, label,"));
 }
 
 /// Adds `extra`'s keys into `into`, recursively.
@@ -790,9 +620,7 @@ fn effective_config_serialises_in_linkerd_shape() {
         merge(router, &defaults);
     }
     assert_eq!(json, expected);
-    assert!(!serde_json::to_string(&config)
-        .unwrap_or_default()
-        .contains("s3cret"));
+    assert!(!serde_json::to_string(&config).unwrap_or_default().contains("s3cret"));
 }
 
 #[test]
@@ -800,21 +628,13 @@ fn load_file_reads_files_and_reports_io_errors_at_zero() {
     let missing = std::path::Path::new("/nonexistent/switchyard/config.yaml");
     let errors = load_file(missing).expect_err("missing file");
     assert_eq!((errors[0].line, errors[0].column, errors.len()), (0, 0, 1));
-    assert!(errors[0]
-        .to_string()
-        .starts_with("0:0: cannot read /nonexistent/switchyard/config.yaml"));
+    assert!(errors[0].to_string().starts_with("0:0: cannot read /nonexistent/switchyard/config.yaml"));
 
-    let file = std::env::temp_dir().join(format!(
-        "switchyard-config-test-{}.yaml",
-        std::process::id()
-    ));
+    let file = std::env::temp_dir().join(format!("switchyard-config-test-{}.yaml", std::process::id()));
     std::fs::write(&file, ORIGINAL_INGRESS).expect("temp file writable");
     let result = load_file(&file);
     let _ = std::fs::remove_file(&file);
-    assert_eq!(
-        result.map(|l| l.config),
-        load(ORIGINAL_INGRESS).map(|l| l.config)
-    );
+    assert_eq!(result.map(|l| l.config), load(ORIGINAL_INGRESS).map(|l| l.config));
 }
 
 #[test]

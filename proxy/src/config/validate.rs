@@ -14,22 +14,16 @@ use switchyard_dtab::{Dtab, ParseError, Path, Prefix};
 use super::yaml::{self, Kind, Node, Pos};
 
 mod consul;
-use super::{
-    AdminConfig, ClientConfig, Config, Diagnostic, FsNamerConfig, IdentifierConfig, Loaded,
-    NamerConfig, Protocol, RouterConfig, ServerConfig, ServiceConfig,
-};
 use super::policy::{
-    Backoff, Classifier, ClientParams, FailureAccrual, LoadBalancer, Override, Retries, RetryBudget,
-    ServiceParams,
+    Backoff, Classifier, ClientParams, FailureAccrual, LoadBalancer, Override, Retries, RetryBudget, ServiceParams,
+};
+use super::{
+    AdminConfig, ClientConfig, Config, Diagnostic, FsNamerConfig, IdentifierConfig, Loaded, NamerConfig, Protocol,
+    RouterConfig, ServerConfig, ServiceConfig,
 };
 
 const NAMER_KINDS: &[&str] = &["io.l5d.fs", "io.l5d.consul"];
-const IDENTIFIER_KINDS: &[&str] = &[
-    "io.l5d.header.token",
-    "io.l5d.methodAndHost",
-    "io.l5d.path",
-    "io.l5d.header",
-];
+const IDENTIFIER_KINDS: &[&str] = &["io.l5d.header.token", "io.l5d.methodAndHost", "io.l5d.path", "io.l5d.header"];
 const CLIENT_KINDS: &[&str] = &["io.l5d.global", "io.l5d.static"];
 const LB_KINDS: &[&str] = &["ewma", "p2c", "roundRobin"];
 const ACCRUAL_KINDS: &[&str] = &["io.l5d.consecutiveFailures", "io.l5d.successRate", "none"];
@@ -41,13 +35,7 @@ const PROTOCOLS: &[&str] = &["http", "h2"];
 const TOP: &[&str] = &["admin", "namers", "routers"];
 const TOP_LINKERD: &[&str] = &["telemetry", "usage"];
 const ADMIN: &[&str] = &["ip", "port", "token"];
-const ADMIN_LINKERD: &[&str] = &[
-    "httpInterfaceWhitelist",
-    "socketOptions",
-    "shutdownGraceMs",
-    "workerThreads",
-    "tls",
-];
+const ADMIN_LINKERD: &[&str] = &["httpInterfaceWhitelist", "socketOptions", "shutdownGraceMs", "workerThreads", "tls"];
 const FS_NAMER: &[&str] = &["kind", "prefix", "rootDir"];
 const NAMER_LINKERD: &[&str] = &["experimental", "transformers"];
 const ROUTER: &[&str] = &[
@@ -109,11 +97,7 @@ const CLIENT: &[&str] = &[
 ];
 const CLIENT_OVERRIDE: &[&str] =
     &["prefix", "requestAttemptTimeoutMs", "hostConnectionPool", "loadBalancer", "failureAccrual"];
-const CLIENT_LINKERD: &[&str] = &[
-    "tls",
-    "socketOptions",
-    "clientSession",
-];
+const CLIENT_LINKERD: &[&str] = &["tls", "socketOptions", "clientSession"];
 const POOL: &[&str] = &["idleTimeMs", "maxSize"];
 const POOL_LINKERD: &[&str] = &["minSize", "maxWaiters"];
 const SERVICE: &[&str] = &["kind", "totalTimeoutMs", "responseClassifier", "retries", "configs"];
@@ -129,15 +113,8 @@ const MS: &str = "a positive number of milliseconds";
 
 /// Validates the document (`None` for an empty file) and builds the config.
 pub(crate) fn config(text: &str, root: Option<Node>) -> Result<Loaded, Vec<Diagnostic>> {
-    let root = root.unwrap_or_else(|| Node {
-        pos: Pos {
-            line: 1,
-            column: 1,
-            index: 0,
-        },
-        end: 0,
-        kind: Kind::Map(Vec::new()),
-    });
+    let root =
+        root.unwrap_or_else(|| Node { pos: Pos { line: 1, column: 1, index: 0 }, end: 0, kind: Kind::Map(Vec::new()) });
     let mut check = Checker {
         text,
         errors: Vec::new(),
@@ -151,10 +128,7 @@ pub(crate) fn config(text: &str, root: Option<Node>) -> Result<Loaded, Vec<Diagn
     check.errors.sort_by_key(by_position);
     check.warnings.sort_by_key(by_position);
     if check.errors.is_empty() {
-        Ok(Loaded {
-            config,
-            warnings: check.warnings,
-        })
+        Ok(Loaded { config, warnings: check.warnings })
     } else {
         Err(check.errors)
     }
@@ -189,11 +163,7 @@ struct Entry<'n> {
 
 impl<'n> Fields<'n> {
     fn empty(path: &str, pos: Pos) -> Fields<'n> {
-        Fields {
-            path: path.to_string(),
-            pos,
-            entries: Vec::new(),
-        }
+        Fields { path: path.to_string(), pos, entries: Vec::new() }
     }
 
     /// The value under `key`, marking it understood. Duplicates were reported already.
@@ -216,10 +186,7 @@ impl<'n> Fields<'n> {
     }
 
     fn key_pos(&self, key: &str) -> Option<Pos> {
-        self.entries
-            .iter()
-            .find(|e| e.key == key)
-            .map(|e| e.key_pos)
+        self.entries.iter().find(|e| e.key == key).map(|e| e.key_pos)
     }
 }
 
@@ -234,22 +201,12 @@ fn join(path: &str, key: &str) -> String {
 impl Checker<'_> {
     fn error(&mut self, pos: Pos, key: &str, message: String) {
         let (line, column, key) = (pos.line, pos.column, key.to_string());
-        self.errors.push(Diagnostic {
-            line,
-            column,
-            key,
-            message,
-        });
+        self.errors.push(Diagnostic { line, column, key, message });
     }
 
     fn warn(&mut self, pos: Pos, key: &str, message: String) {
         let (line, column, key) = (pos.line, pos.column, key.to_string());
-        self.warnings.push(Diagnostic {
-            line,
-            column,
-            key,
-            message,
-        });
+        self.warnings.push(Diagnostic { line, column, key, message });
     }
 
     /// Opens a map for reading, reporting a non-map, non-string keys and duplicate keys.
@@ -259,36 +216,20 @@ impl Checker<'_> {
             Kind::Map(entries) => entries,
             _ if node.is_null() => return fields,
             _ => {
-                self.error(
-                    node.pos,
-                    path,
-                    format!("expected a map, found {}", node.describe()),
-                );
+                self.error(node.pos, path, format!("expected a map, found {}", node.describe()));
                 return fields;
             }
         };
         for (key, value) in entries {
             let Some(name) = key.text() else {
-                self.error(
-                    key.pos,
-                    path,
-                    format!("expected a key name, found {}", key.describe()),
-                );
+                self.error(key.pos, path, format!("expected a key name, found {}", key.describe()));
                 continue;
             };
             if let Some(first) = fields.key_pos(name) {
-                let message = format!(
-                    "duplicate key `{name}` (first set at {}:{})",
-                    first.line, first.column
-                );
+                let message = format!("duplicate key `{name}` (first set at {}:{})", first.line, first.column);
                 self.error(key.pos, &join(path, name), message);
             }
-            fields.entries.push(Entry {
-                key: name,
-                key_pos: key.pos,
-                value,
-                used: false,
-            });
+            fields.entries.push(Entry { key: name, key_pos: key.pos, value, used: false });
         }
         fields
     }
@@ -298,36 +239,19 @@ impl Checker<'_> {
         for entry in fields.entries.iter().filter(|e| !e.used) {
             let key = join(&fields.path, entry.key);
             let message = if linkerd.contains(&entry.key) {
-                format!(
-                    "`{}` is a linkerd option switchyard does not implement; ignored",
-                    entry.key
-                )
+                format!("`{}` is a linkerd option switchyard does not implement; ignored", entry.key)
             } else {
-                format!(
-                    "unknown key `{}` ignored (known here: {})",
-                    entry.key,
-                    known.join(", ")
-                )
+                format!("unknown key `{}` ignored (known here: {})", entry.key, known.join(", "))
             };
             self.warn(entry.key_pos, &key, message);
         }
     }
 
     /// Reads a scalar with `parse`, reporting `expected` and what was found when it fails.
-    fn value<T>(
-        &mut self,
-        node: &Node,
-        key: &str,
-        expected: &str,
-        parse: impl FnOnce(&str) -> Option<T>,
-    ) -> Option<T> {
+    fn value<T>(&mut self, node: &Node, key: &str, expected: &str, parse: impl FnOnce(&str) -> Option<T>) -> Option<T> {
         let parsed = node.text().and_then(parse);
         if parsed.is_none() {
-            self.error(
-                node.pos,
-                key,
-                format!("expected {expected}, found {}", node.describe()),
-            );
+            self.error(node.pos, key, format!("expected {expected}, found {}", node.describe()));
         }
         parsed
     }
@@ -363,31 +287,17 @@ impl Checker<'_> {
     fn required<'n>(&mut self, fields: &mut Fields<'n>, key: &str) -> Option<&'n Node> {
         let node = fields.take_present(key);
         if node.is_none() {
-            self.error(
-                fields.pos,
-                &fields.child(key),
-                format!("missing required key `{key}`"),
-            );
+            self.error(fields.pos, &fields.child(key), format!("missing required key `{key}`"));
         }
         node
     }
 
     /// One of a closed set of names, listing the set when the value is not in it.
-    fn one_of<'a>(
-        &mut self,
-        node: &Node,
-        key: &str,
-        what: &str,
-        known: &[&'a str],
-    ) -> Option<&'a str> {
+    fn one_of<'a>(&mut self, node: &Node, key: &str, what: &str, known: &[&'a str]) -> Option<&'a str> {
         let text = node.text();
         let found = known.iter().copied().find(|k| Some(*k) == text);
         if found.is_none() {
-            let message = format!(
-                "unknown {what} {}; known: {}",
-                node.describe(),
-                known.join(", ")
-            );
+            let message = format!("unknown {what} {}; known: {}", node.describe(), known.join(", "));
             self.error(node.pos, key, message);
         }
         found
@@ -396,17 +306,13 @@ impl Checker<'_> {
     /// A path, with a syntax error pointed at the exact character in the file.
     fn path(&mut self, node: &Node, key: &str) -> Option<Path> {
         let text = self.value(node, key, "a path such as /svc", |t| Some(t.to_string()))?;
-        Path::read(&text)
-            .map_err(|e| self.parse_error(node, key, &text, "invalid path", &e))
-            .ok()
+        Path::read(&text).map_err(|e| self.parse_error(node, key, &text, "invalid path", &e)).ok()
     }
 
     /// A dtab, with a syntax error mapped from the dtab's line/column to the file's.
     fn dtab(&mut self, node: &Node, key: &str) -> Option<Dtab> {
         let text = self.value(node, key, "a dtab", |t| Some(t.to_string()))?;
-        Dtab::parse(&text)
-            .map_err(|e| self.parse_error(node, key, &text, "invalid dtab", &e))
-            .ok()
+        Dtab::parse(&text).map_err(|e| self.parse_error(node, key, &text, "invalid dtab", &e)).ok()
     }
 
     fn parse_error(&mut self, node: &Node, key: &str, value: &str, what: &str, error: &ParseError) {
@@ -417,17 +323,12 @@ impl Checker<'_> {
 
     fn header(&mut self, fields: &mut Fields<'_>, default: &'static str) -> HeaderName {
         let parse = |t: &str| HeaderName::from_bytes(t.as_bytes()).ok();
-        self.optional(fields, "header", "a header name", parse)
-            .unwrap_or_else(|| HeaderName::from_static(default))
+        self.optional(fields, "header", "a header name", parse).unwrap_or_else(|| HeaderName::from_static(default))
     }
 
     /// Records a bound socket, reporting a clash with one bound earlier.
     fn bind(&mut self, addr: SocketAddr, pos: Pos, key: &str) {
-        let clash = self
-            .bindings
-            .iter()
-            .find(|(other, _)| overlaps(*other, addr))
-            .map(|(_, k)| k.clone());
+        let clash = self.bindings.iter().find(|(other, _)| overlaps(*other, addr)).map(|(_, k)| k.clone());
         if let Some(other) = clash {
             self.error(pos, key, format!("{addr} is already bound by {other}"));
         }
@@ -441,8 +342,7 @@ fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
     // Port 0 asks the OS for a free port, so such sockets never clash.
     a.port() != 0
         && a.port() == b.port()
-        && (a.ip() == b.ip()
-            || (a.is_ipv4() == b.is_ipv4() && (a.ip().is_unspecified() || b.ip().is_unspecified())))
+        && (a.ip() == b.ip() || (a.is_ipv4() == b.is_ipv4() && (a.ip().is_unspecified() || b.ip().is_unspecified())))
 }
 
 /// The character offset of a 1-based line and column within `value`, clamped to the line.
@@ -503,16 +403,9 @@ fn parse_string(text: &str) -> Option<String> {
 impl Checker<'_> {
     fn root(&mut self, node: &Node) -> Config {
         if !matches!(node.kind, Kind::Map(_)) {
-            let message = format!(
-                "expected a map with `admin`, `namers` and `routers`, found {}",
-                node.describe()
-            );
+            let message = format!("expected a map with `admin`, `namers` and `routers`, found {}", node.describe());
             self.error(node.pos, "", message);
-            return Config {
-                admin: AdminConfig::default(),
-                namers: Vec::new(),
-                routers: Vec::new(),
-            };
+            return Config { admin: AdminConfig::default(), namers: Vec::new(), routers: Vec::new() };
         }
         let mut fields = self.fields(node, "");
         let admin = self.admin(fields.take_present("admin"), node.pos);
@@ -523,11 +416,7 @@ impl Checker<'_> {
         }
         let routers = self.list(routers, "routers", Self::router);
         self.finish(&fields, TOP, TOP_LINKERD);
-        Config {
-            admin,
-            namers,
-            routers,
-        }
+        Config { admin, namers, routers }
     }
 
     /// Reads each item of a list (null or absent is empty), keeping the ones that read.
@@ -541,11 +430,7 @@ impl Checker<'_> {
             return Vec::new();
         };
         let Kind::Seq(items) = &node.kind else {
-            self.error(
-                node.pos,
-                path,
-                format!("expected a list, found {}", node.describe()),
-            );
+            self.error(node.pos, path, format!("expected a list, found {}", node.describe()));
             return Vec::new();
         };
         let mut out = Vec::new();
@@ -577,18 +462,13 @@ impl Checker<'_> {
         if let (Some(ip), Some(port)) = (ip, port) {
             self.bind(SocketAddr::new(ip, port), node.pos, "admin");
         }
-        AdminConfig {
-            ip: ip.unwrap_or(defaults.ip),
-            port: port.unwrap_or(defaults.port),
-            token,
-        }
+        AdminConfig { ip: ip.unwrap_or(defaults.ip), port: port.unwrap_or(defaults.port), token }
     }
 
     fn namer(&mut self, node: &Node, path: &str) -> Option<NamerConfig> {
         let mut fields = self.fields(node, path);
         let kind = self.required(&mut fields, "kind");
-        let kind =
-            kind.and_then(|k| self.one_of(k, &fields.child("kind"), "namer kind", NAMER_KINDS));
+        let kind = kind.and_then(|k| self.one_of(k, &fields.child("kind"), "namer kind", NAMER_KINDS));
         if kind == Some("io.l5d.consul") {
             return self.consul_namer(fields);
         }
@@ -604,13 +484,9 @@ impl Checker<'_> {
             self.unique_prefix(prefix, &fields);
         }
         let root_dir = self.required(&mut fields, "rootDir");
-        let root_dir = root_dir
-            .and_then(|n| self.value(n, &fields.child("rootDir"), "a directory", parse_string));
+        let root_dir = root_dir.and_then(|n| self.value(n, &fields.child("rootDir"), "a directory", parse_string));
         self.finish(&fields, FS_NAMER, NAMER_LINKERD);
-        Some(NamerConfig::Fs(FsNamerConfig {
-            prefix: prefix?,
-            root_dir: PathBuf::from(root_dir?),
-        }))
+        Some(NamerConfig::Fs(FsNamerConfig { prefix: prefix?, root_dir: PathBuf::from(root_dir?) }))
     }
 
     /// Two namers under one prefix would make `/#/<prefix>` ambiguous.
@@ -627,9 +503,7 @@ impl Checker<'_> {
     fn router(&mut self, node: &Node, path: &str) -> Option<RouterConfig> {
         let mut fields = self.fields(node, path);
         let protocol = self.required(&mut fields, "protocol");
-        let protocol = match protocol
-            .and_then(|p| self.one_of(p, &fields.child("protocol"), "protocol", PROTOCOLS))
-        {
+        let protocol = match protocol.and_then(|p| self.one_of(p, &fields.child("protocol"), "protocol", PROTOCOLS)) {
             Some("h2") => Protocol::H2,
             _ => Protocol::Http,
         };
@@ -637,12 +511,8 @@ impl Checker<'_> {
         let (dtab, legacy_base_dtab) = self.router_dtab(&mut fields);
         let identifiers = match fields.take_present("identifier") {
             Some(node) => self.identifiers(node, &fields.child("identifier")),
-            None if legacy_base_dtab => vec![IdentifierConfig::MethodAndHost {
-                http_uri_in_dst: false,
-            }],
-            None => vec![IdentifierConfig::HeaderToken {
-                header: http::header::HOST,
-            }],
+            None if legacy_base_dtab => vec![IdentifierConfig::MethodAndHost { http_uri_in_dst: false }],
+            None => vec![IdentifierConfig::HeaderToken { header: http::header::HOST }],
         };
         let dst_prefix = match fields.take("dstPrefix") {
             Some(node) => self.path(node, &fields.child("dstPrefix")),
@@ -690,8 +560,7 @@ impl Checker<'_> {
             None => (protocol.as_str().to_string(), fields.pos),
         };
         if let Some((_, first)) = self.labels.iter().find(|(l, _)| *l == label) {
-            let message =
-                format!("router label `{label}` is already used by {first}; labels must be unique");
+            let message = format!("router label `{label}` is already used by {first}; labels must be unique");
             self.error(pos, &key, message);
         }
         self.labels.push((label.clone(), fields.path.clone()));
@@ -704,11 +573,7 @@ impl Checker<'_> {
         if let (Some(_), Some(_)) = (dtab, base) {
             // Blame whichever of the two comes second in the file.
             let index = |key| fields.key_pos(key).map(|pos| pos.index);
-            let key = if index("dtab") > index("baseDtab") {
-                "dtab"
-            } else {
-                "baseDtab"
-            };
+            let key = if index("dtab") > index("baseDtab") { "dtab" } else { "baseDtab" };
             let pos = fields.key_pos(key).unwrap_or(fields.pos);
             let message = "`dtab` and `baseDtab` cannot both be set; use `dtab`";
             self.error(pos, &fields.child(key), message.to_string());
@@ -732,47 +597,24 @@ impl Checker<'_> {
     fn identifier(&mut self, node: &Node, path: &str) -> Option<IdentifierConfig> {
         let mut fields = self.fields(node, path);
         let kind = self.required(&mut fields, "kind")?;
-        let kind = self.one_of(
-            kind,
-            &fields.child("kind"),
-            "identifier kind",
-            IDENTIFIER_KINDS,
-        )?;
+        let kind = self.one_of(kind, &fields.child("kind"), "identifier kind", IDENTIFIER_KINDS)?;
         let (identifier, known): (_, &[&str]) = match kind {
-            "io.l5d.header.token" => (
-                IdentifierConfig::HeaderToken {
-                    header: self.header(&mut fields, "host"),
-                },
-                &["kind", "header"],
-            ),
-            "io.l5d.header" => (
-                IdentifierConfig::Header {
-                    header: self.header(&mut fields, "l5d-name"),
-                },
-                &["kind", "header"],
-            ),
+            "io.l5d.header.token" => {
+                (IdentifierConfig::HeaderToken { header: self.header(&mut fields, "host") }, &["kind", "header"])
+            }
+            "io.l5d.header" => {
+                (IdentifierConfig::Header { header: self.header(&mut fields, "l5d-name") }, &["kind", "header"])
+            }
             "io.l5d.methodAndHost" => {
                 let uri = self.optional(&mut fields, "httpUriInDst", BOOL, parse_bool);
-                (
-                    IdentifierConfig::MethodAndHost {
-                        http_uri_in_dst: uri.unwrap_or(false),
-                    },
-                    &["kind", "httpUriInDst"],
-                )
+                (IdentifierConfig::MethodAndHost { http_uri_in_dst: uri.unwrap_or(false) }, &["kind", "httpUriInDst"])
             }
             _ => {
                 let count = |t: &str| t.parse::<usize>().ok().filter(|n| *n >= 1);
-                let segments = self.optional(
-                    &mut fields,
-                    "segments",
-                    "a whole number of at least 1",
-                    count,
-                );
+                let segments = self.optional(&mut fields, "segments", "a whole number of at least 1", count);
                 let consume = self.optional(&mut fields, "consume", BOOL, parse_bool);
-                let path = IdentifierConfig::Path {
-                    segments: segments.unwrap_or(1),
-                    consume: consume.unwrap_or(false),
-                };
+                let path =
+                    IdentifierConfig::Path { segments: segments.unwrap_or(1), consume: consume.unwrap_or(false) };
                 (path, &["kind", "segments", "consume"])
             }
         };
@@ -961,11 +803,7 @@ impl Checker<'_> {
                 });
                 let n = self.optional(&mut f, "requests", "a whole number from 1 to 4294967295", parse_count_u32);
                 self.finish(&f, &["kind", "successRate", "requests", "backoff"], NONE);
-                FailureAccrual::SuccessRate {
-                    success_rate: rate.unwrap_or(0.8),
-                    requests: n.unwrap_or(20),
-                    backoff,
-                }
+                FailureAccrual::SuccessRate { success_rate: rate.unwrap_or(0.8), requests: n.unwrap_or(20), backoff }
             }
         };
         Some(result)
@@ -998,7 +836,8 @@ impl Checker<'_> {
             let kind = kind?;
             let found = kind.text().and_then(Classifier::from_kind);
             if found.is_none() {
-                let msg = format!("unknown response classifier {}; known: {}", kind.describe(), Classifier::KINDS.join(", "));
+                let msg =
+                    format!("unknown response classifier {}; known: {}", kind.describe(), Classifier::KINDS.join(", "));
                 self.error(kind.pos, &f.child("kind"), msg);
             }
             found

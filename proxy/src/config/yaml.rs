@@ -24,11 +24,7 @@ pub(crate) struct Pos {
 
 impl Pos {
     fn from_marker(marker: &Marker) -> Pos {
-        Pos {
-            line: marker.line(),
-            column: marker.col() + 1,
-            index: marker.index(),
-        }
+        Pos { line: marker.line(), column: marker.col() + 1, index: marker.index() }
     }
 }
 
@@ -67,10 +63,7 @@ impl Node {
     /// `~`, `null` or nothing at all, written without quotes (YAML 1.2 core schema).
     pub fn is_null(&self) -> bool {
         match &self.kind {
-            Kind::Scalar {
-                text,
-                style: ScalarStyle::Plain,
-            } => {
+            Kind::Scalar { text, style: ScalarStyle::Plain } => {
                 matches!(text.as_str(), "" | "~" | "null" | "Null" | "NULL")
             }
             _ => false,
@@ -93,10 +86,7 @@ impl Node {
 /// Syntax errors, anchors/aliases and extra documents are fatal: the tree would not be
 /// the one the author meant, so no validation is attempted on it.
 pub(crate) fn parse(text: &str) -> Result<Option<Node>, Diagnostic> {
-    let mut reader = Reader {
-        parser: Parser::new_from_str(text),
-        path: Vec::new(),
-    };
+    let mut reader = Reader { parser: Parser::new_from_str(text), path: Vec::new() };
     let mut root = None;
     loop {
         let (event, span) = reader.next()?;
@@ -152,12 +142,7 @@ impl<'t> Reader<'t> {
 
     fn error(&self, span: Span, message: &str) -> Diagnostic {
         let pos = Pos::from_marker(&span.start);
-        Diagnostic {
-            line: pos.line,
-            column: pos.column,
-            key: self.key(),
-            message: message.to_string(),
-        }
+        Diagnostic { line: pos.line, column: pos.column, key: self.key(), message: message.to_string() }
     }
 
     /// Builds the node that `event` starts, consuming events up to its end.
@@ -166,27 +151,19 @@ impl<'t> Reader<'t> {
             return Err(self.error(span, "nesting is too deep"));
         }
         let anchored = match &event {
-            Event::Scalar(_, _, anchor, _)
-            | Event::SequenceStart(anchor, _)
-            | Event::MappingStart(anchor, _) => *anchor != 0,
+            Event::Scalar(_, _, anchor, _) | Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                *anchor != 0
+            }
             _ => false,
         };
         if anchored || matches!(event, Event::Alias(_)) {
-            return Err(self.error(
-                span,
-                "YAML anchors and aliases are not supported; write the value out",
-            ));
+            return Err(self.error(span, "YAML anchors and aliases are not supported; write the value out"));
         }
         let pos = Pos::from_marker(&span.start);
         match event {
-            Event::Scalar(text, style, _, _) => Ok(Node {
-                pos,
-                end: span.end.index(),
-                kind: Kind::Scalar {
-                    text: text.into_owned(),
-                    style,
-                },
-            }),
+            Event::Scalar(text, style, _, _) => {
+                Ok(Node { pos, end: span.end.index(), kind: Kind::Scalar { text: text.into_owned(), style } })
+            }
             Event::SequenceStart(..) => self.sequence(pos, depth),
             Event::MappingStart(..) => self.mapping(pos, depth),
             _ => Err(self.error(span, "unexpected YAML event")),
@@ -198,11 +175,7 @@ impl<'t> Reader<'t> {
         loop {
             let (event, span) = self.next()?;
             if let Event::SequenceEnd = event {
-                return Ok(Node {
-                    pos,
-                    end: span.end.index(),
-                    kind: Kind::Seq(items),
-                });
+                return Ok(Node { pos, end: span.end.index(), kind: Kind::Seq(items) });
             }
             self.path.push(format!("[{}]", items.len()));
             let item = self.node(event, span, depth + 1);
@@ -216,17 +189,11 @@ impl<'t> Reader<'t> {
         loop {
             let (event, span) = self.next()?;
             if let Event::MappingEnd = event {
-                return Ok(Node {
-                    pos,
-                    end: span.end.index(),
-                    kind: Kind::Map(entries),
-                });
+                return Ok(Node { pos, end: span.end.index(), kind: Kind::Map(entries) });
             }
             let key = self.node(event, span, depth + 1)?;
             self.path.push(key.text().unwrap_or("?").to_string());
-            let value = self
-                .next()
-                .and_then(|(event, span)| self.node(event, span, depth + 1));
+            let value = self.next().and_then(|(event, span)| self.node(event, span, depth + 1));
             self.path.pop();
             entries.push((key, value?));
         }

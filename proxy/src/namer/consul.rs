@@ -18,13 +18,9 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use switchyard_dtab::{Label, NameTree, Path};
 
-use super::{
-    inet::parse_host, BoundName, Endpoint, EndpointSet, EndpointWatch, Namer, NamerAnswer,
-};
+use super::{inet::parse_host, BoundName, Endpoint, EndpointSet, EndpointWatch, Namer, NamerAnswer};
 use crate::config::{ConsulNamerConfig, TagWeight};
-use crate::consul::{
-    encode_component, Backoff, BlockingIndex, ConsulClient, ConsulError, IndexStep, MIN_DELAY,
-};
+use crate::consul::{encode_component, Backoff, BlockingIndex, ConsulClient, ConsulError, IndexStep, MIN_DELAY};
 
 /// Names watched at once per namer at most (each is one blocking query against Consul).
 pub const MAX_WATCHES: usize = 1000;
@@ -43,9 +39,8 @@ struct WatchKey {
 impl WatchKey {
     /// The name under the namer's prefix, e.g. `/dc1/forex-rate`.
     fn path(&self) -> Path {
-        let labels = std::iter::once(self.dc.clone())
-            .chain(self.tag.clone())
-            .chain(std::iter::once(self.service.clone()));
+        let labels =
+            std::iter::once(self.dc.clone()).chain(self.tag.clone()).chain(std::iter::once(self.service.clone()));
         Path::from_labels(labels)
     }
 }
@@ -120,12 +115,7 @@ impl ConsulNamer {
         wait: Duration,
         idle_after: Duration,
     ) -> Arc<Self> {
-        let client = ConsulClient::new(
-            &config.host,
-            config.port,
-            config.token.clone(),
-            config.consistency_mode,
-        );
+        let client = ConsulClient::new(&config.host, config.port, config.token.clone(), config.consistency_mode);
         let settings = Settings {
             include_tag: config.include_tag,
             use_health_check: config.use_health_check,
@@ -145,9 +135,7 @@ impl ConsulNamer {
             generation,
             errors: AtomicU64::new(0),
         };
-        Arc::new(Self {
-            shared: Arc::new(shared),
-        })
+        Arc::new(Self { shared: Arc::new(shared) })
     }
 
     /// Prometheus families for this namer (staleness per watched name, watch count, errors), computed at scrape.
@@ -160,35 +148,17 @@ impl ConsulNamer {
         let l = rest.labels();
         if self.shared.settings.include_tag {
             let (dc, tag, service) = (l.first()?, l.get(1)?, l.get(2)?);
-            Some((
-                WatchKey {
-                    dc: dc.clone(),
-                    tag: Some(tag.clone()),
-                    service: service.clone(),
-                },
-                3,
-            ))
+            Some((WatchKey { dc: dc.clone(), tag: Some(tag.clone()), service: service.clone() }, 3))
         } else {
             let (dc, service) = (l.first()?, l.get(1)?);
-            Some((
-                WatchKey {
-                    dc: dc.clone(),
-                    tag: None,
-                    service: service.clone(),
-                },
-                2,
-            ))
+            Some((WatchKey { dc: dc.clone(), tag: None, service: service.clone() }, 2))
         }
     }
 
     /// The shared watch for `key`, started on first use; `None` once [`MAX_WATCHES`] names are watched, so names
     /// made up by callers (Host headers) cannot start unbounded blocking queries.
     fn watch_for(&self, key: &WatchKey) -> Option<Arc<Watch>> {
-        let mut watches = self
-            .shared
-            .watches
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut watches = self.shared.watches.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(w) = watches.get(key) {
             return Some(w.clone());
         }
@@ -258,19 +228,11 @@ impl Namer for ConsulNamer {
 
     fn state(&self) -> serde_json::Value {
         let s = &self.shared.settings;
-        let mut watches: Vec<Arc<Watch>> = self
-            .shared
-            .watches
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let mut watches: Vec<Arc<Watch>> =
+            self.shared.watches.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
         watches.sort_by_key(|w| w.key.path().to_string());
-        let names: serde_json::Map<String, serde_json::Value> = watches
-            .iter()
-            .map(|w| (w.key.path().to_string(), watch_json(w)))
-            .collect();
+        let names: serde_json::Map<String, serde_json::Value> =
+            watches.iter().map(|w| (w.key.path().to_string(), watch_json(w))).collect();
         serde_json::json!({
             "kind": "io.l5d.consul",
             "consul": self.shared.client.base(),
@@ -287,13 +249,7 @@ impl Namer for ConsulNamer {
 
 fn watch_json(w: &Watch) -> serde_json::Value {
     let st = w.state.lock().unwrap_or_else(|e| e.into_inner());
-    let addrs: Vec<String> = w
-        .endpoints
-        .load()
-        .endpoints
-        .iter()
-        .map(|e| e.addr.to_string())
-        .collect();
+    let addrs: Vec<String> = w.endpoints.load().endpoints.iter().map(|e| e.addr.to_string()).collect();
     let known = match st.known {
         Known::Unknown => "pending",
         Known::Exists => "bound",
@@ -323,10 +279,7 @@ async fn run_watch(shared: Weak<Shared>, watch: Arc<Watch>) {
             return;
         }
         let path = query_path(&sh.settings, &watch.key);
-        let result = sh
-            .client
-            .get(&path, Some((index.get(), sh.settings.wait)))
-            .await;
+        let result = sh.client.get(&path, Some((index.get(), sh.settings.wait))).await;
         let delay = match result.and_then(|a| parse_answer(&sh.settings, a)) {
             Ok((consul_index, set)) => {
                 backoff.reset();
@@ -358,10 +311,7 @@ fn is_idle(sh: &Shared, watch: &Arc<Watch>) -> bool {
 }
 
 fn stop_watch(sh: &Shared, watch: &Arc<Watch>) {
-    sh.watches
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&watch.key);
+    sh.watches.lock().unwrap_or_else(|e| e.into_inner()).remove(&watch.key);
     // A router may have cached a Neg for this name; make it bind again, which restarts the watch if needed.
     sh.generation.fetch_add(1, Ordering::AcqRel);
     tracing::debug!(name = %watch.key.path(), "consul namer: idle watch stopped");
@@ -450,10 +400,10 @@ struct HealthCheck {
 
 /// The worst state among an instance's checks; maintenance checks win, as in Consul's own aggregation.
 fn aggregate(checks: &[HealthCheck]) -> String {
-    if checks.iter().any(|c| {
-        c.check_id.starts_with("_node_maintenance")
-            || c.check_id.starts_with("_service_maintenance")
-    }) {
+    if checks
+        .iter()
+        .any(|c| c.check_id.starts_with("_node_maintenance") || c.check_id.starts_with("_service_maintenance"))
+    {
         return "maintenance".into();
     }
     for worst in ["critical", "warning"] {
@@ -481,11 +431,7 @@ fn parse_answer(
 ) -> Result<(Option<u64>, Option<EndpointSet>), ConsulError> {
     if !answer.status.is_success() {
         let text = String::from_utf8_lossy(&answer.body);
-        return Err(ConsulError(format!(
-            "consul answered {}: {}",
-            answer.status,
-            text.trim()
-        )));
+        return Err(ConsulError(format!("consul answered {}: {}", answer.status, text.trim())));
     }
     let bad = |e: serde_json::Error| ConsulError(format!("unreadable consul answer: {e}"));
     let instances: Vec<Instance> = if s.use_health_check {
@@ -514,10 +460,7 @@ fn parse_answer(
             .collect()
     };
     let endpoints: Vec<Endpoint> = instances.iter().filter_map(|i| endpoint_of(s, i)).collect();
-    Ok((
-        answer.index,
-        (!endpoints.is_empty()).then_some(EndpointSet { endpoints }),
-    ))
+    Ok((answer.index, (!endpoints.is_empty()).then_some(EndpointSet { endpoints })))
 }
 
 fn endpoint_of(s: &Settings, i: &Instance) -> Option<Endpoint> {
@@ -526,12 +469,11 @@ fn endpoint_of(s: &Settings, i: &Instance) -> Option<Endpoint> {
             return None;
         }
     }
-    let host =
-        if s.prefer_service_address && !i.service_address.is_empty() || i.node_address.is_empty() {
-            &i.service_address
-        } else {
-            &i.node_address
-        };
+    let host = if s.prefer_service_address && !i.service_address.is_empty() || i.node_address.is_empty() {
+        &i.service_address
+    } else {
+        &i.node_address
+    };
     let Some(ip) = parse_host(host) else {
         tracing::debug!(address = %host, "consul namer: not an IP address; instance skipped");
         return None;
@@ -545,10 +487,7 @@ fn endpoint_of(s: &Settings, i: &Instance) -> Option<Endpoint> {
         .filter(|w| i.tags.contains(&w.tag))
         .map(|w| w.weight)
         .fold(None, |m: Option<f64>, w| Some(m.map_or(w, |m| m.max(w))));
-    Some(Endpoint {
-        addr: std::net::SocketAddr::new(ip, i.port),
-        weight: weight.unwrap_or(1.0),
-    })
+    Some(Endpoint { addr: std::net::SocketAddr::new(ip, i.port), weight: weight.unwrap_or(1.0) })
 }
 
 /// Folds a good answer into the watch; bumps the generation when the name flips between bound and Neg.
@@ -561,11 +500,7 @@ fn apply(sh: &Shared, watch: &Watch, set: Option<EndpointSet>, consul_index: u64
             tracing::info!(name = %watch.key.path(), "consul namer: endpoints changed");
         }
     }
-    st.known = if now_bound {
-        Known::Exists
-    } else {
-        Known::Missing
-    };
+    st.known = if now_bound { Known::Exists } else { Known::Missing };
     st.last_good = Some(Instant::now());
     st.last_error = None;
     st.consul_index = consul_index;
@@ -614,16 +549,8 @@ impl NamerCollector {
                 "Age of the last good answer for a watched name (0 while connected).",
                 &["namer", "name"],
             ),
-            d(
-                "switchyard_namer_watches",
-                "Names the namer is watching.",
-                &["namer"],
-            ),
-            d(
-                "switchyard_namer_errors_total",
-                "Failed queries to the namer's backend.",
-                &["namer"],
-            ),
+            d("switchyard_namer_watches", "Names the namer is watching.", &["namer"]),
+            d("switchyard_namer_errors_total", "Failed queries to the namer's backend.", &["namer"]),
         ];
         Self { shared, descs }
     }
@@ -647,48 +574,29 @@ impl prometheus::core::Collector for NamerCollector {
             &["namer", "name"],
         )
         .expect("valid gauge");
-        let watches: Vec<Arc<Watch>> = sh
-            .watches
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let watches: Vec<Arc<Watch>> = sh.watches.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
         for w in &watches {
             let st = w.state.lock().unwrap_or_else(|e| e.into_inner());
             // Connected and answering: fresh. Failing: the age of the last good answer (or since start).
             let age = match (&st.last_error, st.last_good) {
                 (None, _) => 0.0,
                 (Some(_), Some(t)) => t.elapsed().as_secs_f64(),
-                (Some(_), None) => w
-                    .last_lookup
-                    .lock()
-                    .map(|t| t.elapsed().as_secs_f64())
-                    .unwrap_or(0.0),
+                (Some(_), None) => w.last_lookup.lock().map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0),
             };
-            stale
-                .with_label_values(&[namer.as_str(), &w.key.path().to_string()])
-                .set(age);
+            stale.with_label_values(&[namer.as_str(), &w.key.path().to_string()]).set(age);
         }
         let count = prometheus::IntGaugeVec::new(
             prometheus::Opts::new("switchyard_namer_watches", "Names the namer is watching."),
             &["namer"],
         )
         .expect("valid gauge");
-        count
-            .with_label_values(&[namer.as_str()])
-            .set(watches.len() as i64);
+        count.with_label_values(&[namer.as_str()]).set(watches.len() as i64);
         let errors = prometheus::IntCounterVec::new(
-            prometheus::Opts::new(
-                "switchyard_namer_errors_total",
-                "Failed queries to the namer's backend.",
-            ),
+            prometheus::Opts::new("switchyard_namer_errors_total", "Failed queries to the namer's backend."),
             &["namer"],
         )
         .expect("valid counter");
-        errors
-            .with_label_values(&[namer.as_str()])
-            .inc_by(sh.errors.load(Ordering::Relaxed));
+        errors.with_label_values(&[namer.as_str()]).inc_by(sh.errors.load(Ordering::Relaxed));
         let mut out = prometheus::core::Collector::collect(&stale);
         out.extend(prometheus::core::Collector::collect(&count));
         out.extend(prometheus::core::Collector::collect(&errors));
@@ -706,10 +614,7 @@ mod tests {
             use_health_check: health,
             health_statuses: vec!["passing".into()],
             prefer_service_address: true,
-            weights: vec![TagWeight {
-                tag: "canary".into(),
-                weight: 0.25,
-            }],
+            weights: vec![TagWeight { tag: "canary".into(), weight: 0.25 }],
             fail_fast: false,
             set_host: false,
             wait: Duration::from_secs(1),
@@ -732,19 +637,8 @@ mod tests {
                        {"Address":"not-an-ip","ServiceAddress":"","ServicePort":4140}]"#;
         let (index, set) = parse_answer(&settings(false), answer(body)).unwrap();
         assert_eq!(index, Some(7));
-        let eps: Vec<(String, f64)> = set
-            .unwrap()
-            .endpoints
-            .iter()
-            .map(|e| (e.addr.to_string(), e.weight))
-            .collect();
-        assert_eq!(
-            eps,
-            vec![
-                ("127.0.3.1:4140".into(), 0.25),
-                ("127.0.3.2:4140".into(), 1.0)
-            ]
-        );
+        let eps: Vec<(String, f64)> = set.unwrap().endpoints.iter().map(|e| (e.addr.to_string(), e.weight)).collect();
+        assert_eq!(eps, vec![("127.0.3.1:4140".into(), 0.25), ("127.0.3.2:4140".into(), 1.0)]);
         let mut node_first = settings(false);
         node_first.prefer_service_address = false;
         let (_, set) = parse_answer(&node_first, answer(body)).unwrap();
@@ -766,19 +660,9 @@ mod tests {
 
     #[test]
     fn query_paths_follow_the_options() {
-        let key = WatchKey {
-            dc: Label::new(".local").unwrap(),
-            tag: None,
-            service: Label::new("forex-rate").unwrap(),
-        };
-        assert_eq!(
-            query_path(&settings(false), &key),
-            "/v1/catalog/service/forex-rate"
-        );
-        assert_eq!(
-            query_path(&settings(true), &key),
-            "/v1/health/service/forex-rate?passing"
-        );
+        let key = WatchKey { dc: Label::new(".local").unwrap(), tag: None, service: Label::new("forex-rate").unwrap() };
+        assert_eq!(query_path(&settings(false), &key), "/v1/catalog/service/forex-rate");
+        assert_eq!(query_path(&settings(true), &key), "/v1/health/service/forex-rate?passing");
         let key = WatchKey {
             dc: Label::new("dc1").unwrap(),
             tag: Label::new("v2"),
@@ -786,9 +670,6 @@ mod tests {
         };
         let mut s = settings(true);
         s.health_statuses = vec!["passing".into(), "warning".into()];
-        assert_eq!(
-            query_path(&s, &key),
-            "/v1/health/service/forex-rate?dc=dc1&tag=v2"
-        );
+        assert_eq!(query_path(&s, &key), "/v1/health/service/forex-rate?dc=dc1&tag=v2");
     }
 }

@@ -224,7 +224,8 @@ mod tests {
 
     #[test]
     fn parses_both_line_shapes_weights_and_comments() {
-        let text = "# forex-rate\n127.0.3.1:4140\n127.0.3.2 4140 0.5\n\n[::1]:80 weight=2\nbogus line here x\n127.0.3.3:0\n";
+        let text =
+            "# forex-rate\n127.0.3.1:4140\n127.0.3.2 4140 0.5\n\n[::1]:80 weight=2\nbogus line here x\n127.0.3.3:0\n";
         assert_eq!(
             eps(text),
             vec![("127.0.3.1:4140".into(), 1.0), ("127.0.3.2:4140".into(), 0.5), ("[::1]:80".into(), 2.0)]

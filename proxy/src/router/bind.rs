@@ -92,11 +92,8 @@ impl Binder {
     /// header mint a series); past the cap, names share `overflow`.
     fn label_and_budget(&self, proposed: &str, policy: &ServicePolicy) -> (String, Arc<Budget>) {
         let mut budgets = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
-        let label = if budgets.contains_key(proposed) || budgets.len() < MAX_CACHED_NAMES {
-            proposed
-        } else {
-            "overflow"
-        };
+        let label =
+            if budgets.contains_key(proposed) || budgets.len() < MAX_CACHED_NAMES { proposed } else { "overflow" };
         let budget =
             budgets.entry(label.to_string()).or_insert_with(|| Arc::new(Budget::new(policy.retries.budget))).clone();
         (label.to_string(), budget)

@@ -12,12 +12,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use std::collections::HashMap;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use prometheus::{IntCounter, IntGauge};
+use std::collections::HashMap;
 use tokio::net::TcpStream;
 
 use super::error::ProxyError;
@@ -48,15 +48,16 @@ pub struct ConnectMetrics {
 /// A send that did not produce a response.
 pub struct SendError {
     pub error: ProxyError,
-    /// The request, when it never left the proxy (connect failed, or a pooled connection died first).
-    pub unsent: Option<Request<ReqBody>>,
+    /// The request, when it never left the proxy (connect failed, or a pooled connection died first); boxed so
+    /// the error path does not make every `Result` large.
+    pub unsent: Option<Box<Request<ReqBody>>>,
     /// Whether any of the request may have reached the upstream; if not, resending is safe for every method.
     pub sent: bool,
 }
 
 impl SendError {
     fn unsent(error: ProxyError, req: Request<ReqBody>) -> Self {
-        Self { error, unsent: Some(req), sent: false }
+        Self { error, unsent: Some(Box::new(req)), sent: false }
     }
 
     fn sent(error: ProxyError) -> Self {

@@ -231,7 +231,8 @@ mod tests {
     #[test]
     fn success_rate_policy() {
         let h = health();
-        let policy = FailureAccrual::SuccessRate { success_rate: 0.8, requests: 10, backoff: Backoff::Constant { ms: 1000 } };
+        let policy =
+            FailureAccrual::SuccessRate { success_rate: 0.8, requests: 10, backoff: Backoff::Constant { ms: 1000 } };
         for i in 0..40 {
             h.record(i % 2 == 0, &policy, true);
         }

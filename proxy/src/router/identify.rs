@@ -25,7 +25,9 @@ impl From<&IdentifierConfig> for Identifier {
         match c {
             IdentifierConfig::HeaderToken { header } => Self::HeaderToken(header.clone()),
             IdentifierConfig::MethodAndHost { http_uri_in_dst } => Self::MethodAndHost { uri_in_dst: *http_uri_in_dst },
-            IdentifierConfig::Path { segments, consume } => Self::PathSegments { segments: *segments, consume: *consume },
+            IdentifierConfig::Path { segments, consume } => {
+                Self::PathSegments { segments: *segments, consume: *consume }
+            }
             IdentifierConfig::Header { header } => Self::HeaderPath(header.clone()),
         }
     }
@@ -163,7 +165,8 @@ mod tests {
 
     #[test]
     fn header_path_and_fallthrough_order() {
-        let ids = [Identifier::HeaderPath(HeaderName::from_static("l5d-name")), Identifier::HeaderToken(http::header::HOST)];
+        let ids =
+            [Identifier::HeaderPath(HeaderName::from_static("l5d-name")), Identifier::HeaderToken(http::header::HOST)];
         let got = identify(&ids, &p("/svc"), &req("GET", "/", &[("l5d-name", "/a/b"), ("host", "h")])).unwrap();
         assert_eq!(got.path, p("/svc/a/b"));
         let got = identify(&ids, &p("/svc"), &req("GET", "/", &[("host", "h")])).unwrap();

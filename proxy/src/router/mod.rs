@@ -37,9 +37,9 @@ use self::balance::Unavailable;
 use self::bind::{Binder, Binding, Choice, RoutingTable};
 use self::endpoint::SendError;
 use self::error::ProxyError;
-use self::retry::{BodyError, Prepared};
 use self::headers::{L5D_CTX_DTAB, L5D_DTAB};
 use self::identify::Identifier;
+use self::retry::{BodyError, Prepared};
 use crate::config::{Protocol, RouterConfig};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::namer::NamerSet;
@@ -91,12 +91,13 @@ pub struct Router {
 impl Router {
     /// Builds a router from its validated config; fails only if its access log cannot be opened.
     pub fn new(config: &RouterConfig, namers: Arc<NamerSet>, metrics: Arc<Metrics>) -> Result<Self, String> {
-        let access_log = match &config.http_access_log {
-            Some(path) => Some(access_log::AccessLog::open(path).map_err(|e| {
-                format!("router {}: cannot open httpAccessLog {}: {e}", config.label, path.display())
-            })?),
-            None => None,
-        };
+        let access_log =
+            match &config.http_access_log {
+                Some(path) => Some(access_log::AccessLog::open(path).map_err(|e| {
+                    format!("router {}: cannot open httpAccessLog {}: {e}", config.label, path.display())
+                })?),
+                None => None,
+            };
         let label: Arc<str> = config.label.as_str().into();
         let settings = endpoint::EndpointSettings {
             h2: config.protocol == Protocol::H2,
@@ -276,8 +277,12 @@ impl Router {
         loop {
             let target = match bind::choose(tree) {
                 Choice::Target(t) => t.clone(),
-                Choice::Neg => return self.fail(Some(route), None, ProxyError::Unbound { path: path.clone() }, start, false),
-                Choice::Fail => return self.fail(Some(route), None, ProxyError::BindFailed { path: path.clone() }, start, false),
+                Choice::Neg => {
+                    return self.fail(Some(route), None, ProxyError::Unbound { path: path.clone() }, start, false)
+                }
+                Choice::Fail => {
+                    return self.fail(Some(route), None, ProxyError::BindFailed { path: path.clone() }, start, false)
+                }
                 Choice::Empty => {
                     let err = ProxyError::NoEndpoints { client: path.clone() };
                     return self.fail(Some(route), None, err, start, true);
@@ -371,7 +376,7 @@ impl Router {
                     client.metrics.response(e.error.status(), elapsed);
                     let never_sent = !e.sent;
                     if let Some(unsent) = e.unsent {
-                        prepared.restore(unsent);
+                        prepared.restore(*unsent);
                     }
                     let after_send = matches!(e.error, ProxyError::Upstream { .. } | ProxyError::Timeout { .. })
                         && classifier.retryable_method(&prepared.method);
@@ -427,8 +432,10 @@ impl Router {
         let mut local = Dtab::empty();
         for name in [L5D_CTX_DTAB, L5D_DTAB] {
             for value in h.get_all(name) {
-                let text = value.to_str().map_err(|_| ProxyError::BadDtabHeader { header: name, error: "not text".into() })?;
-                let d = Dtab::parse(text).map_err(|e| ProxyError::BadDtabHeader { header: name, error: e.to_string() })?;
+                let text =
+                    value.to_str().map_err(|_| ProxyError::BadDtabHeader { header: name, error: "not text".into() })?;
+                let d =
+                    Dtab::parse(text).map_err(|e| ProxyError::BadDtabHeader { header: name, error: e.to_string() })?;
                 local = local.concat(&d);
             }
         }

@@ -72,10 +72,8 @@ pub fn correlate(h: &mut HeaderMap) -> Correlation {
     h.insert(L5D_REQID, reqid.clone());
 
     let single_b3 = text(h, &B3).map(str::to_owned);
-    let from_b3 = text(h, &B3_TRACE)
-        .and_then(b3_trace)
-        .map(|t| (t, text(h, &B3_SPAN).map(str::to_owned)))
-        .or_else(|| {
+    let from_b3 =
+        text(h, &B3_TRACE).and_then(b3_trace).map(|t| (t, text(h, &B3_SPAN).map(str::to_owned))).or_else(|| {
             let v = single_b3.as_deref()?;
             let mut parts = v.split('-');
             Some((b3_trace(parts.next()?)?, parts.next().map(str::to_owned)))
@@ -157,7 +155,11 @@ mod tests {
 
     #[test]
     fn b3_multi_and_single_header() {
-        let mut h = headers(&[("x-b3-traceid", "463ac35c9f6413ad"), ("x-b3-spanid", "a2fb4a1d1a96d312"), ("x-b3-sampled", "1")]);
+        let mut h = headers(&[
+            ("x-b3-traceid", "463ac35c9f6413ad"),
+            ("x-b3-spanid", "a2fb4a1d1a96d312"),
+            ("x-b3-sampled", "1"),
+        ]);
         let c = correlate(&mut h);
         assert_eq!(c.trace_id, "0000000000000000463ac35c9f6413ad");
         assert_eq!(h["x-b3-parentspanid"], "a2fb4a1d1a96d312");

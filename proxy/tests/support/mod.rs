@@ -100,7 +100,8 @@ impl Upstream {
                     let io = TokioIo::new(stream);
                     // A kill drops the connection mid-request, as a crashed process would.
                     if h2_only {
-                        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new()).serve_connection(io, svc);
+                        let conn =
+                            hyper::server::conn::http2::Builder::new(TokioExecutor::new()).serve_connection(io, svc);
                         tokio::select! { _ = conn => {}, _ = killed.wait_for(|k| *k) => {} }
                     } else {
                         let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, svc);
@@ -301,7 +302,8 @@ pub fn rand_f64() -> f64 {
 fn fastrand_u64() -> u64 {
     use std::time::{SystemTime, UNIX_EPOCH};
     static N: AtomicUsize = AtomicUsize::new(0);
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 ^ (N.fetch_add(1, Ordering::SeqCst) as u64) << 48
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
+        ^ (N.fetch_add(1, Ordering::SeqCst) as u64) << 48
 }
 
 /// A minimal HTTP/1.1 client over a fresh connection per call (no pooling: tests want each request independent).
@@ -327,7 +329,13 @@ pub async fn text(resp: Response<Incoming>) -> String {
 }
 
 /// A plain admin request: (status, headers, body).
-pub async fn admin(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (StatusCode, http::HeaderMap, String) {
+pub async fn admin(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (StatusCode, http::HeaderMap, String) {
     let mut b = Request::builder().method(method).uri(path).header("host", "admin");
     for (k, v) in headers {
         b = b.header(*k, *v);

@@ -6,12 +6,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     main_for(Service::Converter, |settings, metrics| {
-        let peer = settings
-            .peer
-            .clone()
-            .ok_or("forex-converter needs a peer")?;
-        Ok(app(ConverterState {
-            rates: PeerClient::new(peer).with_metrics(metrics),
-        }))
+        let peer = settings.peer.clone().ok_or("forex-converter needs a peer")?;
+        Ok(app(ConverterState { rates: PeerClient::new(peer).with_metrics(metrics) }))
     })
 }

@@ -7,8 +7,6 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     main_for(Service::Web, |settings, metrics| {
         let peer = settings.peer.clone().ok_or("forex-web needs a peer")?;
-        Ok(app(WebState {
-            converter: PeerClient::new(peer).with_metrics(metrics),
-        }))
+        Ok(app(WebState { converter: PeerClient::new(peer).with_metrics(metrics) }))
     })
 }

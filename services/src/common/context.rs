@@ -53,12 +53,8 @@ pub fn current() -> HeaderMap {
 pub fn ids() -> (String, String) {
     let h = current();
     let text = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
-    let trace = h
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split('-').nth(1))
-        .unwrap_or("-")
-        .to_string();
+    let trace =
+        h.get("traceparent").and_then(|v| v.to_str().ok()).and_then(|v| v.split('-').nth(1)).unwrap_or("-").to_string();
     (text("l5d-reqid"), trace)
 }
 

@@ -96,16 +96,11 @@ impl FromStr for Date {
         let shape_ok = b.len() == 10
             && b[4] == b'-'
             && b[7] == b'-'
-            && b.iter()
-                .enumerate()
-                .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+            && b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
         if !shape_ok {
             return Err(DateError::Format(s.to_owned()));
         }
-        let num = |r: std::ops::Range<usize>| {
-            b[r].iter()
-                .fold(0u32, |acc, c| acc * 10 + u32::from(c - b'0'))
-        };
+        let num = |r: std::ops::Range<usize>| b[r].iter().fold(0u32, |acc, c| acc * 10 + u32::from(c - b'0'));
         let (y, m, d) = (num(0..4), num(5..7), num(8..10));
         // `y` has at most four digits, so it always fits an i32.
         Date::from_ymd(y as i32, m, d).ok_or_else(|| DateError::NoSuchDay(s.to_owned()))
@@ -186,19 +181,8 @@ mod tests {
     #[test]
     fn strict_parsing() {
         assert_eq!(d("2016-02-29").to_string(), "2016-02-29");
-        for bad in [
-            "2016-02-30",
-            "2015-02-29",
-            "1900-02-29",
-            "2016-13-01",
-            "2016-00-10",
-            "2016-04-31",
-            "0000-01-01",
-        ] {
-            assert!(
-                matches!(bad.parse::<Date>(), Err(DateError::NoSuchDay(_))),
-                "{bad}"
-            );
+        for bad in ["2016-02-30", "2015-02-29", "1900-02-29", "2016-13-01", "2016-00-10", "2016-04-31", "0000-01-01"] {
+            assert!(matches!(bad.parse::<Date>(), Err(DateError::NoSuchDay(_))), "{bad}");
         }
         for bad in [
             "2016-9-05",
@@ -211,10 +195,7 @@ mod tests {
             "2016-09-0a",
             "２016-09-05",
         ] {
-            assert!(
-                matches!(bad.parse::<Date>(), Err(DateError::Format(_))),
-                "{bad:?}"
-            );
+            assert!(matches!(bad.parse::<Date>(), Err(DateError::Format(_))), "{bad:?}");
         }
         assert_eq!(d("2000-02-29").ymd(), (2000, 2, 29));
     }

@@ -39,16 +39,9 @@ impl Field {
 
     /// The field with this name, if any.
     pub fn parse(name: &str) -> Option<Self> {
-        [
-            Self::Date,
-            Self::From,
-            Self::To,
-            Self::Amount,
-            Self::Start,
-            Self::End,
-        ]
-        .into_iter()
-        .find(|f| f.as_str() == name)
+        [Self::Date, Self::From, Self::To, Self::Amount, Self::Start, Self::End]
+            .into_iter()
+            .find(|f| f.as_str() == name)
     }
 }
 
@@ -72,11 +65,7 @@ pub struct ApiError {
 impl ApiError {
     /// An error with any status and no field.
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-            field: None,
-        }
+        Self { status, message: message.into(), field: None }
     }
 
     /// 400: the client sent something invalid.
@@ -129,10 +118,7 @@ impl IntoResponse for ApiError {
 /// A JSON response with the given status and body.
 pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
     let mut response = (status, body.to_string()).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
@@ -143,10 +129,7 @@ pub async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> ApiEr
 
 /// The fallback for a known path with the wrong method.
 pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        format!("method {method} not allowed for {}", uri.path()),
-    )
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, format!("method {method} not allowed for {}", uri.path()))
 }
 
 #[cfg(test)]
@@ -156,14 +139,8 @@ mod tests {
     #[test]
     fn json_shape() {
         let e = ApiError::bad_request("amount must be a number").with_field(Field::Amount);
-        assert_eq!(
-            e.to_json(),
-            serde_json::json!({"error": "amount must be a number", "field": "amount"})
-        );
-        assert_eq!(
-            ApiError::not_found("x").to_json(),
-            serde_json::json!({"error": "x"})
-        );
+        assert_eq!(e.to_json(), serde_json::json!({"error": "amount must be a number", "field": "amount"}));
+        assert_eq!(ApiError::not_found("x").to_json(), serde_json::json!({"error": "x"}));
         assert_eq!(Field::parse("to"), Some(Field::To));
         assert_eq!(Field::parse("nope"), None);
     }

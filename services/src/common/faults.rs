@@ -25,7 +25,9 @@ impl Faults {
     pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
         let delay = match env("FOREX_FAULT_DELAY_MS") {
             Some(v) => Duration::from_millis(
-                v.trim().parse::<u64>().map_err(|_| format!("FOREX_FAULT_DELAY_MS: not a number of milliseconds: {v:?}"))?,
+                v.trim()
+                    .parse::<u64>()
+                    .map_err(|_| format!("FOREX_FAULT_DELAY_MS: not a number of milliseconds: {v:?}"))?,
             ),
             None => Duration::ZERO,
         };
@@ -64,7 +66,8 @@ async fn inject(faults: Faults, req: Request, next: Next) -> Response {
         tokio::time::sleep(faults.delay).await;
     }
     if faults.error_rate > 0.0 && random_unit() < faults.error_rate {
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "error": "injected fault" }))).into_response();
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "error": "injected fault" })))
+            .into_response();
     }
     next.run(req).await
 }
@@ -83,10 +86,12 @@ mod tests {
 
     #[test]
     fn parses_env_and_rejects_bad_values() {
-        let env = |d: &'static str, r: &'static str| move |k: &str| match k {
-            "FOREX_FAULT_DELAY_MS" if !d.is_empty() => Some(d.to_string()),
-            "FOREX_FAULT_ERROR_RATE" if !r.is_empty() => Some(r.to_string()),
-            _ => None,
+        let env = |d: &'static str, r: &'static str| {
+            move |k: &str| match k {
+                "FOREX_FAULT_DELAY_MS" if !d.is_empty() => Some(d.to_string()),
+                "FOREX_FAULT_ERROR_RATE" if !r.is_empty() => Some(r.to_string()),
+                _ => None,
+            }
         };
         assert_eq!(Faults::from_env(env("", "")).unwrap(), Faults::default());
         assert!(!Faults::default().active());

@@ -19,18 +19,14 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
-};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Latency buckets in seconds, from 50 µs: forex-rate answers from memory in tens of microseconds, and a
 /// histogram whose first bucket is a millisecond would hide it. Same upper range as the sidecars' buckets.
-pub const LATENCY_BUCKETS: &[f64] = &[
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-    2.5, 5.0, 10.0,
-];
+pub const LATENCY_BUCKETS: &[f64] =
+    &[0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 /// The `route` label of a request no route matched (404s, probes for random paths): one series for all of
 /// them, so a scanner cannot create a series per path it tries.
@@ -71,10 +67,7 @@ impl ServiceMetrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let http_requests = IntCounterVec::new(
-            Opts::new(
-                "forex_http_requests_total",
-                "HTTP requests served, by matched route and status.",
-            ),
+            Opts::new("forex_http_requests_total", "HTTP requests served, by matched route and status."),
             &["method", "route", "status_code"],
         )
         .expect("valid metric definition");
@@ -106,62 +99,32 @@ impl ServiceMetrics {
         )
         .expect("valid metric definition");
         for family in [&http_requests, &peer_requests] {
-            registry
-                .register(Box::new(family.clone()))
-                .expect("metric registered once");
+            registry.register(Box::new(family.clone())).expect("metric registered once");
         }
         for family in [&http_latency, &peer_latency] {
-            registry
-                .register(Box::new(family.clone()))
-                .expect("metric registered once");
+            registry.register(Box::new(family.clone())).expect("metric registered once");
         }
-        let inner = Families {
-            registry,
-            http_requests,
-            http_latency,
-            peer_requests,
-            peer_latency,
-        };
-        Self {
-            inner: Arc::new(inner),
-        }
+        let inner = Families { registry, http_requests, http_latency, peer_requests, peer_latency };
+        Self { inner: Arc::new(inner) }
     }
 
     /// Records one served request.
-    pub fn record_request(
-        &self,
-        method: &Method,
-        route: &str,
-        status: StatusCode,
-        elapsed: Duration,
-    ) {
+    pub fn record_request(&self, method: &Method, route: &str, status: StatusCode, elapsed: Duration) {
         let method = method_label(method);
         let families = &self.inner;
-        families
-            .http_latency
-            .with_label_values(&[method, route])
-            .observe(elapsed.as_secs_f64());
-        families
-            .http_requests
-            .with_label_values(&[method, route, status.as_str()])
-            .inc();
+        families.http_latency.with_label_values(&[method, route]).observe(elapsed.as_secs_f64());
+        families.http_requests.with_label_values(&[method, route, status.as_str()]).inc();
     }
 
     /// Records one call to `peer`: the status it answered with, or why it did not answer.
     pub fn record_peer_call(&self, peer: &str, outcome: PeerOutcome, elapsed: Duration) {
         let families = &self.inner;
-        families
-            .peer_latency
-            .with_label_values(&[peer])
-            .observe(elapsed.as_secs_f64());
+        families.peer_latency.with_label_values(&[peer]).observe(elapsed.as_secs_f64());
         let (status, error) = match outcome {
             PeerOutcome::Answered(status) => (status.as_str().to_owned(), ""),
             PeerOutcome::Failed(error_type) => (String::new(), error_type),
         };
-        families
-            .peer_requests
-            .with_label_values(&[peer, &status, error])
-            .inc();
+        families.peer_requests.with_label_values(&[peer, &status, error]).inc();
     }
 
     /// The Prometheus text exposition of every family.
@@ -199,10 +162,10 @@ async fn scrape(metrics: ServiceMetrics) -> Response {
 
 async fn track(State(metrics): State<ServiceMetrics>, request: Request, next: Next) -> Response {
     let method = request.method().clone();
-    let route = request.extensions().get::<MatchedPath>().map_or_else(
-        || UNMATCHED_ROUTE.to_owned(),
-        |matched| matched.as_str().to_owned(),
-    );
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| UNMATCHED_ROUTE.to_owned(), |matched| matched.as_str().to_owned());
     let started = Instant::now();
     let response = next.run(request).await;
     metrics.record_request(&method, &route, response.status(), started.elapsed());
@@ -222,10 +185,7 @@ fn method_label(method: &Method) -> &'static str {
         Method::CONNECT,
         Method::TRACE,
     ];
-    STANDARD
-        .iter()
-        .find(|standard| *standard == method)
-        .map_or("OTHER", Method::as_str)
+    STANDARD.iter().find(|standard| *standard == method).map_or("OTHER", Method::as_str)
 }
 
 #[cfg(test)]
@@ -242,28 +202,19 @@ mod tests {
     #[test]
     fn peer_calls_carry_status_or_error_type() {
         let metrics = ServiceMetrics::new();
-        metrics.record_peer_call(
-            "forex-rate",
-            PeerOutcome::Answered(StatusCode::OK),
-            Duration::from_micros(300),
-        );
-        metrics.record_peer_call(
-            "forex-rate",
-            PeerOutcome::Failed("timeout"),
-            Duration::from_secs(1),
-        );
+        metrics.record_peer_call("forex-rate", PeerOutcome::Answered(StatusCode::OK), Duration::from_micros(300));
+        metrics.record_peer_call("forex-rate", PeerOutcome::Failed("timeout"), Duration::from_secs(1));
         let text = metrics.render();
         assert!(
-            text.contains(
-                r#"forex_peer_requests_total{error_type="",peer="forex-rate",status_code="200"} 1"#
-            ),
+            text.contains(r#"forex_peer_requests_total{error_type="",peer="forex-rate",status_code="200"} 1"#),
             "{text}"
         );
-        assert!(text.contains(r#"forex_peer_requests_total{error_type="timeout",peer="forex-rate",status_code=""} 1"#), "{text}");
         assert!(
-            text.contains(
-                r#"forex_peer_request_duration_seconds_bucket{peer="forex-rate",le="0.0005"} 1"#
-            ),
+            text.contains(r#"forex_peer_requests_total{error_type="timeout",peer="forex-rate",status_code=""} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"forex_peer_request_duration_seconds_bucket{peer="forex-rate",le="0.0005"} 1"#),
             "{text}"
         );
     }

@@ -38,23 +38,19 @@ pub fn main_for(
     service: Service,
     build: impl FnOnce(&Settings, &ServiceMetrics) -> Result<axum::Router, String>,
 ) -> ExitCode {
-    let settings =
-        match settings::parse(service, std::env::args().skip(1), |k| std::env::var(k).ok()) {
-            Ok(Command::Run(settings)) => settings,
-            Ok(Command::Help(text)) => {
-                print!("{text}");
-                return ExitCode::SUCCESS;
-            }
-            Err(errors) => {
-                eprintln!("{}: invalid settings:\n{errors}", service.name());
-                return ExitCode::from(EXIT_USAGE);
-            }
-        };
+    let settings = match settings::parse(service, std::env::args().skip(1), |k| std::env::var(k).ok()) {
+        Ok(Command::Run(settings)) => settings,
+        Ok(Command::Help(text)) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Err(errors) => {
+            eprintln!("{}: invalid settings:\n{errors}", service.name());
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     telemetry::init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the async runtime");
@@ -83,10 +79,7 @@ async fn run(
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
-    let peer = settings
-        .peer
-        .as_ref()
-        .map(|p| format!("{} as Host: {}", p.url, p.name.as_str()));
+    let peer = settings.peer.as_ref().map(|p| format!("{} as Host: {}", p.url, p.name.as_str()));
     tracing::info!(listen = %settings.listen, peer = peer.as_deref().unwrap_or("-"), "{} started", settings.service.name());
     shutdown::serve(listener, app, shutdown::signal(), shutdown::DRAIN_DEADLINE)
         .await

@@ -16,11 +16,7 @@ pub struct CurrencyCodeError(pub String);
 
 impl fmt::Display for CurrencyCodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "malformed currency code '{}': expected 3 letters such as USD",
-            self.0
-        )
+        write!(f, "malformed currency code '{}': expected 3 letters such as USD", self.0)
     }
 }
 
@@ -43,11 +39,9 @@ impl FromStr for CurrencyCode {
     /// Accepts any letter case (`usd`, `Usd`); stores upper case.
     fn from_str(s: &str) -> Result<Self, CurrencyCodeError> {
         match s.as_bytes() {
-            [a, b, c] if [a, b, c].iter().all(|x| x.is_ascii_alphabetic()) => Ok(Self([
-                a.to_ascii_uppercase(),
-                b.to_ascii_uppercase(),
-                c.to_ascii_uppercase(),
-            ])),
+            [a, b, c] if [a, b, c].iter().all(|x| x.is_ascii_alphabetic()) => {
+                Ok(Self([a.to_ascii_uppercase(), b.to_ascii_uppercase(), c.to_ascii_uppercase()]))
+            }
             _ => Err(CurrencyCodeError(s.to_owned())),
         }
     }
@@ -80,10 +74,7 @@ const MINOR_UNITS: &[(&str, u32)] = &[
 
 /// ISO 4217 minor units when the currency is in the table.
 pub fn known_minor_units(code: CurrencyCode) -> Option<u32> {
-    MINOR_UNITS
-        .iter()
-        .find(|(c, _)| *c == code.as_str())
-        .map(|(_, units)| *units)
+    MINOR_UNITS.iter().find(|(c, _)| *c == code.as_str()).map(|(_, units)| *units)
 }
 
 /// Minor units of `code`; a currency the table does not know gets 2, the most
@@ -180,10 +171,7 @@ mod tests {
     fn formatting() {
         assert_eq!(format_money(dec("100"), code("USD")), "100.00 USD");
         assert_eq!(format_money(dec("11432.4"), code("JPY")), "11,432 JPY");
-        assert_eq!(
-            format_money(dec("1234567.891"), code("EUR")),
-            "1,234,567.89 EUR"
-        );
+        assert_eq!(format_money(dec("1234567.891"), code("EUR")), "1,234,567.89 EUR");
         assert_eq!(format_money(dec("999.995"), code("GBP")), "1,000.00 GBP");
         assert_eq!(format_money(dec("0"), code("JPY")), "0 JPY");
         assert_eq!(format_money(dec("-1234.5"), code("USD")), "-1,234.50 USD");

@@ -80,9 +80,7 @@ pub struct PeerClient {
 
 impl fmt::Debug for PeerClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PeerClient")
-            .field("settings", &self.settings)
-            .finish()
+        f.debug_struct("PeerClient").field("settings", &self.settings).finish()
     }
 }
 
@@ -92,14 +90,8 @@ impl PeerClient {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT.min(settings.timeout)));
         connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
-        Self {
-            client,
-            settings,
-            metrics: None,
-        }
+        let client = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
+        Self { client, settings, metrics: None }
     }
 
     /// The same client, counting and timing every call in `metrics`
@@ -146,19 +138,9 @@ impl PeerClient {
         // Pass the request id, trace context and l5d-ctx-* of the request being served on to the peer.
         let mut request = request;
         request.headers_mut().extend(super::context::current());
-        let response = self
-            .client
-            .request(request)
-            .await
-            .map_err(describe_client_error)?;
+        let response = self.client.request(request).await.map_err(describe_client_error)?;
         let (parts, body) = response.into_parts();
-        let text_header = |name: &str| {
-            parts
-                .headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
+        let text_header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let body = Limited::new(body, MAX_BODY_BYTES)
             .collect()
             .await

@@ -50,14 +50,10 @@ impl PeerName {
     pub fn new(name: &str) -> Result<Self, String> {
         let ok = !name.is_empty()
             && name.len() <= 253
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b));
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b));
         match HeaderValue::from_str(name) {
             Ok(value) if ok => Ok(Self(value)),
-            _ => Err(format!(
-                "invalid peer name '{name}': use letters, digits, '-', '.', '_' or ':'"
-            )),
+            _ => Err(format!("invalid peer name '{name}': use letters, digits, '-', '.', '_' or ':'")),
         }
     }
 
@@ -80,18 +76,14 @@ pub struct PeerUrl(Authority);
 impl PeerUrl {
     /// Parses `http://host:port` (a trailing `/` is fine; other paths are not).
     pub fn new(url: &str) -> Result<Self, String> {
-        let uri: Uri = url
-            .parse()
-            .map_err(|e| format!("invalid peer URL '{url}': {e}"))?;
+        let uri: Uri = url.parse().map_err(|e| format!("invalid peer URL '{url}': {e}"))?;
         if uri.scheme() != Some(&Scheme::HTTP) {
             return Err(format!("invalid peer URL '{url}': must start with http://"));
         }
         let has_path = uri.path_and_query().is_some_and(|p| p.as_str() != "/");
         match uri.authority() {
             Some(authority) if !has_path => Ok(Self(authority.clone())),
-            _ => Err(format!(
-                "invalid peer URL '{url}': expected http://host:port with no path"
-            )),
+            _ => Err(format!("invalid peer URL '{url}': expected http://host:port with no path")),
         }
     }
 
@@ -179,7 +171,9 @@ pub fn help(service: Service) -> String {
              --peer-timeout-ms MS    whole-request timeout for peer calls [env FOREX_PEER_TIMEOUT_MS] (default {DEFAULT_PEER_TIMEOUT_MS})\n"
         ));
     }
-    text.push_str("  -h, --help              print this help\n\nLog level: RUST_LOG (e.g. info, debug, forex=debug).\n");
+    text.push_str(
+        "  -h, --help              print this help\n\nLog level: RUST_LOG (e.g. info, debug, forex=debug).\n",
+    );
     text
 }
 
@@ -217,28 +211,17 @@ pub fn parse(
 }
 
 /// Validates the collected raw values (in `FLAGS` order).
-fn build(
-    service: Service,
-    values: &[Option<String>],
-    errors: &mut Vec<String>,
-) -> Option<Settings> {
+fn build(service: Service, values: &[Option<String>], errors: &mut Vec<String>) -> Option<Settings> {
     let listen_text = values[0].as_deref().unwrap_or(DEFAULT_LISTEN);
     let listen = listen_text
         .parse::<SocketAddr>()
-        .map_err(|_| {
-            errors.push(format!(
-                "invalid listen address '{listen_text}': expected IP:PORT"
-            ))
-        })
+        .map_err(|_| errors.push(format!("invalid listen address '{listen_text}': expected IP:PORT")))
         .ok();
     let peer = match service.default_peer_name() {
         None => {
             for (i, (flag, var)) in FLAGS.iter().enumerate().skip(1) {
                 if values[i].is_some() {
-                    errors.push(format!(
-                        "{} calls no peer: remove {flag} / {var}",
-                        service.name()
-                    ));
+                    errors.push(format!("{} calls no peer: remove {flag} / {var}", service.name()));
                 }
             }
             None
@@ -247,58 +230,31 @@ fn build(
     };
     let peer_ok = service.default_peer_name().is_none() || peer.is_some();
     match listen {
-        Some(listen) if peer_ok => Some(Settings {
-            service,
-            listen,
-            peer,
-        }),
+        Some(listen) if peer_ok => Some(Settings { service, listen, peer }),
         _ => None,
     }
 }
 
-fn peer_settings(
-    values: &[Option<String>],
-    default_name: &str,
-    errors: &mut Vec<String>,
-) -> Option<PeerSettings> {
-    let url = PeerUrl::new(values[1].as_deref().unwrap_or(DEFAULT_PEER))
-        .map_err(|e| errors.push(e))
-        .ok();
-    let name = PeerName::new(values[2].as_deref().unwrap_or(default_name))
-        .map_err(|e| errors.push(e))
-        .ok();
-    let timeout_text = values[3]
-        .clone()
-        .unwrap_or_else(|| DEFAULT_PEER_TIMEOUT_MS.to_string());
+fn peer_settings(values: &[Option<String>], default_name: &str, errors: &mut Vec<String>) -> Option<PeerSettings> {
+    let url = PeerUrl::new(values[1].as_deref().unwrap_or(DEFAULT_PEER)).map_err(|e| errors.push(e)).ok();
+    let name = PeerName::new(values[2].as_deref().unwrap_or(default_name)).map_err(|e| errors.push(e)).ok();
+    let timeout_text = values[3].clone().unwrap_or_else(|| DEFAULT_PEER_TIMEOUT_MS.to_string());
     let timeout = match timeout_text.parse::<u64>() {
         Ok(ms @ 1..=600_000) => Some(Duration::from_millis(ms)),
         _ => {
-            errors.push(format!(
-                "invalid peer timeout '{timeout_text}': expected milliseconds from 1 to 600000"
-            ));
+            errors.push(format!("invalid peer timeout '{timeout_text}': expected milliseconds from 1 to 600000"));
             None
         }
     };
-    Some(PeerSettings {
-        url: url?,
-        name: name?,
-        timeout: timeout?,
-    })
+    Some(PeerSettings { url: url?, name: name?, timeout: timeout? })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn run(
-        service: Service,
-        args: &[&str],
-        env: &[(&str, &str)],
-    ) -> Result<Command, SettingsErrors> {
-        let env: Vec<(String, String)> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+    fn run(service: Service, args: &[&str], env: &[(&str, &str)]) -> Result<Command, SettingsErrors> {
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         parse(service, args.iter().map(|s| s.to_string()), move |k| {
             env.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone())
         })
@@ -327,11 +283,7 @@ mod tests {
         let s = settings(run(
             Service::Web,
             &["--listen=127.0.1.1:9000", "--peer-timeout-ms", "250"],
-            &[
-                ("FOREX_LISTEN", "127.0.0.9:1"),
-                ("FOREX_PEER", "http://127.0.2.1:4141/"),
-                ("FOREX_PEER_NAME", "conv"),
-            ],
+            &[("FOREX_LISTEN", "127.0.0.9:1"), ("FOREX_PEER", "http://127.0.2.1:4141/"), ("FOREX_PEER_NAME", "conv")],
         ));
         assert_eq!(s.listen.to_string(), "127.0.1.1:9000");
         let peer = s.peer.expect("peer");
@@ -344,16 +296,7 @@ mod tests {
     fn reports_every_problem() {
         let errors = match run(
             Service::Converter,
-            &[
-                "--listen",
-                "nope",
-                "--peer",
-                "https://x:1",
-                "--peer-timeout-ms",
-                "0",
-                "--bogus",
-                "--peer-name",
-            ],
+            &["--listen", "nope", "--peer", "https://x:1", "--peer-timeout-ms", "0", "--bogus", "--peer-name"],
             &[],
         ) {
             Err(e) => e.0,
@@ -364,9 +307,7 @@ mod tests {
         assert!(errors.iter().any(|e| e.contains("http://")));
         assert!(errors.iter().any(|e| e.contains("timeout '0'")));
         assert!(errors.iter().any(|e| e.contains("--bogus")));
-        assert!(errors
-            .iter()
-            .any(|e| e.contains("--peer-name needs a value")));
+        assert!(errors.iter().any(|e| e.contains("--peer-name needs a value")));
     }
 
     #[test]

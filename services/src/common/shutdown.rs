@@ -60,10 +60,7 @@ pub async fn serve(
     match tokio::time::timeout(drain, server).await {
         Ok(result) => result,
         Err(_) => {
-            tracing::warn!(
-                seconds = drain.as_secs(),
-                "drain deadline passed, closing open connections"
-            );
+            tracing::warn!(seconds = drain.as_secs(), "drain deadline passed, closing open connections");
             Ok(())
         }
     }

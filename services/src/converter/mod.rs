@@ -33,10 +33,7 @@ pub struct ConverterState {
 /// forex-converter's routes.
 pub fn app(state: ConverterState) -> Router {
     Router::new()
-        .route(
-            "/health",
-            get(|| async { Json(health_body(Service::Converter)) }),
-        )
+        .route("/health", get(|| async { Json(health_body(Service::Converter)) }))
         .route("/convert", get(convert))
         .route("/currencies", get(currencies))
         .fallback(no_route)
@@ -92,12 +89,7 @@ pub fn validate(query: &ConvertQuery) -> Result<ConvertRequest, ApiError> {
     let to = code(&query.to, Field::To)?;
     let amount = parse_amount(required(&query.amount, Field::Amount)?)
         .map_err(|message| ApiError::bad_request(message).with_field(Field::Amount))?;
-    Ok(ConvertRequest {
-        date,
-        from,
-        to,
-        amount,
-    })
+    Ok(ConvertRequest { date, from, to, amount })
 }
 
 /// A plain non-negative decimal: digits, optionally `.` and up to 8 more digits,
@@ -110,19 +102,11 @@ pub fn parse_amount(text: &str) -> Result<Decimal, String> {
     }
     let (int, frac) = text.split_once('.').unwrap_or((text, ""));
     let digits_only = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if !digits_only(int)
-        || !digits_only(frac)
-        || (int.is_empty() && frac.is_empty())
-        || text.ends_with('.')
-    {
-        return Err(format!(
-            "amount '{text}' is not a number (write it like 1234.56)"
-        ));
+    if !digits_only(int) || !digits_only(frac) || (int.is_empty() && frac.is_empty()) || text.ends_with('.') {
+        return Err(format!("amount '{text}' is not a number (write it like 1234.56)"));
     }
     if frac.len() > MAX_AMOUNT_DECIMALS {
-        return Err(format!(
-            "amount has more than {MAX_AMOUNT_DECIMALS} decimal places"
-        ));
+        return Err(format!("amount has more than {MAX_AMOUNT_DECIMALS} decimal places"));
     }
     let int = int.trim_start_matches('0');
     let too_large = || format!("amount is too large (at most {MAX_AMOUNT})");
@@ -131,14 +115,8 @@ pub fn parse_amount(text: &str) -> Result<Decimal, String> {
     if int.len() > 16 {
         return Err(too_large());
     }
-    let normalised = format!(
-        "{}.{}",
-        if int.is_empty() { "0" } else { int },
-        if frac.is_empty() { "0" } else { frac }
-    );
-    let value = normalised
-        .parse::<Decimal>()
-        .map_err(|_| format!("amount '{text}' is not a number"))?;
+    let normalised = format!("{}.{}", if int.is_empty() { "0" } else { int }, if frac.is_empty() { "0" } else { frac });
+    let value = normalised.parse::<Decimal>().map_err(|_| format!("amount '{text}' is not a number"))?;
     if value > Decimal::from(MAX_AMOUNT) {
         return Err(too_large());
     }
@@ -161,9 +139,7 @@ pub struct RateAnswer {
 /// `amount × to_per_eur / from_per_eur`, rounded half-up to `to`'s minor units.
 /// Using the EUR base rates is more exact than the rounded cross rate.
 pub fn convert_amount(amount: Decimal, answer: &RateAnswer, to: CurrencyCode) -> Option<Decimal> {
-    let exact = amount
-        .checked_mul(answer.to_per_eur)?
-        .checked_div(answer.from_per_eur)?;
+    let exact = amount.checked_mul(answer.to_per_eur)?.checked_div(answer.from_per_eur)?;
     Some(round_half_up(exact, minor_units(to)))
 }
 
@@ -175,10 +151,7 @@ fn unavailable(status: StatusCode, detail: impl std::fmt::Display) -> ApiError {
 fn error_body(body: &[u8]) -> Option<(String, Option<Field>)> {
     let value: Value = serde_json::from_slice(body).ok()?;
     let message = value.get("error")?.as_str()?.to_owned();
-    let field = value
-        .get("field")
-        .and_then(Value::as_str)
-        .and_then(Field::parse);
+    let field = value.get("field").and_then(Value::as_str).and_then(Field::parse);
     Some((message, field))
 }
 
@@ -215,12 +188,7 @@ fn transport_failure(peer: &str, error: &PeerError) -> ApiError {
 fn parse_rate_answer(body: &[u8]) -> Option<RateAnswer> {
     let value: Value = serde_json::from_slice(body).ok()?;
     let text = |key: &str| value.get(key).and_then(Value::as_str);
-    let decimal = |key: &str| {
-        text(key)?
-            .parse::<Decimal>()
-            .ok()
-            .filter(|d| *d > Decimal::ZERO)
-    };
+    let decimal = |key: &str| text(key)?.parse::<Decimal>().ok().filter(|d| *d > Decimal::ZERO);
     Some(RateAnswer {
         effective_date: text("effective_date")?.parse().ok()?,
         rate: decimal("rate")?,
@@ -237,27 +205,18 @@ impl ConverterState {
     /// Asks forex-rate for the rates of one request.
     async fn fetch_rates(&self, request: &ConvertRequest) -> Result<RateAnswer, ApiError> {
         let path = format!("/{}/{}/{}", request.date, request.from, request.to);
-        let response = self
-            .rates
-            .get(&path)
-            .await
-            .map_err(|e| transport_failure(self.peer_name(), &e))?;
+        let response = self.rates.get(&path).await.map_err(|e| transport_failure(self.peer_name(), &e))?;
         if response.status != StatusCode::OK {
             return Err(upstream_failure(self.peer_name(), &response));
         }
         parse_rate_answer(&response.body).ok_or_else(|| {
-            unavailable(
-                StatusCode::BAD_GATEWAY,
-                format!("{} sent a rate answer we cannot read", self.peer_name()),
-            )
+            unavailable(StatusCode::BAD_GATEWAY, format!("{} sent a rate answer we cannot read", self.peer_name()))
         })
     }
 }
 
 fn query_or_400<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    query
-        .map(|Query(q)| q)
-        .map_err(|e| ApiError::bad_request(format!("malformed query: {}", e.body_text())))
+    query.map(|Query(q)| q).map_err(|e| ApiError::bad_request(format!("malformed query: {}", e.body_text())))
 }
 
 async fn convert(
@@ -267,10 +226,7 @@ async fn convert(
     let request = validate(&query_or_400(query)?)?;
     let answer = state.fetch_rates(&request).await?;
     let converted = convert_amount(request.amount, &answer, request.to).ok_or_else(|| {
-        unavailable(
-            StatusCode::BAD_GATEWAY,
-            format!("{} sent rates we cannot compute with", state.peer_name()),
-        )
+        unavailable(StatusCode::BAD_GATEWAY, format!("{} sent rates we cannot compute with", state.peer_name()))
     })?;
     Ok(Json(json!({
         "date": request.date.to_string(),
@@ -298,30 +254,17 @@ async fn currencies(
     query: Result<Query<CurrenciesQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let query = query_or_400(query)?;
-    let date = match query
-        .date
-        .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
-        Some(text) => text
-            .parse::<Date>()
-            .map_err(|e| ApiError::bad_request(e.to_string()).with_field(Field::Date))?,
+    let date = match query.date.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        Some(text) => text.parse::<Date>().map_err(|e| ApiError::bad_request(e.to_string()).with_field(Field::Date))?,
         None => Date::today(),
     };
-    let response = state
-        .rates
-        .get(&format!("/currencies/{date}"))
-        .await
-        .map_err(|e| transport_failure(state.peer_name(), &e))?;
+    let response =
+        state.rates.get(&format!("/currencies/{date}")).await.map_err(|e| transport_failure(state.peer_name(), &e))?;
     if response.status != StatusCode::OK {
         return Err(upstream_failure(state.peer_name(), &response));
     }
     let body = parse_currencies(&response.body).ok_or_else(|| {
-        unavailable(
-            StatusCode::BAD_GATEWAY,
-            format!("{} sent a currency list we cannot read", state.peer_name()),
-        )
+        unavailable(StatusCode::BAD_GATEWAY, format!("{} sent a currency list we cannot read", state.peer_name()))
     })?;
     Ok(json_response(StatusCode::OK, &body))
 }
@@ -333,12 +276,7 @@ fn parse_currencies(body: &[u8]) -> Option<Value> {
         .get("currencies")?
         .as_array()?
         .iter()
-        .map(|c| {
-            c.as_str()?
-                .parse::<CurrencyCode>()
-                .ok()
-                .map(|c| c.to_string())
-        })
+        .map(|c| c.as_str()?.parse::<CurrencyCode>().ok().map(|c| c.to_string()))
         .collect::<Option<Vec<String>>>()?;
     let date: Date = value.get("date")?.as_str()?.parse().ok()?;
     let effective: Date = value.get("effective_date")?.as_str()?.parse().ok()?;
@@ -360,25 +298,17 @@ mod tests {
     #[test]
     fn amounts() {
         assert_eq!(parse_amount("100"), Ok(dec("100")));
-        assert_eq!(
-            parse_amount("0100.50").map(|d| d.to_string()),
-            Ok("100.5".to_owned())
-        );
+        assert_eq!(parse_amount("0100.50").map(|d| d.to_string()), Ok("100.5".to_owned()));
         assert_eq!(parse_amount(".5"), Ok(dec("0.5")));
         assert_eq!(parse_amount("0"), Ok(dec("0")));
-        assert_eq!(
-            parse_amount("1000000000000000"),
-            Ok(dec("1000000000000000"))
-        );
+        assert_eq!(parse_amount("1000000000000000"), Ok(dec("1000000000000000")));
         assert_eq!(parse_amount("0.00000001"), Ok(dec("0.00000001")));
         let err = |s: &str| parse_amount(s).expect_err(s);
         assert!(err("-5").contains("negative"));
         assert!(err("1000000000000000.01").contains("too large"));
         assert!(err("99999999999999999999999999999999999").contains("too large"));
         assert!(err("0.000000001").contains("8 decimal places"));
-        for bad in [
-            "abc", "1e5", "1,000", "1.2.3", "+5", "5.", ".", "", "NaN", "1 000", "--5", "0x10",
-        ] {
+        for bad in ["abc", "1e5", "1,000", "1.2.3", "+5", "5.", ".", "", "NaN", "1 000", "--5", "0x10"] {
             assert!(err(bad).contains("not a number"), "{bad}");
         }
     }
@@ -394,19 +324,10 @@ mod tests {
         let jpy = "JPY".parse().expect("code");
         let usd = "USD".parse().expect("code");
         // 0.5 × 10 / 2 = 2.5 → 3 (banker's rounding would give 2).
-        assert_eq!(
-            convert_amount(dec("0.5"), &answer("2", "10"), jpy),
-            Some(dec("3"))
-        );
+        assert_eq!(convert_amount(dec("0.5"), &answer("2", "10"), jpy), Some(dec("3")));
         // 1 × 1.005 / 1 = 1.005 → 1.01.
-        assert_eq!(
-            convert_amount(dec("1"), &answer("1", "1.005"), usd).map(|d| d.to_string()),
-            Some("1.01".into())
-        );
+        assert_eq!(convert_amount(dec("1"), &answer("1", "1.005"), usd).map(|d| d.to_string()), Some("1.01".into()));
         // Real data 2016-09-05: 100 USD → JPY = 100 × 115.24 / 1.1156 = 10329.867…
-        assert_eq!(
-            convert_amount(dec("100"), &answer("1.1156", "115.24"), jpy),
-            Some(dec("10330"))
-        );
+        assert_eq!(convert_amount(dec("100"), &answer("1.1156", "115.24"), jpy), Some(dec("10330")));
     }
 }

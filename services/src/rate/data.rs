@@ -72,19 +72,12 @@ impl RateTable {
 
     /// The table from the ECB CSV text.
     pub fn from_csv(text: &str) -> Result<Self, DataError> {
-        let mut lines = text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty());
+        let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
         let Some((_, header)) = lines.next() else {
             return err("CSV is empty");
         };
         let currencies = parse_header(header)?;
-        let mut table = RateTable {
-            dates: Vec::new(),
-            currencies,
-            columns: Vec::new(),
-        };
+        let mut table = RateTable { dates: Vec::new(), currencies, columns: Vec::new() };
         table.columns = vec![Vec::new(); table.currencies.len()];
         for (index, line) in lines {
             table.push_row(index + 1, line)?;
@@ -96,16 +89,10 @@ impl RateTable {
     fn push_row(&mut self, line_no: usize, line: &str) -> Result<(), DataError> {
         let mut fields = split_fields(line);
         let date_text = fields.next().unwrap_or("");
-        let date = date_text
-            .parse::<Date>()
-            .or_else(|e| err(format!("line {line_no}: {e}")))?;
+        let date = date_text.parse::<Date>().or_else(|e| err(format!("line {line_no}: {e}")))?;
         let values: Vec<&str> = fields.collect();
         if values.len() != self.currencies.len() {
-            return err(format!(
-                "line {line_no}: {} rates for {} currencies",
-                values.len(),
-                self.currencies.len()
-            ));
+            return err(format!("line {line_no}: {} rates for {} currencies", values.len(), self.currencies.len()));
         }
         for (column, text) in self.columns.iter_mut().zip(values) {
             column.push(parse_rate(text).or_else(|e| err(format!("line {line_no}: {e}")))?);
@@ -118,10 +105,7 @@ impl RateTable {
     fn sort_ascending(&mut self) -> Result<(), DataError> {
         let mut order: Vec<usize> = (0..self.dates.len()).collect();
         order.sort_by_key(|&i| self.dates[i]);
-        if let Some(pair) = order
-            .windows(2)
-            .find(|w| self.dates[w[0]] == self.dates[w[1]])
-        {
+        if let Some(pair) = order.windows(2).find(|w| self.dates[w[0]] == self.dates[w[1]]) {
             return err(format!("date {} appears twice", self.dates[pair[0]]));
         }
         self.dates = order.iter().map(|&i| self.dates[i]).collect();
@@ -177,10 +161,7 @@ impl RateTable {
         if code == CurrencyCode::EUR {
             return Some(Currency::Euro);
         }
-        self.currencies
-            .iter()
-            .position(|c| *c == code)
-            .map(Currency::Column)
+        self.currencies.iter().position(|c| *c == code).map(Currency::Column)
     }
 
     /// Units of `currency` per euro on a row; `None` when the ECB published none.
@@ -229,10 +210,7 @@ impl RateTable {
 /// Fields of a CSV line, without the empty field the trailing comma makes.
 fn split_fields(line: &str) -> impl Iterator<Item = &str> {
     let line = line.trim_end_matches(['\r', ' ']);
-    line.strip_suffix(',')
-        .unwrap_or(line)
-        .split(',')
-        .map(str::trim)
+    line.strip_suffix(',').unwrap_or(line).split(',').map(str::trim)
 }
 
 fn parse_header(header: &str) -> Result<Vec<CurrencyCode>, DataError> {
@@ -242,9 +220,7 @@ fn parse_header(header: &str) -> Result<Vec<CurrencyCode>, DataError> {
     }
     let mut codes = Vec::new();
     for field in fields {
-        let code = field
-            .parse::<CurrencyCode>()
-            .or_else(|e| err(format!("header: {e}")))?;
+        let code = field.parse::<CurrencyCode>().or_else(|e| err(format!("header: {e}")))?;
         if code == CurrencyCode::EUR || codes.contains(&code) {
             return err(format!("header: unexpected column {code}"));
         }
@@ -291,19 +267,13 @@ pub fn inflate_single_member(zip: &[u8]) -> Result<Vec<u8>, DataError> {
     let name_len = usize::from(u16_at(zip, 26)?);
     let extra_len = usize::from(u16_at(zip, 28)?);
     if method != METHOD_DEFLATE {
-        return err(format!(
-            "zip member uses method {method}, expected deflate (8)"
-        ));
+        return err(format!("zip member uses method {method}, expected deflate (8)"));
     }
     if flags & FLAG_DATA_DESCRIPTOR != 0 || flags & 1 != 0 {
-        return err(format!(
-            "zip member is encrypted or streamed (flags {flags:#x}); repack it plainly"
-        ));
+        return err(format!("zip member is encrypted or streamed (flags {flags:#x}); repack it plainly"));
     }
     if size > MAX_CSV_BYTES {
-        return err(format!(
-            "zip member claims {size} bytes, more than we accept"
-        ));
+        return err(format!("zip member claims {size} bytes, more than we accept"));
     }
     let start = 30 + name_len + extra_len;
     let end = start + compressed;
@@ -319,16 +289,11 @@ pub fn inflate_single_member(zip: &[u8]) -> Result<Vec<u8>, DataError> {
         .read_to_end(&mut out)
         .or_else(|e| err(format!("inflating the CSV failed: {e}")))?;
     if out.len() as u64 != u64::from(size) {
-        return err(format!(
-            "inflated {} bytes, the zip header says {size}",
-            out.len()
-        ));
+        return err(format!("inflated {} bytes, the zip header says {size}", out.len()));
     }
     let actual = crc32fast::hash(&out);
     if actual != crc {
-        return err(format!(
-            "CRC-32 mismatch: computed {actual:08x}, zip header says {crc:08x}"
-        ));
+        return err(format!("CRC-32 mismatch: computed {actual:08x}, zip header says {crc:08x}"));
     }
     Ok(out)
 }
@@ -337,9 +302,8 @@ pub fn inflate_single_member(zip: &[u8]) -> Result<Vec<u8>, DataError> {
 /// since a zip comment may follow it).
 fn entry_count(zip: &[u8]) -> Result<u16, DataError> {
     let lowest = zip.len().saturating_sub(22 + usize::from(u16::MAX));
-    let found = (lowest..=zip.len().saturating_sub(22))
-        .rev()
-        .find(|&at| u32_at(zip, at).ok() == Some(END_OF_CENTRAL_DIR_SIG));
+    let found =
+        (lowest..=zip.len().saturating_sub(22)).rev().find(|&at| u32_at(zip, at).ok() == Some(END_OF_CENTRAL_DIR_SIG));
     match found {
         Some(at) => u16_at(zip, at + 10),
         None => err("zip has no end-of-central-directory record"),
@@ -367,10 +331,7 @@ mod tests {
         assert_eq!(table.all_currencies().len(), 41);
         let usd = table.currency(code("USD")).expect("USD");
         let row = table.row_on_or_before(d("2016-09-05")).expect("row");
-        assert_eq!(
-            table.per_eur(usd, row),
-            Some("1.1156".parse().expect("dec"))
-        );
+        assert_eq!(table.per_eur(usd, row), Some("1.1156".parse().expect("dec")));
         // Every ECB currency has an ISO 4217 entry in our minor-units table.
         for c in table.all_currencies() {
             assert!(crate::common::money::known_minor_units(*c).is_some(), "{c}");
@@ -415,17 +376,11 @@ mod tests {
         assert!(inflate_single_member(b"not a zip at all, clearly").is_err());
         let mut bad_crc = EMBEDDED_ZIP.to_vec();
         bad_crc[14] ^= 0xff;
-        assert!(inflate_single_member(&bad_crc)
-            .expect_err("crc")
-            .0
-            .contains("CRC-32"));
+        assert!(inflate_single_member(&bad_crc).expect_err("crc").0.contains("CRC-32"));
         let truncated = &EMBEDDED_ZIP[..EMBEDDED_ZIP.len() / 2];
         assert!(inflate_single_member(truncated).is_err());
         let mut stored = EMBEDDED_ZIP.to_vec();
         stored[8] = 0;
-        assert!(inflate_single_member(&stored)
-            .expect_err("method")
-            .0
-            .contains("deflate"));
+        assert!(inflate_single_member(&stored).expect_err("method").0.contains("deflate"));
     }
 }

@@ -57,20 +57,14 @@ pub struct RateState {
 impl RateState {
     /// State over a table, with the system clock.
     pub fn new(table: Arc<RateTable>) -> Self {
-        Self {
-            table,
-            clock: Clock::System,
-        }
+        Self { table, clock: Clock::System }
     }
 }
 
 /// forex-rate's routes.
 pub fn app(state: RateState) -> Router {
     Router::new()
-        .route(
-            "/health",
-            get(|| async { Json(health_body(Service::Rate)) }),
-        )
+        .route("/health", get(|| async { Json(health_body(Service::Rate)) }))
         .route("/currencies/{date}", get(currencies))
         .route("/history/{from}/{to}", get(history))
         .route("/{date}/{from}/{to}", get(rate))
@@ -83,26 +77,19 @@ pub fn app(state: RateState) -> Router {
 /// `None` only for a zero `from` rate, which the loader never admits.
 pub fn cross_rate(from_per_eur: Decimal, to_per_eur: Decimal) -> Option<Decimal> {
     let rate = to_per_eur.checked_div(from_per_eur)?;
-    Some(
-        rate.round_dp_with_strategy(RATE_DECIMALS, RoundingStrategy::MidpointAwayFromZero)
-            .normalize(),
-    )
+    Some(rate.round_dp_with_strategy(RATE_DECIMALS, RoundingStrategy::MidpointAwayFromZero).normalize())
 }
 
 fn path_params<T>(params: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
-    params
-        .map(|Path(p)| p)
-        .map_err(|e| ApiError::bad_request(format!("malformed path: {}", e.body_text())))
+    params.map(|Path(p)| p).map_err(|e| ApiError::bad_request(format!("malformed path: {}", e.body_text())))
 }
 
 fn parse_date(text: &str, field: Field) -> Result<Date, ApiError> {
-    text.parse::<Date>()
-        .map_err(|e| ApiError::bad_request(e.to_string()).with_field(field))
+    text.parse::<Date>().map_err(|e| ApiError::bad_request(e.to_string()).with_field(field))
 }
 
 fn parse_code(text: &str, field: Field) -> Result<CurrencyCode, ApiError> {
-    text.parse::<CurrencyCode>()
-        .map_err(|e| ApiError::bad_request(e.to_string()).with_field(field))
+    text.parse::<CurrencyCode>().map_err(|e| ApiError::bad_request(e.to_string()).with_field(field))
 }
 
 impl RateState {
@@ -111,23 +98,20 @@ impl RateState {
         let today = self.clock.today();
         if date > today {
             return Err(
-                ApiError::not_found(format!("{date} is in the future (today is {today})"))
-                    .with_field(Field::Date),
+                ApiError::not_found(format!("{date} is in the future (today is {today})")).with_field(Field::Date)
             );
         }
         let first = self.table.first_date();
         self.table.row_on_or_before(date).ok_or_else(|| {
-            ApiError::not_found(format!(
-                "no ECB rates before {first}, the first available date (asked for {date})"
-            ))
-            .with_field(Field::Date)
+            ApiError::not_found(format!("no ECB rates before {first}, the first available date (asked for {date})"))
+                .with_field(Field::Date)
         })
     }
 
     fn currency(&self, code: CurrencyCode, field: Field) -> Result<Currency, ApiError> {
-        self.table.currency(code).ok_or_else(|| {
-            ApiError::not_found(format!("unknown currency '{code}'")).with_field(field)
-        })
+        self.table
+            .currency(code)
+            .ok_or_else(|| ApiError::not_found(format!("unknown currency '{code}'")).with_field(field))
     }
 
     /// Units of `code` per euro on `row`, or a 404 that says when it was published.
@@ -137,14 +121,12 @@ impl RateState {
             return Ok(value);
         }
         let day = self.table.date_at(row).unwrap_or(self.table.first_date());
-        let when = match (
-            self.table.last_published_before(currency, row),
-            self.table.first_published_after(currency, row),
-        ) {
-            (Some(last), _) => format!(" (last published {last})"),
-            (None, Some(first)) => format!(" (first published {first})"),
-            (None, None) => String::new(),
-        };
+        let when =
+            match (self.table.last_published_before(currency, row), self.table.first_published_after(currency, row)) {
+                (Some(last), _) => format!(" (last published {last})"),
+                (None, Some(first)) => format!(" (first published {first})"),
+                (None, None) => String::new(),
+            };
         Err(ApiError::not_found(format!("no ECB rate for {code} on {day}{when}")).with_field(field))
     }
 }
@@ -163,12 +145,8 @@ async fn rate(
     state.currency(to, Field::To)?;
     let from_per_eur = state.per_eur(from, Field::From, row)?;
     let to_per_eur = state.per_eur(to, Field::To, row)?;
-    let rate = cross_rate(from_per_eur, to_per_eur).ok_or_else(|| {
-        ApiError::new(
-            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-            "zero rate in the data",
-        )
-    })?;
+    let rate = cross_rate(from_per_eur, to_per_eur)
+        .ok_or_else(|| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "zero rate in the data"))?;
     let effective = state.table.date_at(row).unwrap_or(date);
     Ok(Json(json!({
         "date": date.to_string(),
@@ -188,12 +166,7 @@ async fn currencies(
     let date = parse_date(&path_params(params)?, Field::Date)?;
     let row = state.row_for(date)?;
     let effective = state.table.date_at(row).unwrap_or(date);
-    let list: Vec<String> = state
-        .table
-        .currencies_on(row)
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+    let list: Vec<String> = state.table.currencies_on(row).iter().map(ToString::to_string).collect();
     Ok(Json(json!({
         "date": date.to_string(),
         "effective_date": effective.to_string(),
@@ -213,18 +186,13 @@ fn history_limit(start: Date) -> Date {
     let (y, m, d) = start.ymd();
     let y = y.saturating_add(MAX_HISTORY_YEARS);
     // 29 February has no twin ten years on; 1 March stands in for it.
-    Date::from_ymd(y, m, d)
-        .or_else(|| Date::from_ymd(y, 3, 1))
-        .unwrap_or(Date::from_days(i32::MAX))
+    Date::from_ymd(y, m, d).or_else(|| Date::from_ymd(y, 3, 1)).unwrap_or(Date::from_days(i32::MAX))
 }
 
 fn required_date(value: Option<&str>, field: Field) -> Result<Date, ApiError> {
     match value {
         Some(text) => parse_date(text, field),
-        None => Err(ApiError::bad_request(format!(
-            "missing query parameter '{field}' (YYYY-MM-DD)"
-        ))
-        .with_field(field)),
+        None => Err(ApiError::bad_request(format!("missing query parameter '{field}' (YYYY-MM-DD)")).with_field(field)),
     }
 }
 
@@ -236,15 +204,11 @@ async fn history(
     let (from, to) = path_params(params)?;
     let from = parse_code(&from, Field::From)?;
     let to = parse_code(&to, Field::To)?;
-    let Query(query) =
-        query.map_err(|e| ApiError::bad_request(format!("malformed query: {}", e.body_text())))?;
+    let Query(query) = query.map_err(|e| ApiError::bad_request(format!("malformed query: {}", e.body_text())))?;
     let start = required_date(query.start.as_deref(), Field::Start)?;
     let end = required_date(query.end.as_deref(), Field::End)?;
     if end < start {
-        return Err(
-            ApiError::bad_request(format!("end {end} is before start {start}"))
-                .with_field(Field::End),
-        );
+        return Err(ApiError::bad_request(format!("end {end} is before start {start}")).with_field(Field::End));
     }
     if end > history_limit(start) {
         return Err(ApiError::bad_request(format!(
@@ -262,9 +226,7 @@ async fn history(
             Some(json!({ "date": table.date_at(row)?.to_string(), "rate": rate.to_string() }))
         })
         .collect();
-    Ok(Json(
-        json!({ "from": from.as_str(), "to": to.as_str(), "points": points }),
-    ))
+    Ok(Json(json!({ "from": from.as_str(), "to": to.as_str(), "points": points })))
 }
 
 #[cfg(test)]
@@ -277,22 +239,10 @@ mod tests {
 
     #[test]
     fn cross_rates_round_half_up_to_ten_places() {
-        assert_eq!(
-            cross_rate(dec("1.1156"), dec("115.24")),
-            Some(dec("103.2986733596"))
-        );
-        assert_eq!(
-            cross_rate(dec("3"), dec("2")).map(|r| r.to_string()),
-            Some("0.6666666667".into())
-        );
-        assert_eq!(
-            cross_rate(dec("2"), dec("1")).map(|r| r.to_string()),
-            Some("0.5".into())
-        );
-        assert_eq!(
-            cross_rate(dec("1.5"), dec("1.5")).map(|r| r.to_string()),
-            Some("1".into())
-        );
+        assert_eq!(cross_rate(dec("1.1156"), dec("115.24")), Some(dec("103.2986733596")));
+        assert_eq!(cross_rate(dec("3"), dec("2")).map(|r| r.to_string()), Some("0.6666666667".into()));
+        assert_eq!(cross_rate(dec("2"), dec("1")).map(|r| r.to_string()), Some("0.5".into()));
+        assert_eq!(cross_rate(dec("1.5"), dec("1.5")).map(|r| r.to_string()), Some("1".into()));
         assert_eq!(cross_rate(dec("0"), dec("1")), None);
     }
 

@@ -23,14 +23,12 @@ use serde_json::{json, Value};
 /// Shown when the converter's currency list cannot be had: the ECB's
 /// currencies at the time of writing, plus EUR.
 pub const FALLBACK_CURRENCIES: &[&str] = &[
-    "AUD", "BRL", "CAD", "CHF", "CNY", "CZK", "DKK", "EUR", "GBP", "HKD", "HUF", "IDR", "ILS",
-    "INR", "ISK", "JPY", "KRW", "MXN", "MYR", "NOK", "NZD", "PHP", "PLN", "RON", "SEK", "SGD",
-    "THB", "TRY", "USD", "ZAR",
+    "AUD", "BRL", "CAD", "CHF", "CNY", "CZK", "DKK", "EUR", "GBP", "HKD", "HUF", "IDR", "ILS", "INR", "ISK", "JPY",
+    "KRW", "MXN", "MYR", "NOK", "NZD", "PHP", "PLN", "RON", "SEK", "SGD", "THB", "TRY", "USD", "ZAR",
 ];
 
 /// What the page says when the services behind it fail.
-const UNAVAILABLE_MESSAGE: &str =
-    "Sorry, exchange rates are not available right now. Please try again in a moment.";
+const UNAVAILABLE_MESSAGE: &str = "Sorry, exchange rates are not available right now. Please try again in a moment.";
 
 /// The shared state of forex-web's handlers.
 #[derive(Clone, Debug)]
@@ -76,10 +74,7 @@ impl FormQuery {
     }
 }
 
-async fn index(
-    State(state): State<WebState>,
-    query: Result<Query<FormQuery>, QueryRejection>,
-) -> Response {
+async fn index(State(state): State<WebState>, query: Result<Query<FormQuery>, QueryRejection>) -> Response {
     let (query, malformed) = match query {
         Ok(Query(q)) => (q, false),
         Err(_) => (FormQuery::default(), true),
@@ -87,9 +82,7 @@ async fn index(
     let form = query.values();
     let list_date = form.date.parse::<Date>().unwrap_or_else(|_| Date::today());
     let (currencies, outcome) = if query.submitted() {
-        tokio::join!(state.currencies(list_date), async {
-            Some(state.convert(&form).await)
-        })
+        tokio::join!(state.currencies(list_date), async { Some(state.convert(&form).await) })
     } else {
         (state.currencies(list_date).await, None)
     };
@@ -101,15 +94,8 @@ async fn index(
     } else {
         outcome
     };
-    let mut response = Html(page::render(&Page {
-        form,
-        currencies,
-        outcome,
-    }))
-    .into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let mut response = Html(page::render(&Page { form, currencies, outcome })).into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
@@ -126,23 +112,11 @@ fn convert_query(form: &FormValues) -> String {
 impl WebState {
     /// The currency list for the form, or the built-in one if the converter fails.
     async fn currencies(&self, date: Date) -> Vec<String> {
-        let fallback = || {
-            FALLBACK_CURRENCIES
-                .iter()
-                .map(|c| (*c).to_owned())
-                .collect()
-        };
-        let response = match self
-            .converter
-            .get(&format!("/currencies?date={date}"))
-            .await
-        {
+        let fallback = || FALLBACK_CURRENCIES.iter().map(|c| (*c).to_owned()).collect();
+        let response = match self.converter.get(&format!("/currencies?date={date}")).await {
             Ok(r) if r.status == StatusCode::OK => r,
             Ok(r) => {
-                tracing::debug!(
-                    status = r.status.as_u16(),
-                    "currency list unavailable, using the built-in one"
-                );
+                tracing::debug!(status = r.status.as_u16(), "currency list unavailable, using the built-in one");
                 return fallback();
             }
             Err(e) => {
@@ -150,31 +124,19 @@ impl WebState {
                 return fallback();
             }
         };
-        let parsed: Option<Vec<String>> = serde_json::from_slice::<Value>(&response.body)
-            .ok()
-            .and_then(|v| {
-                v.get("currencies")?
-                    .as_array()?
-                    .iter()
-                    .map(|c| {
-                        c.as_str()?
-                            .parse::<CurrencyCode>()
-                            .ok()
-                            .map(|c| c.to_string())
-                    })
-                    .collect()
-            });
-        parsed
-            .filter(|list| !list.is_empty())
-            .unwrap_or_else(fallback)
+        let parsed: Option<Vec<String>> = serde_json::from_slice::<Value>(&response.body).ok().and_then(|v| {
+            v.get("currencies")?
+                .as_array()?
+                .iter()
+                .map(|c| c.as_str()?.parse::<CurrencyCode>().ok().map(|c| c.to_string()))
+                .collect()
+        });
+        parsed.filter(|list| !list.is_empty()).unwrap_or_else(fallback)
     }
 
     /// Asks the converter and turns its answer into something to show.
     async fn convert(&self, form: &FormValues) -> Outcome {
-        let unavailable = Outcome::Failed {
-            message: UNAVAILABLE_MESSAGE.to_owned(),
-            field: None,
-        };
+        let unavailable = Outcome::Failed { message: UNAVAILABLE_MESSAGE.to_owned(), field: None };
         let response = match self.converter.get(&convert_query(form)).await {
             Ok(response) => response,
             Err(e) => {
@@ -200,10 +162,7 @@ impl WebState {
             }
             // The converter's input errors are written for people; show them.
             (status, Some(v)) if status.is_client_error() && text(&v, "error").is_some() => {
-                Outcome::Failed {
-                    message: text(&v, "error").unwrap_or_default(),
-                    field: text(&v, "field"),
-                }
+                Outcome::Failed { message: text(&v, "error").unwrap_or_default(), field: text(&v, "field") }
             }
             (status, _) => {
                 tracing::warn!(
@@ -240,10 +199,7 @@ async fn api_convert(State(state): State<WebState>, RawQuery(query): RawQuery) -
             } else {
                 StatusCode::BAD_GATEWAY
             };
-            let mut message = format!(
-                "converter unavailable: {peer} answered {}",
-                response.status.as_u16()
-            );
+            let mut message = format!("converter unavailable: {peer} answered {}", response.status.as_u16());
             if let Some(l5d) = &response.l5d_err {
                 message.push_str(&format!(" (l5d-err: {l5d})"));
             }

@@ -121,53 +121,26 @@ pub fn render(page: &Page) -> String {
         class("amount"),
         escape(&page.form.amount)
     );
-    push_select(
-        &mut html,
-        "from",
-        "From",
-        class("from"),
-        &page.currencies,
-        &page.form.from,
-    );
-    push_select(
-        &mut html,
-        "to",
-        "To",
-        class("to"),
-        &page.currencies,
-        &page.form.to,
-    );
+    push_select(&mut html, "from", "From", class("from"), &page.currencies, &page.form.from);
+    push_select(&mut html, "to", "To", class("to"), &page.currencies, &page.form.to);
     html.push_str("<button type=\"submit\">Convert</button>\n</form>\n");
     match &page.outcome {
         Some(Outcome::Converted(c)) => push_result(&mut html, c),
         Some(Outcome::Failed { message, .. }) => {
-            let _ = writeln!(
-                html,
-                "<div class=\"error\" role=\"alert\">{}</div>",
-                escape(message)
-            );
+            let _ = writeln!(html, "<div class=\"error\" role=\"alert\">{}</div>", escape(message));
         }
         None => {}
     }
-    html.push_str("</div>\n<footer>forex-web · served through the switchyard mesh</footer>\n</main>\n</body>\n</html>\n");
+    html.push_str(
+        "</div>\n<footer>forex-web · served through the switchyard mesh</footer>\n</main>\n</body>\n</html>\n",
+    );
     html
 }
 
-fn push_select(
-    html: &mut String,
-    name: &str,
-    label: &str,
-    class: &str,
-    codes: &[String],
-    selected: &str,
-) {
+fn push_select(html: &mut String, name: &str, label: &str, class: &str, codes: &[String], selected: &str) {
     let _ = writeln!(html, "<label{class}>{label}<select name=\"{name}\">");
     for code in codes {
-        let mark = if code.eq_ignore_ascii_case(selected) {
-            " selected"
-        } else {
-            ""
-        };
+        let mark = if code.eq_ignore_ascii_case(selected) { " selected" } else { "" };
         let code = escape(code);
         let _ = writeln!(html, "<option value=\"{code}\"{mark}>{code}</option>");
     }
@@ -193,12 +166,7 @@ mod tests {
 
     fn page(outcome: Option<Outcome>) -> Page {
         Page {
-            form: FormValues {
-                date: "2016-09-05".into(),
-                amount: "100".into(),
-                from: "usd".into(),
-                to: "JPY".into(),
-            },
+            form: FormValues { date: "2016-09-05".into(), amount: "100".into(), from: "usd".into(), to: "JPY".into() },
             currencies: vec!["EUR".into(), "JPY".into(), "USD".into()],
             outcome,
         }
@@ -206,10 +174,7 @@ mod tests {
 
     #[test]
     fn escapes_everything_dangerous() {
-        assert_eq!(
-            escape(r#"<a href='x'>&"</a>"#),
-            "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;"
-        );
+        assert_eq!(escape(r#"<a href='x'>&"</a>"#), "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;");
     }
 
     #[test]
@@ -224,10 +189,7 @@ mod tests {
 
     #[test]
     fn renders_error_and_highlights_field() {
-        let html = render(&page(Some(Outcome::Failed {
-            message: "amount <b>".into(),
-            field: Some("amount".into()),
-        })));
+        let html = render(&page(Some(Outcome::Failed { message: "amount <b>".into(), field: Some("amount".into()) })));
         assert!(html.contains("<label class=\"bad\">Amount"));
         assert!(html.contains("amount &lt;b&gt;</div>"));
     }

@@ -38,15 +38,11 @@ fn fake_converter() -> Router {
 
 async fn web_over(converter: Router) -> Router {
     let addr = spawn(converter).await;
-    app(WebState {
-        converter: peer(addr, "forex-converter", 2000),
-    })
+    app(WebState { converter: peer(addr, "forex-converter", 2000) })
 }
 
 async fn web_without_converter() -> Router {
-    app(WebState {
-        converter: peer(dead_address().await, "forex-converter", 500),
-    })
+    app(WebState { converter: peer(dead_address().await, "forex-converter", 500) })
 }
 
 #[tokio::test]
@@ -61,10 +57,7 @@ async fn the_form_renders_with_defaults_and_fallback_currencies() {
     assert!(html.contains("<option value=\"EUR\">EUR</option>"));
     let today = forex::common::Date::today().to_string();
     assert!(html.contains(&format!("name=\"date\" value=\"{today}\"")));
-    assert!(
-        !html.contains("class=\"error\""),
-        "no error before a submission"
-    );
+    assert!(!html.contains("class=\"error\""), "no error before a submission");
     assert!(!html.contains("<script") && !html.contains("http://") && !html.contains("https://"));
 }
 
@@ -74,10 +67,7 @@ async fn a_conversion_shows_its_result() {
     let (status, _, html) = get_raw(web, "/?date=2016-09-04&amount=100&from=USD&to=JPY").await;
     assert_eq!(status, StatusCode::OK);
     assert!(html.contains("100.00 USD = 11,432 JPY"), "{html}");
-    assert!(
-        html.contains("on 2016-09-04 (rate 102.5, ECB reference of 2016-09-02)"),
-        "{html}"
-    );
+    assert!(html.contains("on 2016-09-04 (rate 102.5, ECB reference of 2016-09-02)"), "{html}");
     // The currency list came from the converter.
     assert!(html.contains("<option value=\"CYP\">CYP</option>"));
 }
@@ -87,17 +77,9 @@ async fn input_errors_show_on_the_page_with_status_200() {
     let web = web_over(fake_converter()).await;
     let (status, _, html) = get_raw(web, "/?date=2016-09-04&amount=lots&from=USD&to=JPY").await;
     assert_eq!(status, StatusCode::OK);
-    assert!(
-        html.contains(
-            "<div class=\"error\" role=\"alert\">amount &#39;lots&#39; is not a number</div>"
-        ),
-        "{html}"
-    );
+    assert!(html.contains("<div class=\"error\" role=\"alert\">amount &#39;lots&#39; is not a number</div>"), "{html}");
     assert!(html.contains("<label class=\"bad\">Amount"));
-    assert!(
-        html.contains("value=\"lots\""),
-        "the typed value stays in the form"
-    );
+    assert!(html.contains("value=\"lots\""), "the typed value stays in the form");
 }
 
 #[tokio::test]
@@ -109,89 +91,45 @@ async fn hostile_input_is_escaped_everywhere() {
     assert!(!html.contains("<script"), "{html}");
     assert!(!html.contains("<img"), "{html}");
     assert!(!html.contains("<b>"), "{html}");
-    assert!(
-        html.contains("value=\"&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;\""),
-        "{html}"
-    );
-    assert!(
-        html.contains("&lt;img src=x onerror=alert(2)&gt;"),
-        "{html}"
-    );
+    assert!(html.contains("value=\"&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;\""), "{html}");
+    assert!(html.contains("&lt;img src=x onerror=alert(2)&gt;"), "{html}");
 }
 
 #[tokio::test]
 async fn converter_down_gives_a_friendly_page_without_internals() {
-    let (status, _, html) = get_raw(
-        web_without_converter().await,
-        "/?date=2016-09-05&amount=100&from=USD&to=JPY",
-    )
-    .await;
+    let (status, _, html) =
+        get_raw(web_without_converter().await, "/?date=2016-09-05&amount=100&from=USD&to=JPY").await;
     assert_eq!(status, StatusCode::OK);
-    assert!(
-        html.contains("exchange rates are not available right now"),
-        "{html}"
-    );
-    assert!(
-        !html.contains("127.0.0.1")
-            && !html.contains("refused")
-            && !html.contains("forex-converter"),
-        "{html}"
-    );
+    assert!(html.contains("exchange rates are not available right now"), "{html}");
+    assert!(!html.contains("127.0.0.1") && !html.contains("refused") && !html.contains("forex-converter"), "{html}");
 }
 
 #[tokio::test]
 async fn api_passes_the_converter_json_and_status_through() {
     let web = web_over(fake_converter()).await;
-    let (status, v) = get_json(
-        web.clone(),
-        "/api/convert?date=2016-09-04&amount=100&from=USD&to=JPY",
-    )
-    .await;
+    let (status, v) = get_json(web.clone(), "/api/convert?date=2016-09-04&amount=100&from=USD&to=JPY").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(v["converted"], "11432");
     assert_eq!(v["date"], "2016-09-04");
     let (status, v) = get_json(web, "/api/convert?date=2016-09-04&amount=x&from=USD&to=JPY").await;
-    assert_eq!(
-        (status, v["field"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("amount"))
-    );
+    assert_eq!((status, v["field"].as_str()), (StatusCode::BAD_REQUEST, Some("amount")));
 
     let (status, v) = get_json(web_without_converter().await, "/api/convert?amount=1").await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
-    assert!(
-        v["error"]
-            .as_str()
-            .unwrap_or("")
-            .starts_with("converter unavailable"),
-        "{v}"
-    );
+    assert!(v["error"].as_str().unwrap_or("").starts_with("converter unavailable"), "{v}");
 
-    let sidecar = Router::new().fallback(|| async {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [("l5d-err", "no endpoints")],
-            "down",
-        )
-    });
+    let sidecar =
+        Router::new().fallback(|| async { (StatusCode::SERVICE_UNAVAILABLE, [("l5d-err", "no endpoints")], "down") });
     let (status, v) = get_json(web_over(sidecar).await, "/api/convert?amount=1").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(
-        v["error"]
-            .as_str()
-            .unwrap_or("")
-            .contains("l5d-err: no endpoints"),
-        "{v}"
-    );
+    assert!(v["error"].as_str().unwrap_or("").contains("l5d-err: no endpoints"), "{v}");
 }
 
 #[tokio::test]
 async fn health_and_unknown_routes() {
     let web = web_without_converter().await;
     let (status, v) = get_json(web.clone(), "/health").await;
-    assert_eq!(
-        (status, v["service"].as_str()),
-        (StatusCode::OK, Some("forex-web"))
-    );
+    assert_eq!((status, v["service"].as_str()), (StatusCode::OK, Some("forex-web")));
     let (status, v) = get_json(web, "/favicon.ico").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(v["error"].as_str().unwrap_or("").contains("no route"));

@@ -46,9 +46,8 @@ impl Checker<'_> {
             self.unique_prefix(prefix, &fields);
         }
         let (host, port, token, consistency_mode) = self.consul_agent(&mut fields);
-        let mut flag = |c: &mut Self, key: &str, default: bool| {
-            c.optional_or(&mut fields, key, BOOL, parse_bool, default)
-        };
+        let mut flag =
+            |c: &mut Self, key: &str, default: bool| c.optional_or(&mut fields, key, BOOL, parse_bool, default);
         let include_tag = flag(self, "includeTag", false);
         let use_health_check = flag(self, "useHealthCheck", false);
         let set_host = flag(self, "setHost", false);
@@ -56,10 +55,9 @@ impl Checker<'_> {
         let prefer_service_address = flag(self, "preferServiceAddress", true);
         let path = fields.child("healthStatuses");
         let health_statuses = match fields.take_present("healthStatuses") {
-            Some(node) => self.list(Some(node), &path, |c, n, p| {
-                c.one_of(n, p, "health status", HEALTH_STATES)
-                    .map(String::from)
-            }),
+            Some(node) => {
+                self.list(Some(node), &path, |c, n, p| c.one_of(n, p, "health status", HEALTH_STATES).map(String::from))
+            }
             None => vec!["passing".to_string()],
         };
         let path = fields.child("weights");
@@ -82,31 +80,12 @@ impl Checker<'_> {
     }
 
     /// `host`, `port`, `token` and `consistencyMode`, shared by the namer and the KV store.
-    fn consul_agent(
-        &mut self,
-        fields: &mut Fields<'_>,
-    ) -> (String, u16, Option<String>, ConsistencyMode) {
-        let host = self.optional_or(
-            fields,
-            "host",
-            "a host name or IP address",
-            non_empty,
-            "localhost".into(),
-        );
+    fn consul_agent(&mut self, fields: &mut Fields<'_>) -> (String, u16, Option<String>, ConsistencyMode) {
+        let host = self.optional_or(fields, "host", "a host name or IP address", non_empty, "localhost".into());
         let port = self.optional_or(fields, "port", PORT, parse_port, 8500);
         let token = self.optional(fields, "token", "a non-empty token", non_empty);
-        let mode = self.optional(
-            fields,
-            "consistencyMode",
-            CONSISTENCY,
-            ConsistencyMode::parse,
-        );
-        (
-            host.unwrap_or_default(),
-            port.unwrap_or(8500),
-            token,
-            mode.unwrap_or_default(),
-        )
+        let mode = self.optional(fields, "consistencyMode", CONSISTENCY, ConsistencyMode::parse);
+        (host.unwrap_or_default(), port.unwrap_or(8500), token, mode.unwrap_or_default())
     }
 
     fn tag_weight(&mut self, node: &Node, path: &str) -> Option<TagWeight> {
@@ -115,38 +94,25 @@ impl Checker<'_> {
         let tag = tag.and_then(|n| self.value(n, &fields.child("tag"), "a tag", non_empty));
         let weight = self.required(&mut fields, "weight");
         let parse = |t: &str| t.parse::<f64>().ok().filter(|w| w.is_finite() && *w >= 0.0);
-        let weight = weight
-            .and_then(|n| self.value(n, &fields.child("weight"), "a non-negative number", parse));
+        let weight = weight.and_then(|n| self.value(n, &fields.child("weight"), "a non-negative number", parse));
         self.finish(&fields, &["tag", "weight"], NONE);
-        Some(TagWeight {
-            tag: tag?,
-            weight: weight?,
-        })
+        Some(TagWeight { tag: tag?, weight: weight? })
     }
 
     /// A router's `dtabStore`: `{kind: io.l5d.consul, key, host, port, token}` or `{kind: io.l5d.fs, path}`.
-    pub(super) fn dtab_store(
-        &mut self,
-        node: Option<&Node>,
-        path: &str,
-        label: &str,
-    ) -> Option<DtabStoreConfig> {
+    pub(super) fn dtab_store(&mut self, node: Option<&Node>, path: &str, label: &str) -> Option<DtabStoreConfig> {
         let node = node?;
         let mut fields = self.fields(node, path);
         let kind = self.required(&mut fields, "kind")?;
         let kind = self.one_of(kind, &fields.child("kind"), "dtab store kind", STORE_KINDS)?;
         if kind == "io.l5d.fs" {
             let file = self.required(&mut fields, "path");
-            let file = file
-                .and_then(|n| self.value(n, &fields.child("path"), "a file path", parse_string));
+            let file = file.and_then(|n| self.value(n, &fields.child("path"), "a file path", parse_string));
             self.finish(&fields, FILE_STORE, NONE);
-            return Some(DtabStoreConfig::File {
-                path: PathBuf::from(file?),
-            });
+            return Some(DtabStoreConfig::File { path: PathBuf::from(file?) });
         }
         let (host, port, token, consistency_mode) = self.consul_agent(&mut fields);
-        let key_ok =
-            |t: &str| non_empty(t).filter(|k| !k.starts_with('/') && !k.contains(['?', '#']));
+        let key_ok = |t: &str| non_empty(t).filter(|k| !k.starts_with('/') && !k.contains(['?', '#']));
         let default_key = format!("switchyard/dtabs/{label}");
         let key = self.optional_or(
             &mut fields,
@@ -156,12 +122,6 @@ impl Checker<'_> {
             default_key,
         );
         self.finish(&fields, CONSUL_STORE, NONE);
-        Some(DtabStoreConfig::Consul {
-            host,
-            port,
-            token,
-            key: key?,
-            consistency_mode,
-        })
+        Some(DtabStoreConfig::Consul { host, port, token, key: key?, consistency_mode })
     }
 }
