@@ -215,8 +215,11 @@ def main():
     # The budget — 20% of the requests of the last 10 s plus 10/s × 10 s — must visibly refuse retries and cap
     # attempts at requests × 1.2 + 100 (an uncapped storm would send up to 25 attempts per request).
     check(refused > 0, f"retry storm: the budget refused {int(refused)} retries", failures)
-    check(sent <= reqs * 1.2 + 100, f"retry storm: {int(sent)} attempts for {int(reqs)} requests "
-          f"({ratio:.2f} per request; budget allows {int(reqs * 1.2 + 100)})", failures)
+    # The budget is spent exactly when the storm saturates it, so allow 1% for the two counters being read
+    # from separate scrapes.
+    allowed = (reqs * 1.2 + 100) * 1.01
+    check(sent <= allowed, f"retry storm: {int(sent)} attempts for {int(reqs)} requests "
+          f"({ratio:.2f} per request; the budget allows {int(reqs * 1.2 + 100)}, +1% slack)", failures)
     for name in ("forex-rate-1", "forex-rate-2", "forex-rate-3"):
         mesh("restart", name)
     # Every endpoint was ejected during the storm; the sidecars probe once a second while all are dead.
