@@ -221,29 +221,18 @@ async fn call(
     Ok((status, etag, String::from_utf8_lossy(&bytes).into_owned()))
 }
 
-/// A line diff (longest common subsequence): `  ` same, `- ` only in `old`, `+ ` only in `new`.
+/// A line diff of two dtab texts as `  kept`, `- removed`, `+ added` lines — the admin editor's diff (one
+/// implementation, capped for huge inputs).
 fn line_diff(old: &str, new: &str) -> Vec<String> {
-    let (a, b): (Vec<&str>, Vec<&str>) = (old.lines().collect(), new.lines().collect());
-    let mut lcs = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for i in (0..a.len()).rev() {
-        for j in (0..b.len()).rev() {
-            lcs[i][j] = if a[i] == b[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
-        }
-    }
-    let (mut i, mut j, mut out) = (0, 0, Vec::new());
-    while i < a.len() || j < b.len() {
-        if i < a.len() && j < b.len() && a[i] == b[j] {
-            out.push(format!("  {}", a[i]));
-            (i, j) = (i + 1, j + 1);
-        } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
-            out.push(format!("- {}", a[i]));
-            i += 1;
-        } else {
-            out.push(format!("+ {}", b[j]));
-            j += 1;
-        }
-    }
-    out
+    let split = |t: &str| t.lines().map(str::to_owned).collect::<Vec<_>>();
+    crate::admin::editor::diff(&split(old), &split(new))
+        .into_iter()
+        .map(|l| match l.op {
+            "add" => format!("+ {}", l.text),
+            "remove" => format!("- {}", l.text),
+            _ => format!("  {}", l.text),
+        })
+        .collect()
 }
 
 /// The delegator's tree (linkerd's DelegateTree JSON) as an indented outline, one node per line.

@@ -100,7 +100,7 @@ pub async fn serve(
                 if let Some(max) = limits.max_concurrent {
                     if in_flight.fetch_add(1, Ordering::AcqRel) >= max {
                         in_flight.fetch_sub(1, Ordering::AcqRel);
-                        return Ok::<_, Infallible>(router.refuse_busy(max));
+                        return Ok::<_, Infallible>(router.refuse_busy(req, peer, max).await);
                     }
                     let _slot = Slot(in_flight);
                     return Ok(router.route(req, peer, trusted).await);

@@ -94,3 +94,72 @@ fn check_command_reports_every_problem_with_position() {
     assert!(out.status.success(), "the printed example is valid: {}", String::from_utf8_lossy(&out.stderr));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn server_and_size_limits() {
+    let app = Upstream::start("app").await;
+    let yaml = format!(
+        "admin: {{ip: 127.0.0.1, port: 0}}
+routers:
+- protocol: http
+  label: egress
+  maxHeadersKB: 8
+  maxRequestKB: 1
+  dtab: /svc => /$/inet/127.1/{};
+  servers: [{{ip: 127.0.0.1, port: 0, maxConcurrentRequests: 1}}]
+",
+        app.port()
+    );
+    let sc = Sidecar::start(&yaml).await;
+    let addr = sc.addr("egress");
+
+    // One request in flight fills the server; the next is refused at once, with an id like any answer.
+    let slow = tokio::spawn(async move { get(addr, "forex-rate", "/slow/400", &[]).await.status() });
+    eventually("the slow request is in flight", Duration::from_secs(5), || app.hits() == 1).await;
+    let busy = get(addr, "forex-rate", "/", &[]).await;
+    assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(busy.headers()["l5d-err"].to_str().unwrap().contains("limit of 1 concurrent requests"));
+    assert!(busy.headers().contains_key("l5d-reqid"));
+    assert_eq!(slow.await.unwrap(), StatusCode::OK);
+    assert_eq!(get(addr, "forex-rate", "/", &[]).await.status(), StatusCode::OK, "the slot is free again");
+
+    // Bodies over maxRequestKB: 413, by Content-Length or while reading a chunked body.
+    let big = http::Request::builder()
+        .method("POST")
+        .uri("/")
+        .header("host", "forex-rate")
+        .body(full(vec![b'x'; 2048]))
+        .unwrap();
+    assert_eq!(send(addr, big).await.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        for _ in 0..4 {
+            let _ = tx.send(bytes::Bytes::from(vec![b'y'; 512])).await;
+        }
+    });
+    let chunked = http::Request::builder()
+        .method("POST")
+        .uri("/")
+        .header("host", "forex-rate")
+        .body(http_body_util::BodyExt::boxed(ChannelBody(rx)))
+        .unwrap();
+    assert_eq!(send(addr, chunked).await.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let small = http::Request::builder()
+        .method("POST")
+        .uri("/")
+        .header("host", "forex-rate")
+        .body(full(vec![b'z'; 512]))
+        .unwrap();
+    let resp = send(addr, small).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["x-body-len"], "512");
+
+    // A request head over maxHeadersKB: 431 from the server itself.
+    let huge = "h".repeat(16 * 1024);
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET / HTTP/1.1\r\nHost: forex-rate\r\nX-Big: {huge}\r\n\r\n").as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 431"), "{head}");
+}

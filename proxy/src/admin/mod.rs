@@ -5,7 +5,7 @@
 //! line and column for a malformed dtab).
 
 mod delegator;
-mod editor;
+pub mod editor;
 mod page;
 mod stats;
 

@@ -101,8 +101,18 @@ impl Binder {
 
     /// Binds `path` under `dtab`, resolving every bound leaf to its (interned) client. Waits for namers that are
     /// still fetching their first answer, up to the binding timeout, then binds with what is known.
-    pub async fn bind(&self, dtab: &Dtab, path: &Path, service_label: &str) -> Binding {
-        let deadline = tokio::time::Instant::now() + self.binding_timeout;
+    /// `caller_deadline` (the caller's `l5d-ctx-deadline`) shortens the wait when it comes first.
+    pub async fn bind(
+        &self,
+        dtab: &Dtab,
+        path: &Path,
+        service_label: &str,
+        caller_deadline: Option<std::time::Instant>,
+    ) -> Binding {
+        let mut deadline = tokio::time::Instant::now() + self.binding_timeout;
+        if let Some(caller) = caller_deadline {
+            deadline = deadline.min(tokio::time::Instant::from_std(caller));
+        }
         loop {
             let namer_generation = self.namers.generation();
             let (tree, pending) = self.namers.bind(dtab, path);
@@ -175,7 +185,12 @@ impl RoutingTable {
     }
 
     /// The binding for `path`, from the cache when it is still current.
-    pub async fn binding(&self, path: &Path, binder: &Binder) -> Arc<Binding> {
+    pub async fn binding(
+        &self,
+        path: &Path,
+        binder: &Binder,
+        caller_deadline: Option<std::time::Instant>,
+    ) -> Arc<Binding> {
         let generation = binder.namers.generation();
         let cache = self.cache.load();
         if let Some(b) = cache.get(path).filter(|b| b.namer_generation == generation) {
@@ -184,7 +199,7 @@ impl RoutingTable {
         let cacheable = cache.contains_key(path) || cache.len() < MAX_CACHED_NAMES;
         drop(cache);
         let label = if cacheable { path.to_string() } else { "overflow".to_string() };
-        let binding = Arc::new(binder.bind(&self.dtab, path, &label).await);
+        let binding = Arc::new(binder.bind(&self.dtab, path, &label, caller_deadline).await);
         if cacheable && !binding.incomplete {
             // Copy-on-write: rare (first request for a name, or after a registry change), and readers never lock.
             self.cache.rcu(|old| {

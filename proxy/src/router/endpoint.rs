@@ -99,6 +99,7 @@ impl EndpointPool {
             metrics: self.metrics.clone(),
             idle: Mutex::new(Vec::new()),
             h2: Mutex::new(None),
+            h2_connecting: tokio::sync::Mutex::new(()),
             in_flight: AtomicUsize::new(0),
             in_flight_gauge: families.endpoint_in_flight.with_label_values(&labels),
             health,
@@ -120,6 +121,8 @@ pub struct EndpointClient {
     metrics: ConnectMetrics,
     idle: Mutex<Vec<Idle>>,
     h2: Mutex<Option<http2::SendRequest<ReqBody>>>,
+    /// Held while an HTTP/2 connection is being made, so concurrent first requests share one connection.
+    h2_connecting: tokio::sync::Mutex<()>,
     in_flight: AtomicUsize,
     in_flight_gauge: IntGauge,
     /// Failure accrual and latency estimate.
@@ -178,17 +181,27 @@ impl EndpointClient {
         }
     }
 
+    fn shared_h2(&self) -> Option<http2::SendRequest<ReqBody>> {
+        self.h2.lock().unwrap_or_else(|e| e.into_inner()).clone().filter(|s| !s.is_closed())
+    }
+
     async fn send_h2(self: &Arc<Self>, req: Request<ReqBody>) -> Result<Response<Incoming>, SendError> {
-        let existing = self.h2.lock().unwrap_or_else(|e| e.into_inner()).clone().filter(|s| !s.is_closed());
-        let mut sender = match existing {
+        let mut sender = match self.shared_h2() {
             Some(s) => s,
-            None => match self.connect_h2().await {
-                Ok(s) => {
-                    *self.h2.lock().unwrap_or_else(|e| e.into_inner()) = Some(s.clone());
-                    s
+            None => {
+                // One connection attempt at a time; whoever waited uses the connection the first one made.
+                let _connecting = self.h2_connecting.lock().await;
+                match self.shared_h2() {
+                    Some(s) => s,
+                    None => match self.connect_h2().await {
+                        Ok(s) => {
+                            *self.h2.lock().unwrap_or_else(|e| e.into_inner()) = Some(s.clone());
+                            s
+                        }
+                        Err(e) => return Err(SendError::unsent(e, req)),
+                    },
                 }
-                Err(e) => return Err(SendError::unsent(e, req)),
-            },
+            }
         };
         match sender.try_send_request(req).await {
             Ok(resp) => Ok(resp),

@@ -43,6 +43,8 @@ struct Accrual {
     success_rate: f64,
     observed: u32,
     dead_until: Option<Instant>,
+    /// When the current ejection began: a success from a request sent before it does not end it.
+    ejected_at: Option<Instant>,
     /// Ejections since the last success: the backoff grows with it.
     ejections: u32,
 }
@@ -73,6 +75,7 @@ impl Health {
                 success_rate: 1.0,
                 observed: 0,
                 dead_until: None,
+                ejected_at: None,
                 ejections: 0,
             }),
             ewma: Mutex::new(Ewma {
@@ -104,11 +107,17 @@ impl Health {
         self.accrual.lock().unwrap_or_else(|e| e.into_inner()).dead_until
     }
 
-    /// Records the outcome of one request under `policy`. `may_eject` is false for a client's last live endpoint.
-    pub fn record(&self, success: bool, policy: &FailureAccrual, may_eject: bool) {
+    /// Records the outcome of one request (sent at `sent_at`) under `policy`. `may_eject` is false for a client's
+    /// last live endpoint.
+    pub fn record(&self, success: bool, policy: &FailureAccrual, may_eject: bool, sent_at: Instant) {
         let mut a = self.accrual.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
+        if success && a.ejected_at.is_some_and(|at| sent_at < at) {
+            // An answer to a request sent before the ejection says nothing about the endpoint since.
+            return;
+        }
         if success {
+            a.ejected_at = None;
             a.consecutive_failures = 0;
             a.ejections = 0;
             a.dead_until = None;
@@ -132,6 +141,7 @@ impl Health {
         if let (true, false, true, Some(backoff)) = (eject, already_dead, may_eject, backoff) {
             let wait = backoff.delay(a.ejections);
             a.dead_until = Some(now + wait);
+            a.ejected_at = Some(now);
             a.ejections = a.ejections.saturating_add(1);
             self.metrics.available.set(0);
             self.metrics.ejections.inc();
@@ -198,21 +208,21 @@ mod tests {
         let h = health();
         let policy = FailureAccrual::ConsecutiveFailures { failures: 3, backoff: Backoff::Constant { ms: 50 } };
         let now = Instant::now();
-        h.record(false, &policy, true);
-        h.record(false, &policy, true);
+        h.record(false, &policy, true, Instant::now());
+        h.record(false, &policy, true, Instant::now());
         assert!(h.available(now));
-        h.record(true, &policy, true);
-        h.record(false, &policy, true);
-        h.record(false, &policy, true);
+        h.record(true, &policy, true, Instant::now());
+        h.record(false, &policy, true, Instant::now());
+        h.record(false, &policy, true, Instant::now());
         assert!(h.available(Instant::now()), "a success in between resets the count");
-        h.record(false, &policy, true);
+        h.record(false, &policy, true, Instant::now());
         assert!(!h.available(Instant::now()), "3 in a row eject");
         assert_eq!(h.metrics.ejections.get(), 1);
         let later = Instant::now() + Duration::from_millis(60);
         assert!(h.available(later), "back on probation after the backoff");
-        h.record(false, &policy, true);
+        h.record(false, &policy, true, Instant::now());
         assert!(!h.available(Instant::now()), "a failure on probation ejects again at once");
-        h.record(true, &policy, true);
+        h.record(true, &policy, true, Instant::now());
         assert!(h.available(Instant::now()));
     }
 
@@ -221,11 +231,25 @@ mod tests {
         let h = health();
         let policy = FailureAccrual::ConsecutiveFailures { failures: 1, backoff: Backoff::Constant { ms: 60_000 } };
         for _ in 0..10 {
-            h.record(false, &policy, false);
+            h.record(false, &policy, false, Instant::now());
         }
         assert!(h.available(Instant::now()));
-        h.record(false, &policy, true);
+        h.record(false, &policy, true, Instant::now());
         assert!(!h.available(Instant::now()), "ejected once another endpoint can take the traffic");
+    }
+
+    #[test]
+    fn a_late_success_does_not_end_a_newer_ejection() {
+        let h = health();
+        let policy = FailureAccrual::ConsecutiveFailures { failures: 1, backoff: Backoff::Constant { ms: 60_000 } };
+        let sent_before = Instant::now();
+        std::thread::sleep(Duration::from_millis(2));
+        h.record(false, &policy, true, Instant::now());
+        assert!(!h.available(Instant::now()));
+        h.record(true, &policy, true, sent_before);
+        assert!(!h.available(Instant::now()), "a slow success sent before the ejection is ignored");
+        h.record(true, &policy, true, Instant::now());
+        assert!(h.available(Instant::now()), "a success sent since ends it");
     }
 
     #[test]
@@ -234,12 +258,12 @@ mod tests {
         let policy =
             FailureAccrual::SuccessRate { success_rate: 0.8, requests: 10, backoff: Backoff::Constant { ms: 1000 } };
         for i in 0..40 {
-            h.record(i % 2 == 0, &policy, true);
+            h.record(i % 2 == 0, &policy, true, Instant::now());
         }
         assert!(!h.available(Instant::now()), "50% success under an 80% threshold ejects");
         let h = health();
         for i in 0..40 {
-            h.record(i % 10 != 0, &policy, true);
+            h.record(i % 10 != 0, &policy, true, Instant::now());
         }
         assert!(h.available(Instant::now()), "90% success stays");
     }
@@ -248,7 +272,7 @@ mod tests {
     fn none_never_ejects() {
         let h = health();
         for _ in 0..100 {
-            h.record(false, &FailureAccrual::None, true);
+            h.record(false, &FailureAccrual::None, true, Instant::now());
         }
         assert!(h.available(Instant::now()));
     }

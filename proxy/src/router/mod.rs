@@ -161,11 +161,34 @@ impl Router {
 
     /// Serves one request from a downstream `peer`. `trusted` says whether `l5d-dtab`/`l5d-ctx-*` headers from
     /// this server's clients are honoured (`clearContext: false`).
-    pub async fn route(&self, mut req: Request<Incoming>, peer: SocketAddr, trusted: bool) -> Response<ProxyBody> {
+    pub async fn route(&self, req: Request<Incoming>, peer: SocketAddr, trusted: bool) -> Response<ProxyBody> {
+        self.answer(req, peer, trusted, None).await
+    }
+
+    /// Answers a request the server refused because it is at `maxConcurrentRequests` (503), with the same
+    /// request id and access-log line as any other answer.
+    pub async fn refuse_busy(&self, req: Request<Incoming>, peer: SocketAddr, limit: usize) -> Response<ProxyBody> {
+        self.answer(req, peer, false, Some(limit)).await
+    }
+
+    /// Correlation ids and the access log around either routing the request or refusing it.
+    async fn answer(
+        &self,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+        trusted: bool,
+        refused: Option<usize>,
+    ) -> Response<ProxyBody> {
         let start = Instant::now();
         let corr = trace::correlate(req.headers_mut());
         let logged = self.access_log.as_ref().map(|_| (req.method().clone(), req.uri().clone(), req.version()));
-        let mut resp = self.route_request(req, peer, trusted, start).await;
+        let mut resp = match refused {
+            Some(limit) => {
+                self.server_requests.inc();
+                self.fail(None, None, ProxyError::ServerBusy { limit }, start, true)
+            }
+            None => self.route_request(req, peer, trusted, start).await,
+        };
         resp.headers_mut().insert(trace::L5D_REQID, corr.reqid.clone());
         if let (Some(log), Some((method, uri, version))) = (&self.access_log, logged) {
             let routed = resp.extensions_mut().remove::<Routed>();
@@ -186,7 +209,7 @@ impl Router {
         resp
     }
 
-    /// The request path proper (see the module docs); [`Router::route`] wraps it with correlation and logging.
+    /// The request path proper (see the module docs); [`Router::answer`] wraps it with correlation and logging.
     async fn route_request(
         &self,
         mut req: Request<Incoming>,
@@ -214,8 +237,11 @@ impl Router {
         // bind: the table is loaded once; this request finishes on it even if the dtab changes meanwhile.
         let table = self.table.load_full();
         let binding = match &local {
-            None => table.binding(&ident.path, &self.binder).await,
-            Some(local) => Arc::new(self.binder.bind(&table.dtab.concat(local), &ident.path, "overridden").await),
+            None => table.binding(&ident.path, &self.binder, inbound_deadline).await,
+            Some(local) => {
+                let dtab = table.dtab.concat(local);
+                Arc::new(self.binder.bind(&dtab, &ident.path, "overridden", inbound_deadline).await)
+            }
         };
         let route = &binding.route;
         route.request();
@@ -336,7 +362,7 @@ impl Router {
                 Ok(mut resp) => {
                     let status = resp.status();
                     let failure = classifier.is_failure(status);
-                    endpoint.health.record(!failure, accrual, failure && client.others_live(&endpoint));
+                    endpoint.health.record(!failure, accrual, failure && client.others_live(&endpoint), sent_at);
                     if failure {
                         endpoint.health.observe_failure(client.ewma_decay());
                     } else {
@@ -370,7 +396,7 @@ impl Router {
                     let endpoint_fault =
                         !matches!(e.error, ProxyError::Timeout { what, .. } if what != "request attempt");
                     if endpoint_fault {
-                        endpoint.health.record(false, accrual, client.others_live(&endpoint));
+                        endpoint.health.record(false, accrual, client.others_live(&endpoint), sent_at);
                         endpoint.health.observe_failure(client.ewma_decay());
                     }
                     client.metrics.response(e.error.status(), elapsed);
@@ -516,12 +542,6 @@ impl Router {
         if self.access_log.is_some() {
             resp.extensions_mut().insert(Routed { service: service.to_string(), client: client.to_string() });
         }
-    }
-
-    /// Answers a request the server refused because it is at `maxConcurrentRequests`.
-    pub fn refuse_busy(&self, limit: usize) -> Response<ProxyBody> {
-        self.server_requests.inc();
-        self.fail(None, None, ProxyError::ServerBusy { limit }, Instant::now(), true)
     }
 }
 
