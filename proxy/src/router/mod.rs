@@ -301,40 +301,13 @@ impl Router {
         let mut last_error: Option<ProxyError> = None;
         let mut last_endpoint: Option<Arc<endpoint::EndpointClient>> = None;
         loop {
-            let target = match bind::choose(tree) {
-                Choice::Target(t) => t.clone(),
-                Choice::Neg => {
-                    return self.fail(Some(route), None, ProxyError::Unbound { path: path.clone() }, start, false)
-                }
-                Choice::Fail => {
-                    return self.fail(Some(route), None, ProxyError::BindFailed { path: path.clone() }, start, false)
-                }
-                Choice::Empty => {
-                    let err = ProxyError::NoEndpoints { client: path.clone() };
-                    return self.fail(Some(route), None, err, start, true);
+            let (target, endpoint) = match self.pick(tree, path, last_endpoint.as_ref(), &mut last_error) {
+                Ok(picked) => picked,
+                Err((err, client, retryable)) => {
+                    return self.fail(Some(route), client.as_ref().map(|c| &c.metrics), err, start, retryable)
                 }
             };
             let client = &target.client;
-            client.metrics.request();
-            let endpoint = match client.pick(last_endpoint.as_ref()) {
-                Ok(e) => e,
-                Err(Unavailable::AllDead) if last_error.is_some() => {
-                    let err = last_error.take().unwrap_or(ProxyError::AllEndpointsDead { client: client.id.clone() });
-                    return self.fail(Some(route), Some(&client.metrics), err, start, true);
-                }
-                Err(why) => {
-                    let id = client.id.clone();
-                    let err = match why {
-                        Unavailable::Empty => ProxyError::NoEndpoints { client: id },
-                        Unavailable::AllDead => ProxyError::AllEndpointsDead { client: id },
-                        Unavailable::AllBusy => ProxyError::EndpointsBusy {
-                            client: id,
-                            limit: client.policy.max_concurrent_per_endpoint.unwrap_or(0),
-                        },
-                    };
-                    return self.fail(Some(route), Some(&client.metrics), err, start, true);
-                }
-            };
             // A copy of the headers is kept only when the classifier could retry after the upstream saw the request.
             let keep = classifier.retryable_method(&prepared.method);
             let Some(mut req) = prepared.attempt(keep) else {
@@ -343,87 +316,125 @@ impl Router {
             };
             self.prepare_attempt(&mut req, &target, deadline);
             let sent_at = Instant::now();
-            let limit = [client.policy.request_attempt_timeout, retry::remaining(deadline)].into_iter().flatten().min();
-            let result = match limit {
-                Some(t) => tokio::time::timeout(t, endpoint.send(req)).await.unwrap_or_else(|_| {
-                    // Report the configured timeout that ran out, not the remainder this attempt happened to get.
-                    let (what, after) = if Some(t) == client.policy.request_attempt_timeout {
-                        ("request attempt", t)
-                    } else {
-                        ("request", binding.policy.total_timeout.unwrap_or_else(|| start.elapsed()))
-                    };
-                    Err(SendError { error: ProxyError::Timeout { what, after }, unsent: None, sent: true })
-                }),
-                None => endpoint.send(req).await,
-            };
-            let elapsed = sent_at.elapsed();
-            let accrual = &client.policy.failure_accrual;
-            match result {
-                Ok(mut resp) => {
-                    let status = resp.status();
-                    let failure = classifier.is_failure(status);
-                    endpoint.health.record(!failure, accrual, failure && client.others_live(&endpoint), sent_at);
-                    if failure {
-                        endpoint.health.observe_failure(client.ewma_decay());
-                    } else {
-                        endpoint.health.observe_latency(elapsed, client.ewma_decay());
-                    }
-                    client.metrics.response_classified(status, failure, elapsed);
-                    // Honoured only from a proxy's own error (it carries l5d-err): an app's header must never make
-                    // a request it already handled look safe to replay.
-                    let upstream_says = resp.headers().contains_key("l5d-err")
-                        && resp.headers().get(L5D_RETRYABLE).is_some_and(|v| v == "true");
-                    let retryable = failure && (classifier.retryable_method(&prepared.method) || upstream_says);
+            match self.send(&endpoint, req, binding, client, deadline, start).await {
+                Ok(resp) => {
+                    let (failure, retryable) = judge_response(&resp, &endpoint, client, classifier, prepared, sent_at);
                     if retryable && self.may_retry(binding, prepared, attempt, deadline).await {
                         attempt += 1;
                         last_endpoint = Some(endpoint);
                         continue;
                     }
-                    let version = resp.version();
-                    headers::strip_hop_by_hop(resp.headers_mut(), false);
-                    headers::append_via(resp.headers_mut(), version);
-                    if retryable {
-                        resp.headers_mut().insert(L5D_RETRYABLE, http::HeaderValue::from_static("true"));
-                    }
-                    route.response_classified(status, failure, start.elapsed());
-                    let mut resp = resp.map(Either::Left);
-                    self.tag(&mut resp, path, &client.id_text);
-                    return resp;
+                    return self.finish(resp, route, failure, retryable, start, path, &client.id_text);
                 }
                 Err(e) => {
-                    // A timeout imposed by the caller's deadline or the total timeout says nothing about the
-                    // endpoint; only the endpoint's own failures (and attempt timeouts) count against it.
-                    let endpoint_fault =
-                        !matches!(e.error, ProxyError::Timeout { what, .. } if what != "request attempt");
-                    if endpoint_fault {
-                        endpoint.health.record(false, accrual, client.others_live(&endpoint), sent_at);
-                        endpoint.health.observe_failure(client.ewma_decay());
-                    }
-                    client.metrics.response(e.error.status(), elapsed);
+                    let retryable = judge_error(&e, &endpoint, client, classifier, &prepared.method, sent_at);
                     let never_sent = !e.sent;
                     if let Some(unsent) = e.unsent {
                         prepared.restore(*unsent);
                     }
-                    let after_send = matches!(e.error, ProxyError::Upstream { .. } | ProxyError::Timeout { .. })
-                        && classifier.retryable_method(&prepared.method);
                     // A refused connection with no other live endpoint to try: retrying the same one at once is
                     // pointless, so fail fast with the real cause (marked retryable for a proxy further out).
                     let pointless = matches!(e.error, ProxyError::Connect { .. }) && !client.others_live(&endpoint);
-                    if (never_sent || after_send)
-                        && !pointless
-                        && self.may_retry(binding, prepared, attempt, deadline).await
-                    {
+                    if retryable && !pointless && self.may_retry(binding, prepared, attempt, deadline).await {
                         attempt += 1;
                         last_error = Some(e.error);
                         last_endpoint = Some(endpoint);
                         continue;
                     }
-                    let mut resp = self.fail(Some(route), None, e.error, start, never_sent || after_send);
+                    let mut resp = self.fail(Some(route), None, e.error, start, retryable || never_sent);
                     self.tag(&mut resp, path, &client.id_text);
                     return resp;
                 }
             }
         }
+    }
+
+    /// The balance step of one attempt: a branch of the bound tree, then an endpoint of its client. On failure,
+    /// the error, the client whose metrics count it (if one was chosen), and whether it is retryable elsewhere.
+    #[allow(clippy::type_complexity)]
+    fn pick(
+        &self,
+        tree: &switchyard_dtab::NameTree<Arc<bind::Target>>,
+        path: &Path,
+        avoid: Option<&Arc<endpoint::EndpointClient>>,
+        last_error: &mut Option<ProxyError>,
+    ) -> Result<(Arc<bind::Target>, Arc<endpoint::EndpointClient>), (ProxyError, Option<Arc<balance::Client>>, bool)>
+    {
+        let target = match bind::choose(tree) {
+            Choice::Target(t) => t.clone(),
+            Choice::Neg => return Err((ProxyError::Unbound { path: path.clone() }, None, false)),
+            Choice::Fail => return Err((ProxyError::BindFailed { path: path.clone() }, None, false)),
+            Choice::Empty => return Err((ProxyError::NoEndpoints { client: path.clone() }, None, true)),
+        };
+        let client = target.client.clone();
+        client.metrics.request();
+        match client.pick(avoid) {
+            Ok(endpoint) => Ok((target, endpoint)),
+            Err(Unavailable::AllDead) if last_error.is_some() => {
+                let err = last_error.take().unwrap_or(ProxyError::AllEndpointsDead { client: client.id.clone() });
+                Err((err, Some(client), true))
+            }
+            Err(why) => {
+                let id = client.id.clone();
+                let err = match why {
+                    Unavailable::Empty => ProxyError::NoEndpoints { client: id },
+                    Unavailable::AllDead => ProxyError::AllEndpointsDead { client: id },
+                    Unavailable::AllBusy => ProxyError::EndpointsBusy {
+                        client: id,
+                        limit: client.policy.max_concurrent_per_endpoint.unwrap_or(0),
+                    },
+                };
+                Err((err, Some(client), true))
+            }
+        }
+    }
+
+    /// The endpoint step of one attempt, bounded by the attempt timeout and what is left of the deadline.
+    async fn send(
+        &self,
+        endpoint: &Arc<endpoint::EndpointClient>,
+        req: Request<ReqBody>,
+        binding: &Binding,
+        client: &balance::Client,
+        deadline: Option<Instant>,
+        start: Instant,
+    ) -> Result<Response<Incoming>, SendError> {
+        let limit = [client.policy.request_attempt_timeout, retry::remaining(deadline)].into_iter().flatten().min();
+        let Some(t) = limit else { return endpoint.send(req).await };
+        tokio::time::timeout(t, endpoint.send(req)).await.unwrap_or_else(|_| {
+            // Report the configured timeout that ran out, not the remainder this attempt happened to get.
+            let (what, after) = if Some(t) == client.policy.request_attempt_timeout {
+                ("request attempt", t)
+            } else {
+                ("request", binding.policy.total_timeout.unwrap_or_else(|| start.elapsed()))
+            };
+            Err(SendError { error: ProxyError::Timeout { what, after }, unsent: None, sent: true })
+        })
+    }
+
+    /// Hands an upstream response to the client: hop-by-hop hygiene, `Via`, `l5d-retryable` for a retryable
+    /// failure that was not retried, and the route's metrics.
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &self,
+        mut resp: Response<Incoming>,
+        route: &RouteMetrics,
+        failure: bool,
+        retryable: bool,
+        start: Instant,
+        path: &Path,
+        client: &str,
+    ) -> Response<ProxyBody> {
+        let version = resp.version();
+        headers::strip_hop_by_hop(resp.headers_mut(), false);
+        headers::append_via(resp.headers_mut(), version);
+        if retryable {
+            resp.headers_mut().insert(L5D_RETRYABLE, http::HeaderValue::from_static("true"));
+        }
+        route.response_classified(resp.status(), failure, start.elapsed());
+        let mut resp = resp.map(Either::Left);
+        self.tag(&mut resp, path, client);
+        resp
     }
 
     /// Whether another attempt may go out — body, attempts, deadline and budget permitting — after the backoff.
@@ -543,6 +554,56 @@ impl Router {
             resp.extensions_mut().insert(Routed { service: service.to_string(), client: client.to_string() });
         }
     }
+}
+
+/// Judges an upstream answer: records it in the endpoint's health and the client's metrics, and returns
+/// (whether it is a failure, whether it may be retried).
+fn judge_response(
+    resp: &Response<Incoming>,
+    endpoint: &Arc<endpoint::EndpointClient>,
+    client: &balance::Client,
+    classifier: crate::config::Classifier,
+    prepared: &Prepared,
+    sent_at: Instant,
+) -> (bool, bool) {
+    let status = resp.status();
+    let elapsed = sent_at.elapsed();
+    let failure = classifier.is_failure(status);
+    let accrual = &client.policy.failure_accrual;
+    endpoint.health.record(!failure, accrual, failure && client.others_live(endpoint), sent_at);
+    if failure {
+        endpoint.health.observe_failure(client.ewma_decay());
+    } else {
+        endpoint.health.observe_latency(elapsed, client.ewma_decay());
+    }
+    client.metrics.response_classified(status, failure, elapsed);
+    // Honoured only from a proxy's own error (it carries l5d-err): an app's header must never make a request it
+    // already handled look safe to replay.
+    let upstream_says =
+        resp.headers().contains_key("l5d-err") && resp.headers().get(L5D_RETRYABLE).is_some_and(|v| v == "true");
+    (failure, failure && (classifier.retryable_method(&prepared.method) || upstream_says))
+}
+
+/// Judges a failed send: records it against the endpoint (unless the caller's deadline, not the endpoint, ran out)
+/// and in the client's metrics, and returns whether it may be retried — always when the request never left, after
+/// sending only as the classifier allows for the method.
+fn judge_error(
+    e: &SendError,
+    endpoint: &Arc<endpoint::EndpointClient>,
+    client: &balance::Client,
+    classifier: crate::config::Classifier,
+    method: &http::Method,
+    sent_at: Instant,
+) -> bool {
+    let endpoint_fault = !matches!(e.error, ProxyError::Timeout { what, .. } if what != "request attempt");
+    if endpoint_fault {
+        endpoint.health.record(false, &client.policy.failure_accrual, client.others_live(endpoint), sent_at);
+        endpoint.health.observe_failure(client.ewma_decay());
+    }
+    client.metrics.response(e.error.status(), sent_at.elapsed());
+    let after_send = matches!(e.error, ProxyError::Upstream { .. } | ProxyError::Timeout { .. })
+        && classifier.retryable_method(method);
+    !e.sent || after_send
 }
 
 /// What the access log says about where a request went.
