@@ -351,3 +351,28 @@ async fn a_refused_single_endpoint_fails_fast_instead_of_retrying_until_the_dead
         "no retry was spent on it:\n{m}"
     );
 }
+
+#[tokio::test]
+async fn a_departed_endpoint_takes_its_metric_series_with_it() {
+    let (sc, ups) = mesh(2, "", "").await;
+    let series = |m: &str, up: &Upstream| {
+        m.contains(&format!(r#"switchyard_endpoint_available{{endpoint="{}",router="egress"}}"#, up.addr))
+    };
+    let (_, _, m) = admin(sc.admin(), "GET", "/metrics", &[], "").await;
+    assert!(series(&m, &ups[0]) && series(&m, &ups[1]), "both endpoints have series while registered");
+
+    sc.register("forex-rate", &[ups[1].addr]);
+    let mut gone = false;
+    for _ in 0..100 {
+        // Requests let the client notice the new endpoint set and drop the departed endpoint.
+        let _ = text(get(sc.addr("egress"), "forex-rate", "/", &[]).await).await;
+        let (_, _, m) = admin(sc.admin(), "GET", "/metrics", &[], "").await;
+        if !series(&m, &ups[0]) {
+            assert!(series(&m, &ups[1]), "the remaining endpoint keeps its series");
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(gone, "the deregistered endpoint's series were removed");
+}

@@ -65,7 +65,9 @@ impl SendError {
     }
 }
 
-/// Interns one [`EndpointClient`] per address for a router, so pools survive endpoint-set updates.
+/// Interns one [`EndpointClient`] per address for a router, so pools survive endpoint-set updates. When the last
+/// user of an endpoint lets go (it left the registry and no request holds it), its metric series are removed, so
+/// instance churn does not grow the exposition forever.
 pub struct EndpointPool {
     settings: EndpointSettings,
     metrics: ConnectMetrics,
@@ -79,7 +81,7 @@ impl EndpointPool {
     }
 
     /// The client for `addr`, shared with anyone else who asked while it was alive.
-    pub fn get(&self, addr: SocketAddr) -> Arc<EndpointClient> {
+    pub fn get(self: &Arc<Self>, addr: SocketAddr) -> Arc<EndpointClient> {
         let mut map = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(ep) = map.get(&addr).and_then(Weak::upgrade) {
             return ep;
@@ -103,6 +105,7 @@ impl EndpointPool {
             in_flight: AtomicUsize::new(0),
             in_flight_gauge: families.endpoint_in_flight.with_label_values(&labels),
             health,
+            pool: Arc::downgrade(self),
         });
         map.insert(addr, Arc::downgrade(&ep));
         ep
@@ -127,6 +130,27 @@ pub struct EndpointClient {
     in_flight_gauge: IntGauge,
     /// Failure accrual and latency estimate.
     pub health: Health,
+    /// The pool that interned it, told when it goes.
+    pool: Weak<EndpointPool>,
+}
+
+impl Drop for EndpointClient {
+    fn drop(&mut self) {
+        let Some(pool) = self.pool.upgrade() else { return };
+        // Under the pool's lock: if a new client for this address was interned meanwhile, the series are its own.
+        let mut map = pool.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+        if map.get(&self.addr).and_then(Weak::upgrade).is_some() {
+            return;
+        }
+        map.remove(&self.addr);
+        let endpoint = self.addr.to_string();
+        let labels = [&*pool.metrics.router, endpoint.as_str()];
+        let f = &pool.metrics.families;
+        let _ = f.endpoint_available.remove_label_values(&labels);
+        let _ = f.endpoint_ejections.remove_label_values(&labels);
+        let _ = f.endpoint_latency_ewma.remove_label_values(&labels);
+        let _ = f.endpoint_in_flight.remove_label_values(&labels);
+    }
 }
 
 /// Decrements the in-flight count however the request ends (including the caller being dropped).
