@@ -216,6 +216,36 @@ impl BlockingIndex {
 /// The pause after an answer whose index did not advance, so a misbehaving server cannot make us spin.
 pub const MIN_DELAY: Duration = Duration::from_millis(100);
 
+/// One blocking-query watch's bookkeeping — the index to send and the backoff after errors — so every watch
+/// (the Consul namer's, the KV dtab store's) follows Consul's rules the same way.
+#[derive(Debug, Default)]
+pub struct Watcher {
+    index: BlockingIndex,
+    backoff: Backoff,
+}
+
+impl Watcher {
+    /// The index to send with the next query.
+    pub fn index(&self) -> u64 {
+        self.index.get()
+    }
+
+    /// After a good answer carrying `received` as `X-Consul-Index`: how the index moved, and the pause before the
+    /// next query (none when it advanced; [`MIN_DELAY`] otherwise, so a server that does not block cannot make
+    /// us spin).
+    pub fn answered(&mut self, received: Option<u64>) -> (IndexStep, Option<Duration>) {
+        self.backoff.reset();
+        let step = self.index.observe(received);
+        (step, (step != IndexStep::Advanced).then_some(MIN_DELAY))
+    }
+
+    /// After a failure: the next query is a plain read, after a jittered, growing pause.
+    pub fn failed(&mut self) -> Duration {
+        self.index.reset();
+        self.backoff.next_delay()
+    }
+}
+
 /// Exponential backoff with jitter for failed requests: 100 ms doubling to 5 s, each delay drawn from [d/2, d].
 #[derive(Debug, Default)]
 pub struct Backoff {
@@ -281,6 +311,18 @@ mod tests {
         assert_eq!(i.get(), 1, "an index of 0 is never sent back");
         assert_eq!(i.observe(None), IndexStep::Unchanged);
         assert_eq!(i.get(), 0);
+    }
+
+    #[test]
+    fn watcher_pauses_unless_the_index_advances_and_reads_plainly_after_errors() {
+        let mut w = Watcher::default();
+        assert_eq!(w.answered(Some(7)), (IndexStep::Advanced, None));
+        assert_eq!(w.index(), 7);
+        assert_eq!(w.answered(Some(7)), (IndexStep::Unchanged, Some(MIN_DELAY)), "never spin on an unchanged index");
+        assert_eq!(w.answered(Some(2)), (IndexStep::Reset, Some(MIN_DELAY)));
+        let pause = w.failed();
+        assert_eq!(w.index(), 0, "after an error the next query is a plain read");
+        assert!(pause > Duration::ZERO && pause <= Backoff::MAX);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use serde::Deserialize;
 use switchyard_dtab::Dtab;
 
 use crate::config::DtabStoreConfig;
-use crate::consul::{base64_decode, encode_component, Backoff, BlockingIndex, ConsulClient, IndexStep, MIN_DELAY};
+use crate::consul::{base64_decode, encode_component, ConsulClient, Watcher};
 use crate::router::bind::RoutingTable;
 use crate::router::Router;
 
@@ -295,24 +295,21 @@ fn read_kv(answer: &crate::consul::Answer) -> Result<(Option<String>, Version), 
 }
 
 async fn watch_consul(store: std::sync::Weak<DtabStore>) {
-    let mut index = BlockingIndex::default();
-    let mut backoff = Backoff::default();
+    let mut watcher = Watcher::default();
     loop {
         let Some(s) = store.upgrade() else { return };
         let Backend::Consul { client, key } = &s.backend else {
             return;
         };
-        let result = client.get(&kv_path(key), Some((index.get(), crate::consul::DEFAULT_WAIT))).await;
+        let result = client.get(&kv_path(key), Some((watcher.index(), crate::consul::DEFAULT_WAIT))).await;
         let delay = match result.map_err(|e| e.0).and_then(|a| read_kv(&a).map(|kv| (a.index, kv))) {
             Ok((consul_index, (text, version))) => {
-                backoff.reset();
                 s.offer(text.as_deref(), version);
-                (index.observe(consul_index) != IndexStep::Advanced).then_some(MIN_DELAY)
+                watcher.answered(consul_index).1
             }
             Err(e) => {
                 s.failed(&e);
-                index.reset();
-                Some(backoff.next_delay())
+                Some(watcher.failed())
             }
         };
         drop(s);

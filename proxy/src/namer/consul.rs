@@ -20,7 +20,7 @@ use switchyard_dtab::{Label, NameTree, Path};
 
 use super::{inet::parse_host, BoundName, Endpoint, EndpointSet, EndpointWatch, Namer, NamerAnswer};
 use crate::config::{ConsulNamerConfig, TagWeight};
-use crate::consul::{encode_component, Backoff, BlockingIndex, ConsulClient, ConsulError, IndexStep, MIN_DELAY};
+use crate::consul::{encode_component, ConsulClient, ConsulError, IndexStep, Watcher};
 
 /// Names watched at once per namer at most (each is one blocking query against Consul).
 pub const MAX_WATCHES: usize = 1000;
@@ -270,8 +270,7 @@ fn watch_json(w: &Watch) -> serde_json::Value {
 
 /// The watch loop of one name: blocking queries until the namer is dropped or the watch goes idle.
 async fn run_watch(shared: Weak<Shared>, watch: Arc<Watch>) {
-    let mut index = BlockingIndex::default();
-    let mut backoff = Backoff::default();
+    let mut watcher = Watcher::default();
     loop {
         let Some(sh) = shared.upgrade() else { return };
         if is_idle(&sh, &watch) {
@@ -279,22 +278,20 @@ async fn run_watch(shared: Weak<Shared>, watch: Arc<Watch>) {
             return;
         }
         let path = query_path(&sh.settings, &watch.key);
-        let result = sh.client.get(&path, Some((index.get(), sh.settings.wait))).await;
+        let result = sh.client.get(&path, Some((watcher.index(), sh.settings.wait))).await;
         let delay = match result.and_then(|a| parse_answer(&sh.settings, a)) {
             Ok((consul_index, set)) => {
-                backoff.reset();
-                let step = index.observe(consul_index);
+                let (step, pause) = watcher.answered(consul_index);
                 if step == IndexStep::Reset {
                     tracing::info!(name = %watch.key.path(), "consul namer: index went backwards; starting over");
                 }
-                apply(&sh, &watch, set, index.get());
-                (step != IndexStep::Advanced).then_some(MIN_DELAY)
+                apply(&sh, &watch, set, watcher.index());
+                pause
             }
             Err(e) => {
                 sh.errors.fetch_add(1, Ordering::Relaxed);
                 record_error(&sh, &watch, &e);
-                index.reset();
-                Some(backoff.next_delay())
+                Some(watcher.failed())
             }
         };
         drop(sh);
