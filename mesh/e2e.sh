@@ -10,32 +10,11 @@ cd "$REPO_ROOT"
 export MESH_NET=${E2E_MESH_NET:-127.77}
 export RUN_DIR=${E2E_RUN_DIR:-target/e2e-run}
 
-say() { printf '==> %s\n' "$*"; }
-
-print_logs() {
-  local log
-  echo "---------------------------------------------------------------------------"
-  echo "end-to-end test failed: logs of the mesh in $RUN_DIR"
-  while read -r log; do
-    echo "----- $log (last 80 lines)"
-    tail -n 80 "$log"
-  done < <(find "$RUN_DIR" -name '*.log' 2>/dev/null | sort)
-  echo "---------------------------------------------------------------------------"
-}
-
-finish() {
-  local status=$?
-  if ((status != 0)); then print_logs; fi
-  say "taking the e2e mesh down"
-  mesh/mesh.sh down || true
-  if ((status == 0)); then say "end-to-end test passed"; else say "end-to-end test FAILED"; fi
-  exit "$status"
-}
-trap finish EXIT
+# shellcheck source=mesh/private-mesh.sh
+source mesh/private-mesh.sh
 
 say "end-to-end: fresh private mesh MESH_NET=$MESH_NET RUN_DIR=$RUN_DIR"
-mesh/mesh.sh clean
-mesh/mesh.sh up
+private_mesh_up "end-to-end test" 80
 say "running mesh/e2e_test.py against http://$MESH_NET.0.1:8080"
 python3 mesh/e2e_test.py -v
 # Prometheus scraped this mesh all along: every target up and promtool-clean, the rules working, and
