@@ -56,7 +56,7 @@ async fn run_upstream(args: UpstreamArgs) -> ExitCode {
 }
 
 async fn run_consul(args: UpstreamArgs) -> ExitCode {
-    match switchyard_bench::consul::ConsulDouble::start(args.listen).await {
+    match switchyard_test_support::consul::ConsulDouble::start(args.listen).await {
         Ok(double) => {
             eprintln!("switchyard-bench consul: Consul API double listening on {}", double.addr);
             shutdown_signal().await;

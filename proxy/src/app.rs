@@ -14,10 +14,10 @@ use tokio::task::JoinSet;
 
 use crate::admin::{self, AdminState};
 use crate::config::{Config, NamerConfig};
-use crate::dtab_store::DtabStore;
-use crate::metrics::Metrics;
+use crate::metrics::Registry;
 use crate::namer::{consul::ConsulNamer, fs::FsNamer, Namer, NamerSet};
-use crate::router::Router;
+use crate::router::{Families, Router};
+use crate::server::{self, Limits, ServerMetrics};
 
 /// A start-up failure (the config itself was already validated).
 #[derive(Debug)]
@@ -63,15 +63,14 @@ impl Running {
     }
 }
 
-async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, StartError> {
+async fn listen(addr: SocketAddr, what: &str) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr).await.map_err(|e| StartError(format!("cannot listen on {addr} for {what}: {e}")))
 }
 
-/// Starts everything `config` describes. `grace` bounds how long shutdown waits for in-flight requests.
-pub async fn start(config: Config, grace: Duration) -> Result<Running, StartError> {
+/// Starts the configured namers; each registers its own metrics (if any) in `registry`.
+fn start_namers(config: &Config, registry: &Registry) -> Arc<NamerSet> {
     let generation = Arc::new(AtomicU64::new(0));
     let mut namers: Vec<Arc<dyn Namer>> = Vec::new();
-    let mut consul_collectors = Vec::new();
     for n in &config.namers {
         match n {
             NamerConfig::Fs(fs) => {
@@ -81,26 +80,29 @@ pub async fn start(config: Config, grace: Duration) -> Result<Running, StartErro
             }
             NamerConfig::Consul(c) => {
                 let namer = ConsulNamer::new(c, generation.clone());
-                consul_collectors.push(namer.collector());
+                registry.register(namer.collector());
                 namers.push(namer);
             }
         }
     }
-    let namers = Arc::new(NamerSet::new(namers, generation));
-    let metrics = Arc::new(Metrics::new());
-    for collector in consul_collectors {
-        metrics.register_collector(collector);
-    }
+    Arc::new(NamerSet::new(namers, generation))
+}
 
-    // Bind every port first: all or nothing.
+/// Starts everything `config` describes. `grace` bounds how long shutdown waits for in-flight requests.
+pub async fn start(config: Config, grace: Duration) -> Result<Running, StartError> {
+    let registry = Arc::new(Registry::new());
+    let namers = start_namers(&config, &registry);
+    let families = Families::register(&registry);
+    let server_metrics = ServerMetrics::register(&registry);
+
+    // Listen on every port first: all or nothing.
     let mut listeners = Vec::new();
     let mut routers = Vec::new();
     for rc in &config.routers {
-        let router = Arc::new(Router::new(rc, namers.clone(), metrics.clone()).map_err(StartError)?);
+        let router = Arc::new(Router::new(rc, namers.clone(), &families).map_err(StartError)?);
         for s in &rc.servers {
-            let addr = SocketAddr::new(s.ip, s.port);
-            let listener = bind(addr, &format!("router {}", rc.label)).await?;
-            let limits = crate::server::Limits {
+            let listener = listen(SocketAddr::new(s.ip, s.port), &format!("router {}", rc.label)).await?;
+            let limits = Limits {
                 max_concurrent: s.max_concurrent_requests,
                 max_header_bytes: usize::try_from(rc.max_headers_kb.saturating_mul(1024)).unwrap_or(usize::MAX),
                 trusted: !s.clear_context,
@@ -109,8 +111,11 @@ pub async fn start(config: Config, grace: Duration) -> Result<Running, StartErro
         }
         routers.push(router);
     }
-    let dtab_stores = start_dtab_stores(&config, &routers, &metrics).await;
-    let admin_listener = bind(SocketAddr::new(config.admin.ip, config.admin.port), "the admin server").await?;
+    // A router whose dtab is mesh-wide serves the store's dtab from the start, when the store answers in time.
+    for store in routers.iter().filter_map(|r| r.dtab_store()) {
+        store.first_answer(STORE_FIRST_ANSWER).await;
+    }
+    let admin_listener = listen(SocketAddr::new(config.admin.ip, config.admin.port), "the admin server").await?;
     let admin_addr = admin_listener.local_addr().map_err(|e| StartError(e.to_string()))?;
 
     let (stop_servers, stop_rx) = watch::channel(false);
@@ -118,20 +123,20 @@ pub async fn start(config: Config, grace: Duration) -> Result<Running, StartErro
     let mut servers = Vec::new();
     for (router, listener, limits) in listeners {
         let addr = listener.local_addr().map_err(|e| StartError(e.to_string()))?;
-        tracing::info!(router = %router.label, %addr, trusted = limits.trusted, "serving");
-        servers.push((router.label.to_string(), addr));
-        servers_done.spawn(crate::server::serve(listener, router, limits, stop_rx.clone(), grace));
+        tracing::info!(router = %router.label(), %addr, trusted = limits.trusted, "serving");
+        servers.push((router.label().to_string(), addr));
+        let (metrics, stop) = (server_metrics.clone(), stop_rx.clone());
+        servers_done.spawn(async move { server::serve(listener, router, limits, &metrics, stop, grace).await });
     }
 
     let ready = Arc::new(AtomicBool::new(true));
     let state = Arc::new(AdminState {
         routers: routers.clone(),
         namers,
-        metrics,
+        metrics: registry,
         config_json: serde_json::to_value(&config).unwrap_or_default(),
         token: config.admin.token.clone(),
         ready: ready.clone(),
-        dtab_stores,
     });
     let (stop_admin, mut admin_rx) = watch::channel(false);
     let app = admin::app(state);
@@ -149,25 +154,3 @@ pub async fn start(config: Config, grace: Duration) -> Result<Running, StartErro
 
 /// How long start-up waits for a dtab store's first answer before serving with the configured dtab.
 const STORE_FIRST_ANSWER: Duration = Duration::from_secs(2);
-
-/// Starts the watches of routers whose dtab lives in a shared store, and waits (bounded) for their first answers.
-async fn start_dtab_stores(
-    config: &Config,
-    routers: &[Arc<Router>],
-    metrics: &Metrics,
-) -> std::collections::HashMap<String, Arc<DtabStore>> {
-    let mut stores = std::collections::HashMap::new();
-    let errors = crate::dtab_store::error_metric();
-    for (rc, router) in config.routers.iter().zip(routers) {
-        if let Some(sc) = &rc.dtab_store {
-            stores.insert(rc.label.clone(), DtabStore::start(router.clone(), sc, errors.clone()));
-        }
-    }
-    if !stores.is_empty() {
-        metrics.register_collector(Box::new(errors));
-    }
-    for store in stores.values() {
-        store.first_answer(STORE_FIRST_ANSWER).await;
-    }
-    stores
-}

@@ -221,7 +221,7 @@ pub const MIN_DELAY: Duration = Duration::from_millis(100);
 #[derive(Debug, Default)]
 pub struct Watcher {
     index: BlockingIndex,
-    backoff: Backoff,
+    backoff: ErrorBackoff,
 }
 
 impl Watcher {
@@ -248,11 +248,11 @@ impl Watcher {
 
 /// Exponential backoff with jitter for failed requests: 100 ms doubling to 5 s, each delay drawn from [d/2, d].
 #[derive(Debug, Default)]
-pub struct Backoff {
+pub struct ErrorBackoff {
     failures: u32,
 }
 
-impl Backoff {
+impl ErrorBackoff {
     const BASE: Duration = Duration::from_millis(100);
     const MAX: Duration = Duration::from_secs(5);
 
@@ -322,18 +322,18 @@ mod tests {
         assert_eq!(w.answered(Some(2)), (IndexStep::Reset, Some(MIN_DELAY)));
         let pause = w.failed();
         assert_eq!(w.index(), 0, "after an error the next query is a plain read");
-        assert!(pause > Duration::ZERO && pause <= Backoff::MAX);
+        assert!(pause > Duration::ZERO && pause <= ErrorBackoff::MAX);
     }
 
     #[test]
     fn backoff_grows_is_capped_and_resets() {
-        let mut b = Backoff::default();
+        let mut b = ErrorBackoff::default();
         let first = b.next_delay();
         assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100), "{first:?}");
         for _ in 0..20 {
-            assert!(b.next_delay() <= Backoff::MAX);
+            assert!(b.next_delay() <= ErrorBackoff::MAX);
         }
-        assert!(b.next_delay() >= Backoff::MAX / 2);
+        assert!(b.next_delay() >= ErrorBackoff::MAX / 2);
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(100));
     }

@@ -2,12 +2,13 @@
 //! watches, so one write reroutes the whole mesh.
 //!
 //! The store is the source of truth; the router's configured `dtab` is only the fallback until the store first
-//! answers (or while the key does not exist). Every good version the watch sees goes through the router's atomic
-//! swap ([`Router::set_dtab`]); a version equal to the dtab in force changes nothing (no generation bump). A
+//! answers (or while the key does not exist). Every good version the watch sees goes through the router's one
+//! dtab writer ([`DtabTable::write`]); a version equal to the dtab in force changes nothing (no generation bump). A
 //! malformed dtab in the store is refused locally: the last good dtab stays, and the error is counted in
 //! `switchyard_dtab_store_errors_total`, logged, and shown by the admin API.
 //!
-//! `PUT /dtab/<label>` on a store-backed router writes through: `If-Match` (the router's current ETag) becomes a
+//! `PUT /dtab/<label>` on a store-backed router writes through (`Router::write_dtab` sends it here): `If-Match`
+//! (the router's current ETag, checked by the table's one If-Match rule) becomes a
 //! check-and-set against the store version that dtab came from — Consul KV `?cas=<ModifyIndex>`, or for a file
 //! a compare-and-rename under a lock file — so two operators cannot silently overwrite each other.
 
@@ -23,8 +24,8 @@ use switchyard_dtab::Dtab;
 
 use crate::config::DtabStoreConfig;
 use crate::consul::{base64_decode, encode_component, ConsulClient, Watcher};
-use crate::router::bind::RoutingTable;
-use crate::router::Router;
+use crate::metrics::{names, Registry};
+use crate::router::table::{check_if_match, DtabTable, DtabWriteError, RoutingTable};
 
 /// How often a file store is re-read.
 pub const FILE_POLL: Duration = Duration::from_millis(250);
@@ -40,14 +41,8 @@ enum Version {
     At(u64),
 }
 
-/// Why a write through the store failed.
-#[derive(Debug, PartialEq)]
-pub enum StoreWriteError {
-    /// `If-Match` is not the dtab in force, or the store changed since it was read.
-    Stale { current: String },
-    /// The store could not be read or written.
-    Unavailable(String),
-}
+/// Why a write through the store failed (the same refusals as a local write).
+pub type StoreWriteError = DtabWriteError;
 
 enum Backend {
     // Boxed: the client is large next to a path.
@@ -64,7 +59,10 @@ struct StoreState {
 
 /// A router's shared dtab store and its watch.
 pub struct DtabStore {
-    router: Arc<Router>,
+    /// The router's label (metrics, logs).
+    label: Arc<str>,
+    /// The router's table: what the store's dtab is written into.
+    table: Arc<DtabTable>,
     backend: Backend,
     state: Mutex<StoreState>,
     errors: IntCounterVec,
@@ -73,21 +71,18 @@ pub struct DtabStore {
     writing: tokio::sync::Mutex<()>,
 }
 
-/// The metric family every store counts its errors in (create once per sidecar).
-pub fn error_metric() -> IntCounterVec {
-    IntCounterVec::new(
-        prometheus::Opts::new(
-            "switchyard_dtab_store_errors_total",
-            "Dtab store problems by reason (invalid dtab, unavailable store).",
-        ),
+/// The family every store of a sidecar counts its errors in.
+pub fn error_metric(r: &Registry) -> IntCounterVec {
+    r.int_counter_vec(
+        names::DTAB_STORE_ERRORS,
+        "Dtab store problems by reason (invalid dtab, unavailable store).",
         &["router", "reason"],
     )
-    .expect("valid metric definition")
 }
 
 impl DtabStore {
-    /// Starts watching the store for `router`.
-    pub fn start(router: Arc<Router>, config: &DtabStoreConfig, errors: IntCounterVec) -> Arc<Self> {
+    /// Starts watching the store for router `label`, whose dtab lives in `table`.
+    pub fn start(label: Arc<str>, table: Arc<DtabTable>, config: &DtabStoreConfig, errors: IntCounterVec) -> Arc<Self> {
         let backend = match config {
             DtabStoreConfig::Consul { host, port, token, key, consistency_mode } => Backend::Consul {
                 client: Box::new(ConsulClient::new(host, *port, token.clone(), *consistency_mode)),
@@ -96,7 +91,8 @@ impl DtabStore {
             DtabStoreConfig::File { path } => Backend::File { path: path.clone() },
         };
         let store = Arc::new(Self {
-            router,
+            label,
+            table,
             backend,
             state: Mutex::new(StoreState { seen: Version::Unknown, last_good: None, last_error: None }),
             errors,
@@ -113,7 +109,7 @@ impl DtabStore {
 
     /// The router label this store serves.
     pub fn label(&self) -> &str {
-        &self.router.label
+        &self.label
     }
 
     /// Waits (at most `limit`) for the store's first answer, so a starting sidecar serves the mesh-wide dtab.
@@ -168,17 +164,17 @@ impl DtabStore {
         if let Some(text) = text {
             match Dtab::parse(text) {
                 Ok(dtab) => {
-                    if dtab != self.router.table().dtab {
-                        tracing::info!(router = %self.router.label, "dtab store: new dtab");
-                        let _ = self.router.set_dtab(dtab, None);
+                    if dtab != self.table.current().dtab {
+                        tracing::info!(router = %self.label, "dtab store: new dtab");
+                        let _ = self.table.write(dtab, None);
                     }
                     self.lock().last_error = None;
                 }
                 Err(e) if changed => {
                     let message = format!("malformed dtab in the store (kept the last good one): {e}");
-                    tracing::warn!(router = %self.router.label, "{message}");
-                    self.errors.with_label_values(&[&self.router.label, "invalid"]).inc();
-                    self.router.record_invalid_dtab();
+                    tracing::warn!(router = %self.label, "{message}");
+                    self.errors.with_label_values(&[&self.label, "invalid"]).inc();
+                    self.table.record_invalid();
                     self.lock().last_error = Some(message);
                 }
                 Err(_) => {}
@@ -190,10 +186,10 @@ impl DtabStore {
     }
 
     fn failed(&self, error: &str) {
-        self.errors.with_label_values(&[&self.router.label, "unavailable"]).inc();
+        self.errors.with_label_values(&[&self.label, "unavailable"]).inc();
         let mut st = self.lock();
         if st.last_error.as_deref() != Some(error) {
-            tracing::warn!(router = %self.router.label, error, "dtab store unavailable; keeping the dtab in force");
+            tracing::warn!(router = %self.label, error, "dtab store unavailable; keeping the dtab in force");
         }
         st.last_error = Some(error.to_string());
     }
@@ -201,13 +197,12 @@ impl DtabStore {
     /// Writes `dtab` through to the store (check-and-set when `if_match` is given) and applies it here.
     pub async fn write(&self, dtab: Dtab, if_match: Option<&str>) -> Result<Arc<RoutingTable>, StoreWriteError> {
         let _writer = self.writing.lock().await;
-        let current = self.router.table();
-        let if_match = if_match.map(str::trim).filter(|t| *t != "*");
-        if let Some(tag) = if_match {
-            if tag != current.etag {
-                return Err(StoreWriteError::Stale { current: current.etag.clone() });
-            }
+        let current = self.table.current();
+        if let Err(stale) = check_if_match(&current, if_match) {
+            self.table.record_conflict();
+            return Err(stale);
         }
+        let if_match = if_match.map(str::trim).filter(|t| *t != "*");
         let seen = self.lock().seen;
         let text = dtab.pretty();
         let written = match &self.backend {
@@ -223,12 +218,12 @@ impl DtabStore {
         match written {
             Ok(version) => self.offer(Some(&text), version),
             Err(StoreWriteError::Stale { .. }) => {
-                self.router.binder.metrics.dtab_updates.with_label_values(&[&self.router.label, "conflict"]).inc();
+                self.table.record_conflict();
                 return Err(StoreWriteError::Stale { current: current.etag.clone() });
             }
             Err(e) => return Err(e),
         }
-        Ok(self.router.table())
+        Ok(self.table.current())
     }
 
     async fn write_consul(

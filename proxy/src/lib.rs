@@ -3,14 +3,15 @@
 //! # Layout
 //! - [`config`]: the linkerd-shaped YAML config, validated up front with line and column.
 //! - [`namer`]: namers (`/$/inet`, `io.l5d.fs`, `io.l5d.consul`) that turn concrete names into live endpoint sets.
-//! - [`router`]: the request path — identify → bind → retry → balance → endpoint, with health (failure accrual,
-//!   peak EWMA), correlation and access logs — and the one error rescue point.
+//! - [`router`]: the request path as named stages — identify → context → table/bind → body → attempt (balance →
+//!   endpoint → judge → retry) — with health (failure accrual, peak EWMA), correlation, access logs, and the one
+//!   rescue point (`router::error`). `docs/architecture.md` draws it.
 //! - [`consul`]: the small Consul HTTP client (blocking queries) behind the Consul namer and dtab store.
 //! - [`dtab_store`]: mesh-wide dtabs shared through Consul KV or a watched file.
 //! - [`dtabctl`]: the `switchyard dtab` command-line client of the admin API.
 //! - [`server`]: downstream HTTP/1.1 + h2c listeners with graceful drain.
 //! - [`admin`]: the admin server (ping, ready, metrics, config, dtab read/write, delegator).
-//! - [`metrics`]: Prometheus metric families.
+//! - [`metrics`]: the Prometheus registry and family names; components register their own families.
 //! - [`app`]: wiring a config into a running sidecar; [`telemetry`]: logging and signals.
 //!
 //! The dtab engine itself lives in the pure `switchyard-dtab` crate.

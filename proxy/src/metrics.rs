@@ -1,15 +1,18 @@
-//! Prometheus metrics: the metric families every component records into, and the text exposition.
+//! The sidecar's metric registry, the name of every family, and what components register theirs with.
 //!
-//! One [`Metrics`] per process owns the registry. Components hold pre-resolved handles (a route's counters and
-//! histogram, a client's) so the request path does not hash label sets for the common series; only the
-//! per-status-code response counters are looked up per response. Names follow Prometheus conventions
-//! (`_total`, `_seconds`, base units); labels are bounded: `service` and `client` values come from the binding
-//! cache, which is capped (see `router::bind::MAX_CACHED_NAMES`), and overflow is folded into one series.
+//! Components own their metrics: each defines its families in a small struct registered against the [`Registry`]
+//! it is given (the router's stages in `router::Families`, servers in `server::ServerMetrics`, the Consul namer
+//! and the dtab stores as collectors), and resolves the label values it needs once, so the request path never
+//! looks a series up by name. Names follow Prometheus conventions (`_total`, `_seconds`, base units) and live in
+//! [`names`], which the admin dashboard reads too; labels are bounded: `service` and `client` values come from
+//! the binding cache, which is capped (see `router::bind::MAX_CACHED_NAMES`), and overflow is folded into one
+//! series.
 
 use std::time::Duration;
 
+use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
     TextEncoder,
 };
 
@@ -17,244 +20,161 @@ use prometheus::{
 pub const LATENCY_BUCKETS: &[f64] =
     &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
-/// All metric families of one sidecar.
-pub struct Metrics {
-    registry: Registry,
-    route_requests: IntCounterVec,
-    route_responses: IntCounterVec,
-    route_latency: HistogramVec,
-    client_requests: IntCounterVec,
-    client_responses: IntCounterVec,
-    client_latency: HistogramVec,
-    /// Endpoints currently known for each bound client.
-    pub client_endpoints: IntGaugeVec,
-    /// Requests received by a router's servers, before routing.
-    pub server_requests: IntCounterVec,
-    /// Open downstream connections per router.
-    pub server_connections_open: IntGaugeVec,
-    /// Downstream connections accepted per router.
-    pub server_connections: IntCounterVec,
-    /// Requests the proxy answered itself, by reason (`no_endpoints`, `connect_failed`, …).
-    pub proxy_errors: IntCounterVec,
-    /// Generation of each router's dtab: bumps on every accepted change.
-    pub dtab_generation: IntGaugeVec,
-    /// Dtab update attempts per router by result (`ok`, `invalid`, `conflict`).
-    pub dtab_updates: IntCounterVec,
-    /// Upstream connections opened per router.
-    pub upstream_connects: IntCounterVec,
-    /// Retries sent per logical service.
-    pub retries: IntCounterVec,
-    /// Retries not sent because the service's retry budget was spent.
-    pub retry_budget_exhausted: IntCounterVec,
-    /// 1 while an endpoint is in rotation, 0 while failure accrual has marked it dead.
-    pub endpoint_available: IntGaugeVec,
-    /// Times failure accrual took an endpoint out of rotation.
-    pub endpoint_ejections: IntCounterVec,
-    /// The endpoint's peak-EWMA latency estimate, in seconds (the load balancer's view).
-    pub endpoint_latency_ewma: prometheus::GaugeVec,
-    /// Requests in flight per endpoint.
-    pub endpoint_in_flight: IntGaugeVec,
+/// Every family name the sidecar exports (the dashboard and the tests match on these, never on prefixes).
+pub mod names {
+    pub const ROUTE_REQUESTS: &str = "switchyard_route_requests_total";
+    pub const ROUTE_RESPONSES: &str = "switchyard_route_responses_total";
+    pub const ROUTE_LATENCY: &str = "switchyard_route_response_latency_seconds";
+    pub const CLIENT_REQUESTS: &str = "switchyard_client_requests_total";
+    pub const CLIENT_RESPONSES: &str = "switchyard_client_responses_total";
+    pub const CLIENT_LATENCY: &str = "switchyard_client_response_latency_seconds";
+    pub const CLIENT_ENDPOINTS: &str = "switchyard_client_endpoints";
+    pub const SERVER_REQUESTS: &str = "switchyard_server_requests_total";
+    pub const SERVER_CONNECTIONS_OPEN: &str = "switchyard_server_connections_open";
+    pub const SERVER_CONNECTIONS: &str = "switchyard_server_connections_total";
+    pub const PROXY_ERRORS: &str = "switchyard_proxy_errors_total";
+    pub const DTAB_GENERATION: &str = "switchyard_dtab_generation";
+    pub const DTAB_UPDATES: &str = "switchyard_dtab_updates_total";
+    pub const DTAB_STORE_ERRORS: &str = "switchyard_dtab_store_errors_total";
+    pub const UPSTREAM_CONNECTS: &str = "switchyard_upstream_connects_total";
+    pub const RETRIES: &str = "switchyard_retries_total";
+    pub const RETRY_BUDGET_EXHAUSTED: &str = "switchyard_retry_budget_exhausted_total";
+    pub const ENDPOINT_AVAILABLE: &str = "switchyard_endpoint_available";
+    pub const ENDPOINT_EJECTIONS: &str = "switchyard_failure_accrual_ejections_total";
+    pub const ENDPOINT_LATENCY_EWMA: &str = "switchyard_endpoint_latency_ewma_seconds";
+    pub const ENDPOINT_IN_FLIGHT: &str = "switchyard_endpoint_requests_in_flight";
+    pub const BUILD_INFO: &str = "switchyard_build_info";
 }
 
-fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
-    registry.register(Box::new(c.clone())).expect("metric registered once");
-    c
+/// One sidecar's metrics: components register their families here; the admin server renders them.
+pub struct Registry {
+    inner: prometheus::Registry,
 }
 
-fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition");
-    registry.register(Box::new(g.clone())).expect("metric registered once");
-    g
-}
-
-fn histogram_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
-    let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
-    let h = HistogramVec::new(opts, labels).expect("valid metric definition");
-    registry.register(Box::new(h.clone())).expect("metric registered once");
-    h
-}
-
-impl Default for Metrics {
+impl Default for Registry {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl Metrics {
-    /// Creates and registers every family.
+impl Registry {
+    /// A registry with the build and process families already in it.
     pub fn new() -> Self {
-        let r = Registry::new();
-        let rs = &["router", "service"];
-        let rc = &["router", "client"];
-        let status = &["router", "service", "status_code", "classification"];
-        let cstatus = &["router", "client", "status_code", "classification"];
-        let m = Self {
-            route_requests: counter_vec(&r, "switchyard_route_requests_total", "Requests per logical service.", rs),
-            route_responses: counter_vec(
-                &r,
-                "switchyard_route_responses_total",
-                "Responses per logical service.",
-                status,
-            ),
-            route_latency: histogram_vec(
-                &r,
-                "switchyard_route_response_latency_seconds",
-                "Time from request to response headers, per logical service.",
-                rs,
-            ),
-            client_requests: counter_vec(&r, "switchyard_client_requests_total", "Requests sent per bound client.", rc),
-            client_responses: counter_vec(
-                &r,
-                "switchyard_client_responses_total",
-                "Responses per bound client.",
-                cstatus,
-            ),
-            client_latency: histogram_vec(
-                &r,
-                "switchyard_client_response_latency_seconds",
-                "Time from request to response headers, per bound client.",
-                rc,
-            ),
-            client_endpoints: gauge_vec(&r, "switchyard_client_endpoints", "Endpoints known for a bound client.", rc),
-            server_requests: counter_vec(
-                &r,
-                "switchyard_server_requests_total",
-                "Requests received per router.",
-                &["router"],
-            ),
-            server_connections_open: gauge_vec(
-                &r,
-                "switchyard_server_connections_open",
-                "Open downstream connections.",
-                &["router"],
-            ),
-            server_connections: counter_vec(
-                &r,
-                "switchyard_server_connections_total",
-                "Downstream connections accepted.",
-                &["router"],
-            ),
-            proxy_errors: counter_vec(
-                &r,
-                "switchyard_proxy_errors_total",
-                "Requests answered by the proxy itself, by reason.",
-                &["router", "reason"],
-            ),
-            dtab_generation: gauge_vec(
-                &r,
-                "switchyard_dtab_generation",
-                "Generation of the router's dtab; bumps on every accepted change.",
-                &["router"],
-            ),
-            dtab_updates: counter_vec(
-                &r,
-                "switchyard_dtab_updates_total",
-                "Dtab update attempts by result.",
-                &["router", "result"],
-            ),
-            upstream_connects: counter_vec(
-                &r,
-                "switchyard_upstream_connects_total",
-                "Upstream connections opened, by result.",
-                &["router", "result"],
-            ),
-            retries: counter_vec(&r, "switchyard_retries_total", "Retries sent per logical service.", rs),
-            retry_budget_exhausted: counter_vec(
-                &r,
-                "switchyard_retry_budget_exhausted_total",
-                "Retryable failures not retried because the retry budget was spent.",
-                rs,
-            ),
-            endpoint_available: gauge_vec(
-                &r,
-                "switchyard_endpoint_available",
-                "1 while the endpoint is in rotation, 0 while failure accrual has marked it dead.",
-                &["router", "endpoint"],
-            ),
-            endpoint_ejections: counter_vec(
-                &r,
-                "switchyard_failure_accrual_ejections_total",
-                "Times failure accrual took an endpoint out of rotation.",
-                &["router", "endpoint"],
-            ),
-            endpoint_latency_ewma: {
-                let g = prometheus::GaugeVec::new(
-                    Opts::new(
-                        "switchyard_endpoint_latency_ewma_seconds",
-                        "Peak-EWMA latency estimate per endpoint (the load balancer's cost).",
-                    ),
-                    &["router", "endpoint"],
-                )
-                .expect("valid metric definition");
-                r.register(Box::new(g.clone())).expect("metric registered once");
-                g
-            },
-            endpoint_in_flight: gauge_vec(
-                &r,
-                "switchyard_endpoint_requests_in_flight",
-                "Requests sent to an endpoint and not yet answered.",
-                &["router", "endpoint"],
-            ),
-            registry: r,
-        };
-        let info = IntGaugeVec::new(Opts::new("switchyard_build_info", "Build information."), &["version"])
-            .expect("valid metric definition");
-        info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        m.registry.register(Box::new(info)).expect("metric registered once");
-        m.registry.register(Box::new(ProcessCollector::new())).expect("metric registered once");
-        m
+        let r = Self::empty();
+        r.int_gauge_vec(names::BUILD_INFO, "Build information.", &["version"])
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        r.register(Box::new(ProcessCollector::new()));
+        r
     }
 
-    /// Handles for one (router, logical service).
-    pub fn route(&self, router: &str, service: &str) -> RouteMetrics {
-        RouteMetrics {
-            requests: self.route_requests.with_label_values(&[router, service]),
-            latency: self.route_latency.with_label_values(&[router, service]),
-            ok: self.route_responses.with_label_values(&[router, service, "200", "success"]),
-            responses: self.route_responses.clone(),
-            router: router.into(),
-            name: service.into(),
-        }
+    /// A registry with nothing in it (component unit tests).
+    pub fn empty() -> Self {
+        Self { inner: prometheus::Registry::new() }
     }
 
-    /// Handles for one (router, bound client).
-    pub fn client(&self, router: &str, client: &str) -> RouteMetrics {
-        RouteMetrics {
-            requests: self.client_requests.with_label_values(&[router, client]),
-            latency: self.client_latency.with_label_values(&[router, client]),
-            ok: self.client_responses.with_label_values(&[router, client, "200", "success"]),
-            responses: self.client_responses.clone(),
-            router: router.into(),
-            name: client.into(),
+    fn add<C: Collector + Clone + 'static>(&self, c: C) -> C {
+        self.inner.register(Box::new(c.clone())).expect("each metric family is registered once");
+        c
+    }
+
+    /// Registers a counter family.
+    pub fn int_counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.add(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition"))
+    }
+
+    /// Registers an integer gauge family.
+    pub fn int_gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.add(IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition"))
+    }
+
+    /// Registers a float gauge family.
+    pub fn gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+        self.add(GaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition"))
+    }
+
+    /// Registers a latency histogram family with [`LATENCY_BUCKETS`].
+    pub fn latency_vec(&self, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+        let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+        self.add(HistogramVec::new(opts, labels).expect("valid metric definition"))
+    }
+
+    /// Registers a component's own collector (computed at scrape time, e.g. the Consul namer's staleness).
+    pub fn register(&self, collector: Box<dyn Collector>) {
+        if let Err(e) = self.inner.register(collector) {
+            tracing::warn!(error = %e, "metrics collector not registered");
         }
     }
 
     /// A snapshot of every family, for readers other than the text exposition (the admin dashboard's JSON).
     pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
-        self.registry.gather()
-    }
-
-    /// Registers a component's own collector (computed at scrape time, e.g. the Consul namer's staleness).
-    pub fn register_collector(&self, collector: Box<dyn prometheus::core::Collector>) {
-        if let Err(e) = self.registry.register(collector) {
-            tracing::warn!(error = %e, "metrics collector not registered");
-        }
+        self.inner.gather()
     }
 
     /// The Prometheus text exposition of everything.
     pub fn render(&self) -> String {
         let mut buf = Vec::with_capacity(16 * 1024);
-        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+        if let Err(e) = TextEncoder::new().encode(&self.inner.gather(), &mut buf) {
             tracing::warn!(error = %e, "metrics encoding failed");
         }
         String::from_utf8(buf).unwrap_or_default()
     }
 }
 
+/// Request, response and latency families for one kind of traffic: per logical service (`service` label) or per
+/// bound client (`client` label), under a router.
+#[derive(Clone)]
+pub struct RequestFamilies {
+    requests: IntCounterVec,
+    responses: IntCounterVec,
+    latency: HistogramVec,
+}
+
+impl RequestFamilies {
+    /// The per-service families (`switchyard_route_*`).
+    pub fn routes(r: &Registry) -> Self {
+        let (rs, status) = (&["router", "service"], &["router", "service", "status_code", "classification"]);
+        Self {
+            requests: r.int_counter_vec(names::ROUTE_REQUESTS, "Requests per logical service.", rs),
+            responses: r.int_counter_vec(names::ROUTE_RESPONSES, "Responses per logical service.", status),
+            latency: r.latency_vec(
+                names::ROUTE_LATENCY,
+                "Time from request to response headers, per logical service.",
+                rs,
+            ),
+        }
+    }
+
+    /// The per-client families (`switchyard_client_*`).
+    pub fn clients(r: &Registry) -> Self {
+        let (rc, status) = (&["router", "client"], &["router", "client", "status_code", "classification"]);
+        Self {
+            requests: r.int_counter_vec(names::CLIENT_REQUESTS, "Requests sent per bound client.", rc),
+            responses: r.int_counter_vec(names::CLIENT_RESPONSES, "Responses per bound client.", status),
+            latency: r.latency_vec(
+                names::CLIENT_LATENCY,
+                "Time from request to response headers, per bound client.",
+                rc,
+            ),
+        }
+    }
+
+    /// Handles for one (router, service or client).
+    pub fn stats(&self, router: &str, name: &str) -> RequestStats {
+        RequestStats {
+            requests: self.requests.with_label_values(&[router, name]),
+            latency: self.latency.with_label_values(&[router, name]),
+            ok: self.responses.with_label_values(&[router, name, "200", "success"]),
+            responses: self.responses.clone(),
+            router: router.into(),
+            name: name.into(),
+        }
+    }
+}
+
 /// Pre-resolved handles for a route (logical service) or a client (bound name).
 #[derive(Clone)]
-pub struct RouteMetrics {
+pub struct RequestStats {
     requests: IntCounter,
     latency: Histogram,
     /// `200`/`success`, resolved once: the common case costs no label lookup.
@@ -264,7 +184,7 @@ pub struct RouteMetrics {
     name: Box<str>,
 }
 
-impl RouteMetrics {
+impl RequestStats {
     /// Counts a request.
     pub fn request(&self) {
         self.requests.inc();
@@ -345,8 +265,8 @@ mod tests {
 
     #[test]
     fn exposition_has_families_and_labels() {
-        let m = Metrics::new();
-        let route = m.route("egress", "/svc/forex-rate");
+        let m = Registry::new();
+        let route = RequestFamilies::routes(&m).stats("egress", "/svc/forex-rate");
         route.request();
         route.response(http::StatusCode::BAD_GATEWAY, Duration::from_micros(300));
         let text = m.render();

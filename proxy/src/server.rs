@@ -14,11 +14,32 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use prometheus::{IntCounter, IntGauge};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::metrics::{names, Registry};
 use crate::router::Router;
+
+/// The servers' families: requests received and connections, per router.
+#[derive(Clone)]
+pub struct ServerMetrics {
+    requests: IntCounterVec,
+    connections_open: IntGaugeVec,
+    connections: IntCounterVec,
+}
+
+impl ServerMetrics {
+    /// Registers the families.
+    pub fn register(r: &Registry) -> Self {
+        let router = &["router"];
+        Self {
+            requests: r.int_counter_vec(names::SERVER_REQUESTS, "Requests received per router.", router),
+            connections_open: r.int_gauge_vec(names::SERVER_CONNECTIONS_OPEN, "Open downstream connections.", router),
+            connections: r.int_counter_vec(names::SERVER_CONNECTIONS, "Downstream connections accepted.", router),
+        }
+    }
+}
 
 /// Counts an open connection for as long as it lives.
 struct OpenConnection(IntGauge);
@@ -59,14 +80,16 @@ pub async fn serve(
     listener: TcpListener,
     router: Arc<Router>,
     limits: Limits,
+    metrics: &ServerMetrics,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
     let trusted = limits.trusted;
     let in_flight = Arc::new(AtomicUsize::new(0));
-    let metrics = &router.binder.metrics;
-    let open: IntGauge = metrics.server_connections_open.with_label_values(&[&router.label]);
-    let accepted: IntCounter = metrics.server_connections.with_label_values(&[&router.label]);
+    let label = router.label().to_owned();
+    let open: IntGauge = metrics.connections_open.with_label_values(&[&label]);
+    let accepted: IntCounter = metrics.connections.with_label_values(&[&label]);
+    let requests: IntCounter = metrics.requests.with_label_values(&[&label]);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // hyper answers 431 itself when a request head outgrows this buffer (it needs at least 8 KiB).
     let head = limits.max_header_bytes.max(8192);
@@ -80,7 +103,7 @@ pub async fn serve(
                 Ok(conn) => conn,
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(router = %router.label, error = %e, "accept failed");
+                    tracing::warn!(router = %label, error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -93,9 +116,11 @@ pub async fn serve(
         let guard = OpenConnection(open.clone());
         let router = router.clone();
         let in_flight = in_flight.clone();
+        let requests = requests.clone();
         let svc = service_fn(move |req| {
             let router = router.clone();
             let in_flight = in_flight.clone();
+            requests.inc();
             async move {
                 if let Some(max) = limits.max_concurrent {
                     if in_flight.fetch_add(1, Ordering::AcqRel) >= max {
@@ -103,9 +128,9 @@ pub async fn serve(
                         return Ok::<_, Infallible>(router.refuse_busy(req, peer, max).await);
                     }
                     let _slot = Slot(in_flight);
-                    return Ok(router.route(req, peer, trusted).await);
+                    return Ok(router.serve(req, peer, trusted).await);
                 }
-                Ok(router.route(req, peer, trusted).await)
+                Ok(router.serve(req, peer, trusted).await)
             }
         });
         let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
@@ -118,8 +143,8 @@ pub async fn serve(
         });
     }
     drop(listener);
-    tracing::info!(router = %router.label, addr = ?local, "draining connections");
+    tracing::info!(router = %label, addr = ?local, "draining connections");
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
-        tracing::warn!(router = %router.label, "drain deadline reached; closing remaining connections");
+        tracing::warn!(router = %label, "drain deadline reached; closing remaining connections");
     }
 }

@@ -95,7 +95,8 @@ impl Depth {
     }
 }
 
-/// Bind `path` under `dtab`: recursive lookup until namers answer, then simplified per DTAB.md rules 4 & 5
+/// Bind `path` under `dtab`: recursive lookup until namers answer, then simplified per docs/dtab.md
+/// ("Delegation", rules 4 & 5)
 /// (Alt: first child that is neither Neg nor Fail wins, Fail stops the alternation with Fail, Empty is success,
 /// all Neg → Neg. Union: bind every branch, drop Neg and Fail ones, none → Neg, one → that branch alone,
 /// otherwise Union of survivors with their original weights).

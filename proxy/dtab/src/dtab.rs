@@ -188,7 +188,7 @@ impl Dtab {
             .collect()
     }
 
-    /// One lookup step (DTAB.md "Lookup"): neg when no dentry matches, the rewritten
+    /// One lookup step (docs/dtab.md, "Delegation" rule 1, "Lookup"): neg when no dentry matches, the rewritten
     /// destination when one does, `Alt(last match, …, first match)` when several do.
     pub fn lookup(&self, path: &Path) -> NameTree<Path> {
         let mut trees: Vec<NameTree<Path>> = self.matches(path).into_iter().map(|(_, t)| t).collect();

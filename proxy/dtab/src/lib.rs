@@ -9,7 +9,7 @@
 //! - [`bind`](mod@bind): [`bind()`](fn@bind), recursive delegation down to the [`Namers`], with loop and size limits.
 //! - [`explain`](mod@explain): [`explain()`](fn@explain), the same delegation as an [`Explain`] tree for the admin delegator.
 //!
-//! The contract is `DTAB.md`; a dtab a linkerd 1 user already has must route the same here.
+//! The contract is the repository's `docs/dtab.md`; a dtab a linkerd 1 user already has must route the same here.
 //!
 //! ```
 //! use switchyard_dtab::{bind, Dtab, NameTree, NamerLookup, Namers, Path};

@@ -63,8 +63,8 @@ impl<T> NameTree<T> {
         }
     }
 
-    /// Evaluate alternations and unions per DTAB.md rules 4 and 5, leaving a tree with no
-    /// `Alt`, and `Union`s only of two or more surviving branches (original weights kept).
+    /// Evaluate alternations and unions per docs/dtab.md ("Delegation", rules 4 and 5),
+    /// leaving a tree with no `Alt`, and `Union`s only of two or more surviving branches (original weights kept).
     ///
     /// Alternation: the first child that is neither neg nor fail wins; fail stops it with
     /// fail; all neg gives neg. Union: neg and fail branches are dropped; none left gives

@@ -1,4 +1,4 @@
-//! DTAB.md as executable examples: every row of its example table, then each rule by name.
+//! docs/dtab.md as executable examples: every row of its "Examples" table, then each rule by name.
 
 use std::collections::{HashMap, HashSet};
 

@@ -35,7 +35,7 @@ pub async fn delegate(
     };
     let tree = explain(&dtab, &path, &*s.namers);
     Ok(Json(json!({
-        "router": &*router.label,
+        "router": router.label(),
         "path": path.to_string(),
         "dtab": dtab.to_string(),
         "tree": to_json(&tree),

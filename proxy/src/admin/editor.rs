@@ -96,7 +96,7 @@ pub async fn validate(
     let changed = changes.iter().any(|d| d.op != "same");
     Ok(Json(json!({
         "valid": true,
-        "router": &*router.label,
+        "router": router.label(),
         "dtab": draft.pretty(),
         "dentries": draft.len(),
         "changed": changed,

@@ -22,28 +22,28 @@ use axum::{Json, Router as AxumRouter};
 use serde_json::json;
 use switchyard_dtab::{Dtab, NameTree, ParseError, Path, Prefix};
 
-use crate::metrics::Metrics;
+use crate::metrics::Registry;
 use crate::namer::NamerSet;
-use crate::router::{DtabUpdateError, Router};
+use crate::router::headers::L5D_DTAB_STORE_ERROR;
+use crate::router::table::DtabWriteError;
+use crate::router::Router;
 
 /// What the admin handlers share.
 pub struct AdminState {
     pub routers: Vec<Arc<Router>>,
     pub namers: Arc<NamerSet>,
-    pub metrics: Arc<Metrics>,
+    pub metrics: Arc<Registry>,
     /// The effective config, as served by `/config.json` (secrets redacted).
     pub config_json: serde_json::Value,
     /// Bearer token required for writes, if any.
     pub token: Option<String>,
     /// False once shutdown has begun, so load balancers and health checks take the sidecar out.
     pub ready: Arc<AtomicBool>,
-    /// Routers whose dtab lives in a shared store (by label): `PUT /dtab/<label>` writes through to it.
-    pub dtab_stores: HashMap<String, Arc<crate::dtab_store::DtabStore>>,
 }
 
 impl AdminState {
     fn router(&self, label: &str) -> Result<&Arc<Router>, AdminError> {
-        self.routers.iter().find(|r| &*r.label == label).ok_or_else(|| AdminError::UnknownRouter(label.to_string()))
+        self.routers.iter().find(|r| r.label() == label).ok_or_else(|| AdminError::UnknownRouter(label.to_string()))
     }
 }
 
@@ -98,19 +98,18 @@ async fn routers(State(s): State<Arc<AdminState>>) -> Json<serde_json::Value> {
         .map(|r| {
             let table = r.table();
             let clients: Vec<_> = r
-                .binder
-                .clients()
+                .balancers()
                 .iter()
                 .map(|c| json!({ "id": c.id.to_string(), "endpoints": c.endpoint_count() }))
                 .collect();
             json!({
-                "label": &*r.label,
-                "dstPrefix": r.dst_prefix.to_string(),
+                "label": r.label(),
+                "dstPrefix": r.dst_prefix().to_string(),
                 "dtab": table.dtab.to_string(),
                 "dtabGeneration": table.generation,
                 "etag": table.etag,
                 "clients": clients,
-                "dtabStore": s.dtab_stores.get(&*r.label).map(|st| st.state_json()),
+                "dtabStore": r.dtab_store().map(|st| st.state_json()),
             })
         })
         .collect();
@@ -118,7 +117,7 @@ async fn routers(State(s): State<Arc<AdminState>>) -> Json<serde_json::Value> {
 }
 
 async fn dtabs(State(s): State<Arc<AdminState>>) -> Json<HashMap<String, String>> {
-    Json(s.routers.iter().map(|r| (r.label.to_string(), r.table().dtab.pretty())).collect())
+    Json(s.routers.iter().map(|r| (r.label().to_string(), r.table().dtab.pretty())).collect())
 }
 
 fn wants_json(headers: &HeaderMap) -> bool {
@@ -130,7 +129,8 @@ async fn get_dtab(
     UrlPath(label): UrlPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, AdminError> {
-    let table = s.router(&label)?.table();
+    let router = s.router(&label)?;
+    let table = router.table();
     let etag = HeaderValue::from_str(&table.etag).map_err(|_| AdminError::Internal("bad etag".into()))?;
     let mut resp = if wants_json(&headers) {
         let dentries: Vec<_> = table
@@ -145,10 +145,10 @@ async fn get_dtab(
     };
     resp.headers_mut().insert(header::ETAG, etag);
     // A store-backed router whose store holds something it refused (or cannot reach) says so on every read.
-    if let Some(error) = s.dtab_stores.get(&label).and_then(|st| st.last_error()) {
+    if let Some(error) = router.dtab_store().and_then(|st| st.last_error()) {
         let flat: String = error.chars().map(|c| if c.is_control() || !c.is_ascii() { '?' } else { c }).collect();
         if let Ok(v) = HeaderValue::from_str(&flat) {
-            resp.headers_mut().insert("l5d-dtab-store-error", v);
+            resp.headers_mut().insert(L5D_DTAB_STORE_ERROR, v);
         }
     }
     Ok(resp)
@@ -176,22 +176,17 @@ async fn put_dtab(
         }
     };
     let if_match = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok());
-    if let Some(store) = s.dtab_stores.get(&label) {
-        return match store.write(dtab, if_match).await {
-            Ok(table) => {
-                let etag = HeaderValue::from_str(&table.etag).map_err(|_| AdminError::Internal("bad etag".into()))?;
-                Ok((StatusCode::NO_CONTENT, [(header::ETAG, etag)]).into_response())
-            }
-            Err(crate::dtab_store::StoreWriteError::Stale { current }) => Err(AdminError::Stale { current }),
-            Err(crate::dtab_store::StoreWriteError::Unavailable(m)) => Err(AdminError::StoreUnavailable(m)),
-        };
-    }
-    match router.set_dtab(dtab, if_match) {
-        Ok(table) => {
-            let etag = HeaderValue::from_str(&table.etag).map_err(|_| AdminError::Internal("bad etag".into()))?;
-            Ok((StatusCode::NO_CONTENT, [(header::ETAG, etag)]).into_response())
+    let table = router.write_dtab(dtab, if_match).await?;
+    let etag = HeaderValue::from_str(&table.etag).map_err(|_| AdminError::Internal("bad etag".into()))?;
+    Ok((StatusCode::NO_CONTENT, [(header::ETAG, etag)]).into_response())
+}
+
+impl From<DtabWriteError> for AdminError {
+    fn from(e: DtabWriteError) -> Self {
+        match e {
+            DtabWriteError::Stale { current } => AdminError::Stale { current },
+            DtabWriteError::Unavailable(m) => AdminError::StoreUnavailable(m),
         }
-        Err(DtabUpdateError::Stale { current }) => Err(AdminError::Stale { current }),
     }
 }
 

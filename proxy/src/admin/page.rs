@@ -26,7 +26,7 @@ fn snapshot_html(s: &AdminState) -> String {
     for r in &s.routers {
         let table = r.table();
         let mut clients = String::new();
-        for c in r.binder.clients() {
+        for c in r.balancers() {
             clients.push_str(&format!(
                 "<li><code>{}</code> — {} endpoint(s)</li>",
                 escape(&c.id_text),
@@ -37,7 +37,7 @@ fn snapshot_html(s: &AdminState) -> String {
             "<section class=\"router\"><h2>{label}</h2><p>dtab generation {gen}, version <code>{etag}</code> — \
              <a href=\"/dtab/{label}\">/dtab/{label}</a></p><pre class=\"code\">{dtab}</pre>\
              <h3>clients</h3><ul>{clients}</ul></section>",
-            label = escape(&r.label),
+            label = escape(r.label()),
             gen = table.generation,
             etag = escape(&table.etag),
             dtab = escape(&table.dtab.pretty()),
@@ -48,7 +48,7 @@ fn snapshot_html(s: &AdminState) -> String {
 
 /// `GET /` and `GET /delegator`: the dashboard page (the script picks the tab from the path or `#fragment`).
 pub async fn index(State(s): State<Arc<AdminState>>) -> Response {
-    let title = s.routers.iter().map(|r| escape(&r.label)).collect::<Vec<_>>().join(" · ");
+    let title = s.routers.iter().map(|r| escape(r.label())).collect::<Vec<_>>().join(" · ");
     let page = PAGE.replace("{{TITLE}}", &title).replace("{{NOSCRIPT}}", &snapshot_html(&s));
     ([(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"))], Html(page)).into_response()
 }

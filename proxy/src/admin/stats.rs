@@ -1,22 +1,23 @@
 //! `GET /admin/stats.json`: the live dashboard's data — per router, per logical service and per bound client, the
 //! cumulative request and response counters and latency histogram buckets, plus each client's endpoints.
 //!
-//! Everything is read from the Prometheus registry at request time (`Metrics::gather`), so the request path is
+//! Everything is read from the Prometheus registry at request time (`Registry::gather`), so the request path is
 //! untouched and the dashboard shows exactly what Prometheus scrapes. Counters are cumulative: the page computes
 //! rates, success rates and percentiles from the difference between two polls, the way `rate()` and
 //! `histogram_quantile()` would.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
 use axum::Json;
 use prometheus::proto::{Metric, MetricFamily};
 use serde_json::{json, Value};
+use tokio::time::Instant;
 
 use super::AdminState;
-use crate::metrics::LATENCY_BUCKETS;
+use crate::metrics::{names, LATENCY_BUCKETS};
 use crate::router::Router;
 
 /// Cumulative traffic of one logical service or bound client.
@@ -58,15 +59,23 @@ enum Part {
     Client,
 }
 
+/// What a traffic family counts.
+enum Kind {
+    Requests,
+    Responses,
+    Latency,
+}
+
 /// Folds one family into the per-router stats; families the dashboard does not show are ignored.
 fn fold(family: &MetricFamily, routers: &mut BTreeMap<String, RouterStats>) {
-    let name = family.name();
-    let (part, kind) = match name.strip_prefix("switchyard_route_") {
-        Some(rest) => (Part::Service, rest),
-        None => match name.strip_prefix("switchyard_client_") {
-            Some(rest) => (Part::Client, rest),
-            None => return fold_router(family, routers),
-        },
+    let (part, kind) = match family.name() {
+        names::ROUTE_REQUESTS => (Part::Service, Kind::Requests),
+        names::ROUTE_RESPONSES => (Part::Service, Kind::Responses),
+        names::ROUTE_LATENCY => (Part::Service, Kind::Latency),
+        names::CLIENT_REQUESTS => (Part::Client, Kind::Requests),
+        names::CLIENT_RESPONSES => (Part::Client, Kind::Responses),
+        names::CLIENT_LATENCY => (Part::Client, Kind::Latency),
+        _ => return fold_router(family, routers),
     };
     let key = match part {
         Part::Service => "service",
@@ -82,8 +91,8 @@ fn fold(family: &MetricFamily, routers: &mut BTreeMap<String, RouterStats>) {
         };
         let series = map.entry(label(m, key).to_string()).or_default();
         match kind {
-            "requests_total" => series.requests = m.get_counter().get_value() as u64,
-            "responses_total" => {
+            Kind::Requests => series.requests = m.get_counter().get_value() as u64,
+            Kind::Responses => {
                 let n = m.get_counter().get_value() as u64;
                 *series.status.entry(label(m, "status_code").to_string()).or_default() += n;
                 if label(m, "classification") == "failure" {
@@ -92,13 +101,12 @@ fn fold(family: &MetricFamily, routers: &mut BTreeMap<String, RouterStats>) {
                     series.success += n;
                 }
             }
-            "response_latency_seconds" => {
+            Kind::Latency => {
                 let h = m.get_histogram();
                 series.latency_buckets = h.get_bucket().iter().map(|b| b.cumulative_count()).collect();
                 series.latency_count = h.get_sample_count();
                 series.latency_sum = h.get_sample_sum();
             }
-            _ => {}
         }
     }
 }
@@ -110,9 +118,9 @@ fn fold_router(family: &MetricFamily, routers: &mut BTreeMap<String, RouterStats
             continue;
         };
         match family.name() {
-            "switchyard_server_requests_total" => r.requests = m.get_counter().get_value() as u64,
-            "switchyard_server_connections_open" => r.connections_open = m.get_gauge().get_value() as i64,
-            "switchyard_proxy_errors_total" => {
+            names::SERVER_REQUESTS => r.requests = m.get_counter().get_value() as u64,
+            names::SERVER_CONNECTIONS_OPEN => r.connections_open = m.get_gauge().get_value() as i64,
+            names::PROXY_ERRORS => {
                 r.proxy_errors.insert(label(m, "reason").to_string(), m.get_counter().get_value() as u64);
             }
             _ => {}
@@ -136,7 +144,7 @@ fn series_json(name: &str, s: &Series) -> Value {
 /// A client's series plus its endpoints; clients bound but not yet used still appear, with zero counts.
 fn clients_json(router: &Router, stats: &mut RouterStats) -> Vec<Value> {
     let mut out = Vec::new();
-    for client in router.binder.clients() {
+    for client in router.balancers() {
         let series = stats.clients.remove(&*client.id_text).unwrap_or_default();
         let mut v = series_json(&client.id_text, &series);
         let now = Instant::now();
@@ -171,8 +179,8 @@ fn router_json(router: &Router, mut stats: RouterStats) -> Value {
     let services: Vec<_> = stats.services.iter().map(|(n, s)| series_json(n, s)).collect();
     let clients = clients_json(router, &mut stats);
     json!({
-        "label": &*router.label,
-        "protocol": format!("{:?}", router.protocol).to_lowercase(),
+        "label": router.label(),
+        "protocol": format!("{:?}", router.protocol()).to_lowercase(),
         "requests": stats.requests,
         "connectionsOpen": stats.connections_open,
         "proxyErrors": stats.proxy_errors,
@@ -187,12 +195,12 @@ fn router_json(router: &Router, mut stats: RouterStats) -> Value {
 /// The dashboard's snapshot of everything, as JSON.
 pub fn snapshot(s: &AdminState) -> Value {
     let mut routers: BTreeMap<String, RouterStats> =
-        s.routers.iter().map(|r| (r.label.to_string(), RouterStats::default())).collect();
+        s.routers.iter().map(|r| (r.label().to_string(), RouterStats::default())).collect();
     for family in s.metrics.gather() {
         fold(&family, &mut routers);
     }
     let routers: Vec<_> =
-        s.routers.iter().map(|r| router_json(r, routers.remove(&*r.label).unwrap_or_default())).collect();
+        s.routers.iter().map(|r| router_json(r, routers.remove(r.label()).unwrap_or_default())).collect();
     let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     json!({
         "timeMs": now_ms,

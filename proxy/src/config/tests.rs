@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use super::*;
 
-/// The original system's ingress sidecar config (DESIGN.md §2), exactly as written.
+/// The original system's ingress sidecar config (linkerd 1, from the write-up of the system this project replaces), exactly as written.
 const ORIGINAL_INGRESS: &str = "\
 admin:
   port: 9990
@@ -744,7 +744,25 @@ routers:
     );
 }
 
-/// The original system's outgoing sidecar config (DESIGN.md §2): a Consul namer and a `baseDtab` into it.
+#[test]
+fn retry_budgets_stay_within_finagles_bounds() {
+    let text = "\
+routers:
+- protocol: http
+  servers: [{port: 4141}]
+  service:
+    retries: {budget: {ttlSecs: 61, minRetriesPerSec: 4294967295}}
+";
+    let errors = errors(text);
+    assert_eq!(
+        places(&errors),
+        ["5:33 routers[0].service.retries.budget.ttlSecs", "5:55 routers[0].service.retries.budget.minRetriesPerSec"],
+        "{errors:?}"
+    );
+    assert!(errors[0].message.contains("from 1 to 60"), "{errors:?}");
+}
+
+/// The original system's outgoing sidecar config (linkerd 1): a Consul namer and a `baseDtab` into it.
 const ORIGINAL_OUTGOING: &str = "\
 admin:
   port: 9990

@@ -853,8 +853,13 @@ impl Checker<'_> {
             Some(b) => {
                 let d = RetryBudget::default();
                 let mut bf = self.fields(b, &f.child("budget"));
-                let ttl = self.optional(&mut bf, "ttlSecs", "a whole number of seconds, at least 1", parse_ms);
-                let min = self.optional(&mut bf, "minRetriesPerSec", "a whole number", |t| t.parse::<u32>().ok());
+                // Finagle's (and tower's) budget keeps at most a minute of history.
+                let ttl = self.optional(&mut bf, "ttlSecs", "a whole number of seconds from 1 to 60", |t| {
+                    parse_ms(t).filter(|s| (1..=60).contains(s))
+                });
+                let min = self.optional(&mut bf, "minRetriesPerSec", "a whole number below 2^31", |t| {
+                    t.parse::<u32>().ok().filter(|m| i32::try_from(*m).is_ok())
+                });
                 let pct = self.optional(&mut bf, "percentCanRetry", "a number from 0 to 1000", |t| {
                     t.parse::<f64>().ok().filter(|p| (0.0..=1000.0).contains(p))
                 });

@@ -1,4 +1,4 @@
-//! The balance stage: a [`Client`] is one bound name (e.g. `/#/io.l5d.fs/forex-rate`) and picks an endpoint
+//! The balance stage: a [`Balancer`] is one bound name (a "client" in linkerd's words and in the metrics) (e.g. `/#/io.l5d.fs/forex-rate`) and picks an endpoint
 //! for each request from its live endpoint set.
 //!
 //! The endpoint list is rebuilt only when the namer's [`EndpointWatch`] version changes; endpoints are interned in
@@ -13,25 +13,48 @@
 //! that are down — but one request per [`PROBE_INTERVAL`] is let through to the endpoint whose backoff ends
 //! first, so that recovery is noticed within a second instead of after the longest backoff.
 
+use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use prometheus::IntGauge;
+use prometheus::{IntGauge, IntGaugeVec};
 use switchyard_dtab::Path;
+use tokio::time::Instant;
 
-use super::endpoint::{EndpointClient, EndpointPool};
+use super::endpoint::{Endpoint, EndpointPool};
 use crate::config::{ClientPolicy, LoadBalancer};
-use crate::metrics::RouteMetrics;
+use crate::metrics::{names, Registry, RequestFamilies, RequestStats};
 use crate::namer::EndpointWatch;
 
 /// While every endpoint is dead, at most one probe request per interval.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
+/// The per-client families: traffic, and the number of endpoints known.
+#[derive(Clone)]
+pub struct BalancerFamilies {
+    traffic: RequestFamilies,
+    endpoints: IntGaugeVec,
+}
+
+impl BalancerFamilies {
+    /// Registers the families.
+    pub fn register(r: &Registry) -> Self {
+        Self {
+            traffic: RequestFamilies::clients(r),
+            endpoints: r.int_gauge_vec(
+                names::CLIENT_ENDPOINTS,
+                "Endpoints known for a bound client.",
+                &["router", "client"],
+            ),
+        }
+    }
+}
+
 struct Snapshot {
     version: u64,
-    endpoints: Vec<(Arc<EndpointClient>, f64)>,
+    endpoints: Vec<(Arc<Endpoint>, f64)>,
 }
 
 /// Why no endpoint could be picked.
@@ -46,13 +69,13 @@ pub enum Unavailable {
 }
 
 /// A bound name with its balancer.
-pub struct Client {
+pub struct Balancer {
     /// The bound name's id, e.g. `/#/io.l5d.fs/forex-rate` or `/$/inet/127.1/8080`.
     pub id: Path,
     /// `id` as text, for headers.
     pub id_text: Box<str>,
     /// Request/response metrics for this client.
-    pub metrics: RouteMetrics,
+    pub metrics: RequestStats,
     /// The effective client policy (global `client:` plus matching `configs:` entries).
     pub policy: ClientPolicy,
     watch: Arc<EndpointWatch>,
@@ -64,25 +87,32 @@ pub struct Client {
     next_probe: Mutex<Option<Instant>>,
 }
 
-impl Client {
-    /// A client for `id` over `watch`.
+impl fmt::Debug for Balancer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Balancer({})", self.id)
+    }
+}
+
+impl Balancer {
+    /// A balancer for bound name `id` of `router` over `watch`, its endpoints interned in `pool`.
     pub fn new(
+        router: &str,
         id: Path,
         watch: Arc<EndpointWatch>,
         pool: Arc<EndpointPool>,
         policy: ClientPolicy,
-        metrics: RouteMetrics,
-        endpoints_gauge: IntGauge,
+        families: &BalancerFamilies,
     ) -> Self {
+        let id_text: Box<str> = id.to_string().into();
         let client = Self {
-            id_text: id.to_string().into(),
+            metrics: families.traffic.stats(router, &id_text),
+            endpoints_gauge: families.endpoints.with_label_values(&[router, &id_text]),
+            id_text,
             id,
-            metrics,
             policy,
             watch,
             pool,
             snapshot: ArcSwap::from_pointee(Snapshot { version: 0, endpoints: Vec::new() }),
-            endpoints_gauge,
             next: AtomicUsize::new(0),
             next_probe: Mutex::new(None),
         };
@@ -112,12 +142,12 @@ impl Client {
     }
 
     /// The endpoints currently known, with their weights.
-    pub fn endpoints(&self) -> Vec<(Arc<EndpointClient>, f64)> {
+    pub fn endpoints(&self) -> Vec<(Arc<Endpoint>, f64)> {
         self.current().endpoints.clone()
     }
 
     /// Whether some endpoint other than `ep` is in rotation (failure accrual never ejects the last live one).
-    pub fn others_live(&self, ep: &Arc<EndpointClient>) -> bool {
+    pub fn others_live(&self, ep: &Arc<Endpoint>) -> bool {
         let now = Instant::now();
         self.current().endpoints.iter().any(|(e, _)| !Arc::ptr_eq(e, ep) && e.health.available(now))
     }
@@ -137,7 +167,7 @@ impl Client {
 
     /// Picks an endpoint for one request; `avoid` (the endpoint a retry's previous attempt failed on) is only
     /// chosen when nothing else is usable.
-    pub fn pick(&self, avoid: Option<&Arc<EndpointClient>>) -> Result<Arc<EndpointClient>, Unavailable> {
+    pub fn pick(&self, avoid: Option<&Arc<Endpoint>>) -> Result<Arc<Endpoint>, Unavailable> {
         let snap = self.current();
         let eps = &snap.endpoints;
         if eps.is_empty() {
@@ -218,5 +248,150 @@ impl Client {
                 (0..n).map(|k| (start + k) % n).filter(|&i| usable(i)).min_by(|&x, &y| cost(x).total_cmp(&cost(y)))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Backoff, FailureAccrual};
+    use crate::namer::{Endpoint as Address, EndpointSet};
+    use crate::router::endpoint::{EndpointFamilies, EndpointSettings};
+    use std::collections::HashMap;
+
+    /// A balancer over endpoints 127.0.0.1:<port> with `weights`, and the watch that feeds it.
+    fn balancer(lb: LoadBalancer, accrual: FailureAccrual, weights: &[(u16, f64)]) -> (Balancer, Arc<EndpointWatch>) {
+        let registry = Registry::empty();
+        let settings = EndpointSettings {
+            h2: false,
+            connect_timeout: Duration::from_millis(100),
+            idle_timeout: Duration::from_secs(10),
+        };
+        let pool = EndpointPool::new("egress".into(), settings, EndpointFamilies::register(&registry));
+        let watch = EndpointWatch::new(set(weights));
+        let policy = ClientPolicy {
+            request_attempt_timeout: None,
+            load_balancer: lb,
+            failure_accrual: accrual,
+            max_concurrent_per_endpoint: None,
+        };
+        let id = Path::read("/#/io.l5d.fs/forex-rate").unwrap();
+        let families = BalancerFamilies::register(&registry);
+        (Balancer::new("egress", id, watch.clone(), pool, policy, &families), watch)
+    }
+
+    fn set(weights: &[(u16, f64)]) -> EndpointSet {
+        let endpoints =
+            weights.iter().map(|&(port, weight)| Address { addr: ([127, 0, 0, 1], port).into(), weight }).collect();
+        EndpointSet { endpoints }
+    }
+
+    fn port(e: &Endpoint) -> u16 {
+        e.addr.port()
+    }
+
+    /// How often each port is picked in `n` picks.
+    fn spread(b: &Balancer, n: usize) -> HashMap<u16, usize> {
+        let mut seen = HashMap::new();
+        for _ in 0..n {
+            *seen.entry(port(&b.pick(None).unwrap())).or_default() += 1;
+        }
+        seen
+    }
+
+    const EJECT_AFTER_ONE: FailureAccrual =
+        FailureAccrual::ConsecutiveFailures { failures: 1, backoff: Backoff::Constant { ms: 5_000 } };
+
+    #[tokio::test(start_paused = true)]
+    async fn round_robin_takes_each_endpoint_in_turn_and_skips_weight_zero() {
+        let (b, _) = balancer(LoadBalancer::RoundRobin, FailureAccrual::None, &[(1, 1.0), (2, 1.0), (3, 0.0)]);
+        let picks: Vec<u16> = (0..6).map(|_| port(&b.pick(None).unwrap())).collect();
+        assert_eq!(picks.iter().filter(|&&p| p == 1).count(), 3, "{picks:?}");
+        assert_eq!(picks.iter().filter(|&&p| p == 2).count(), 3, "{picks:?}");
+        assert!(picks.windows(2).all(|w| w[0] != w[1]), "alternates: {picks:?}");
+        assert_eq!(b.endpoint_count(), 2, "a draining (weight 0) endpoint is not a candidate");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn p2c_sends_to_the_least_loaded() {
+        let (b, _) = balancer(LoadBalancer::P2c, FailureAccrual::None, &[(1, 1.0), (2, 1.0)]);
+        let busy = b.endpoints().into_iter().find(|(e, _)| port(e) == 1).unwrap().0;
+        let _held = [busy.hold(), busy.hold()];
+        assert_eq!(spread(&b, 50).get(&2), Some(&50), "with two endpoints p2c always compares both");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ewma_prefers_the_faster_endpoint_and_weights_divide_cost() {
+        let (b, _) = balancer(LoadBalancer::Ewma { decay_ms: 10_000 }, FailureAccrual::None, &[(1, 1.0), (2, 1.0)]);
+        for (e, _) in b.endpoints() {
+            let rtt = if port(&e) == 1 { 50 } else { 2 };
+            e.health.observe_latency(Duration::from_millis(rtt), b.ewma_decay());
+        }
+        assert_eq!(spread(&b, 50).get(&2), Some(&50));
+
+        // Weight 100 makes the slow endpoint the cheaper one (50 ms / 100 < 2 ms / 1).
+        let (b, _) = balancer(LoadBalancer::Ewma { decay_ms: 10_000 }, FailureAccrual::None, &[(1, 100.0), (2, 1.0)]);
+        for (e, _) in b.endpoints() {
+            let rtt = if port(&e) == 1 { 50 } else { 2 };
+            e.health.observe_latency(Duration::from_millis(rtt), b.ewma_decay());
+        }
+        assert_eq!(spread(&b, 50).get(&1), Some(&50));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_avoids_the_endpoint_that_failed_unless_it_is_the_only_one() {
+        let (b, _) = balancer(LoadBalancer::P2c, FailureAccrual::None, &[(1, 1.0), (2, 1.0)]);
+        let first = b.pick(None).unwrap();
+        for _ in 0..20 {
+            assert_ne!(port(&b.pick(Some(&first)).unwrap()), port(&first));
+        }
+        let (b, _) = balancer(LoadBalancer::P2c, FailureAccrual::None, &[(1, 1.0)]);
+        let only = b.pick(None).unwrap();
+        assert_eq!(port(&b.pick(Some(&only)).unwrap()), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dead_endpoints_are_skipped_and_come_back_on_probation() {
+        let (b, _) = balancer(LoadBalancer::RoundRobin, EJECT_AFTER_ONE, &[(1, 1.0), (2, 1.0)]);
+        let bad = b.endpoints().into_iter().find(|(e, _)| port(e) == 1).unwrap().0;
+        bad.health.record(false, &EJECT_AFTER_ONE, b.others_live(&bad), Instant::now());
+        assert_eq!(spread(&b, 10).get(&2), Some(&10), "the ejected endpoint takes no traffic");
+        tokio::time::advance(Duration::from_millis(5_001)).await;
+        assert_eq!(spread(&b, 10).get(&1), Some(&5), "back in rotation once its backoff ends");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn all_dead_fails_fast_then_lets_one_probe_through_per_interval() {
+        let (b, _) = balancer(LoadBalancer::P2c, EJECT_AFTER_ONE, &[(1, 1.0), (2, 1.0)]);
+        let eps = b.endpoints();
+        // The last live endpoint is never ejected, so eject the first while the other is live, then the second
+        // by hand as a second client would see it (both marked dead).
+        eps[0].0.health.record(false, &EJECT_AFTER_ONE, true, Instant::now());
+        tokio::time::advance(Duration::from_millis(10)).await;
+        eps[1].0.health.record(false, &EJECT_AFTER_ONE, true, Instant::now());
+        assert_eq!(b.pick(None).unwrap_err(), Unavailable::AllDead, "the first look only starts the probe clock");
+        assert_eq!(b.pick(None).unwrap_err(), Unavailable::AllDead);
+        tokio::time::advance(PROBE_INTERVAL).await;
+        let probe = b.pick(None).expect("one probe per interval");
+        assert_eq!(port(&probe), port(&eps[0].0), "the probe goes to the endpoint whose backoff ends first");
+        assert_eq!(b.pick(None).unwrap_err(), Unavailable::AllDead, "and only one");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn busy_empty_and_changing_endpoint_sets() {
+        let (mut b, watch) = balancer(LoadBalancer::P2c, FailureAccrual::None, &[(1, 1.0)]);
+        b.policy.max_concurrent_per_endpoint = Some(1);
+        let ep = b.pick(None).unwrap();
+        let held = ep.hold();
+        assert_eq!(b.pick(None).unwrap_err(), Unavailable::AllBusy);
+        drop(held);
+        assert!(b.pick(None).is_ok());
+
+        watch.store(set(&[(1, 1.0), (4, 1.0)]));
+        assert_eq!(b.endpoint_count(), 2, "a new endpoint set is picked up on the next request");
+        let kept = b.endpoints().into_iter().find(|(e, _)| port(e) == 1).unwrap().0;
+        assert!(Arc::ptr_eq(&kept, &ep), "an endpoint that stays keeps its state (interned in the pool)");
+        watch.store(EndpointSet::default());
+        assert_eq!(b.pick(None).unwrap_err(), Unavailable::Empty);
     }
 }

@@ -1,33 +1,81 @@
-//! The bind stage: a router's routing table — an immutable dtab snapshot plus a cache of bound names.
+//! The bind stage: a logical name, under a dtab, becomes a [`Binding`] — the delegation tree of concrete names the
+//! namers know, each leaf resolved to its [`Balancer`], plus the service's policy, metrics and retry budget.
 //!
-//! [`RoutingTable`] is swapped whole (arc-swap) when the dtab changes; a request holds the `Arc` it loaded, so it
-//! finishes on the table it started with. Each table caches, per logical name, the bound tree with its clients
-//! resolved; a cached binding is re-made when the namers' generation moves (a name appeared or vanished), which is
-//! how `|` fallback follows the registry live. Readers never lock: the cache is a copy-on-write map.
+//! The [`Binder`] outlives dtabs: it holds the router's balancers (one per concrete name, kept across dtab and
+//! registry changes so their endpoints keep their connections and health) and the retry budgets. Bindings are
+//! cached per routing table (see [`super::table`]). When a namer has no answer yet, [`Binder::resolve`] waits for
+//! it, bounded by `bindingTimeoutMs` and the caller's deadline.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use prometheus::{IntCounter, IntCounterVec};
 use switchyard_dtab::{BindError, Dtab, NameTree, Path};
+use tower::retry::budget::{Budget, TpsBudget};
 
-use prometheus::IntCounter;
-
-use super::balance::Client;
+use super::balance::{Balancer, BalancerFamilies};
 use super::endpoint::EndpointPool;
-use super::retry::Budget;
-use crate::config::{ClientConfig, ServiceConfig, ServicePolicy};
-use crate::metrics::{Metrics, RouteMetrics};
+use crate::config::{ClientConfig, RetryBudget, ServiceConfig, ServicePolicy};
+use crate::metrics::{names, Registry, RequestFamilies, RequestStats};
 use crate::namer::{BoundName, NamerSet};
 
 /// Names cached per table (and so distinct `service` label values per router). Past this, names are bound per
 /// request and their metrics share the `service="overflow"` series, so hostile Host headers cannot grow memory.
 pub const MAX_CACHED_NAMES: usize = 1000;
 
-/// One leaf of a bound tree: the client to send to and the bound name's residual.
+/// The bind stage's families: per logical service, its traffic, retries and spent budget.
+#[derive(Clone)]
+pub struct BindFamilies {
+    routes: RequestFamilies,
+    retries: IntCounterVec,
+    budget_exhausted: IntCounterVec,
+    balancers: BalancerFamilies,
+}
+
+impl BindFamilies {
+    /// Registers the families (the balancers' included).
+    pub fn register(r: &Registry) -> Self {
+        let rs = &["router", "service"];
+        Self {
+            routes: RequestFamilies::routes(r),
+            retries: r.int_counter_vec(names::RETRIES, "Retries sent per logical service.", rs),
+            budget_exhausted: r.int_counter_vec(
+                names::RETRY_BUDGET_EXHAUSTED,
+                "Retryable failures not retried because the retry budget was spent.",
+                rs,
+            ),
+            balancers: BalancerFamilies::register(r),
+        }
+    }
+}
+
+/// Finagle's retry budget (tower's implementation): over the last `ttlSecs`, retries may add `percentCanRetry` of
+/// the requests, plus `minRetriesPerSec` so that low traffic can still retry.
+pub struct RetryBudgetState(TpsBudget);
+
+impl RetryBudgetState {
+    /// A budget with `config`'s window, reserve and ratio (the config validator keeps them in tower's ranges).
+    pub fn new(config: RetryBudget) -> Self {
+        let ttl = Duration::from_secs(config.ttl_secs.clamp(1, 60));
+        let min = config.min_retries_per_sec.min(i32::MAX as u32 - 1);
+        Self(TpsBudget::new(ttl, min, config.percent_can_retry.clamp(0.0, 1000.0) as f32))
+    }
+
+    /// Counts a request (each request deposits `percentCanRetry` of a retry).
+    pub fn deposit(&self) {
+        self.0.deposit();
+    }
+
+    /// Takes one retry from the budget if there is one.
+    pub fn try_withdraw(&self) -> bool {
+        self.0.withdraw()
+    }
+}
+
+/// One leaf of a bound tree: the balancer to send to and the bound name's residual.
 pub struct Target {
-    pub client: Arc<Client>,
+    pub balancer: Arc<Balancer>,
     pub residual: Path,
     /// `Host` to send instead of the caller's (a namer's `setHost`).
     pub host: Option<Arc<str>>,
@@ -37,30 +85,35 @@ pub struct Target {
 pub struct Binding {
     pub tree: Result<NameTree<Arc<Target>>, BindError>,
     /// Metrics for the logical name (the `service` label).
-    pub route: RouteMetrics,
-    namer_generation: u64,
+    pub route: RequestStats,
+    pub(super) namer_generation: u64,
     /// Some namer still had no answer when the binding timeout ran out: never cache this binding.
-    incomplete: bool,
+    pub(super) incomplete: bool,
     /// The effective service policy for this logical name (timeouts, classifier, retries).
     pub policy: ServicePolicy,
     /// The logical name's retry budget (shared by every binding of the name in this router).
-    pub budget: Arc<Budget>,
+    pub budget: Arc<RetryBudgetState>,
     pub retries: IntCounter,
     pub budget_exhausted: IntCounter,
 }
 
-/// Everything binding needs that outlives a dtab: namers, the router's clients and endpoint pool, metrics.
-pub struct Binder {
-    pub router: Arc<str>,
-    pub namers: Arc<NamerSet>,
-    pub pool: Arc<EndpointPool>,
-    pub metrics: Arc<Metrics>,
+/// What a router's [`Binder`] is built from.
+pub struct BinderSettings {
     /// How long a request waits for namers that have no answer yet (linkerd's `bindingTimeoutMs`).
     pub binding_timeout: Duration,
-    client_config: ClientConfig,
-    service_config: ServiceConfig,
-    clients: Mutex<HashMap<Path, Arc<Client>>>,
-    budgets: Mutex<HashMap<String, Arc<Budget>>>,
+    pub client_config: ClientConfig,
+    pub service_config: ServiceConfig,
+}
+
+/// Everything binding needs that outlives a dtab: namers, the router's balancers and endpoint pool, metrics.
+pub struct Binder {
+    router: Arc<str>,
+    namers: Arc<NamerSet>,
+    pool: Arc<EndpointPool>,
+    families: BindFamilies,
+    settings: BinderSettings,
+    balancers: Mutex<HashMap<Path, Arc<Balancer>>>,
+    budgets: Mutex<HashMap<String, Arc<RetryBudgetState>>>,
 }
 
 impl Binder {
@@ -69,49 +122,52 @@ impl Binder {
         router: Arc<str>,
         namers: Arc<NamerSet>,
         pool: Arc<EndpointPool>,
-        metrics: Arc<Metrics>,
-        binding_timeout: Duration,
-        policies: (ClientConfig, ServiceConfig),
+        families: BindFamilies,
+        settings: BinderSettings,
     ) -> Self {
-        let (client_config, service_config) = policies;
         Self {
             router,
             namers,
             pool,
-            metrics,
-            binding_timeout,
-            client_config,
-            service_config,
-            clients: Mutex::new(HashMap::new()),
+            families,
+            settings,
+            balancers: Mutex::new(HashMap::new()),
             budgets: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The namers' generation: moves when a name appears or vanishes, invalidating cached bindings.
+    pub fn namer_generation(&self) -> u64 {
+        self.namers.generation()
     }
 
     /// The service label to use and its retry budget. Distinct labels are capped at [`MAX_CACHED_NAMES`] per
     /// router whether or not bindings are cached (a namer that never answers would otherwise let every new Host
     /// header mint a series); past the cap, names share `overflow`.
-    fn label_and_budget(&self, proposed: &str, policy: &ServicePolicy) -> (String, Arc<Budget>) {
+    fn label_and_budget(&self, proposed: &str, policy: &ServicePolicy) -> (String, Arc<RetryBudgetState>) {
         let mut budgets = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
         let label =
             if budgets.contains_key(proposed) || budgets.len() < MAX_CACHED_NAMES { proposed } else { "overflow" };
-        let budget =
-            budgets.entry(label.to_string()).or_insert_with(|| Arc::new(Budget::new(policy.retries.budget))).clone();
+        let budget = budgets
+            .entry(label.to_string())
+            .or_insert_with(|| Arc::new(RetryBudgetState::new(policy.retries.budget)))
+            .clone();
         (label.to_string(), budget)
     }
 
-    /// Binds `path` under `dtab`, resolving every bound leaf to its (interned) client. Waits for namers that are
-    /// still fetching their first answer, up to the binding timeout, then binds with what is known.
-    /// `caller_deadline` (the caller's `l5d-ctx-deadline`) shortens the wait when it comes first.
-    pub async fn bind(
+    /// Binds `path` under `dtab` through the namers, resolving every bound leaf to its (interned) balancer. Waits
+    /// for namers that are still fetching their first answer, up to the binding timeout, then binds with what is
+    /// known. `caller_deadline` (the caller's `l5d-ctx-deadline`) shortens the wait when it comes first.
+    pub async fn resolve(
         &self,
         dtab: &Dtab,
         path: &Path,
         service_label: &str,
-        caller_deadline: Option<std::time::Instant>,
+        caller_deadline: Option<tokio::time::Instant>,
     ) -> Binding {
-        let mut deadline = tokio::time::Instant::now() + self.binding_timeout;
+        let mut deadline = tokio::time::Instant::now() + self.settings.binding_timeout;
         if let Some(caller) = caller_deadline {
-            deadline = deadline.min(tokio::time::Instant::from_std(caller));
+            deadline = deadline.min(caller);
         }
         loop {
             let namer_generation = self.namers.generation();
@@ -119,19 +175,18 @@ impl Binder {
             let incomplete = !pending.is_empty();
             if !incomplete || tokio::time::Instant::now() >= deadline {
                 let tree = tree.map(|t| t.map(&mut |b: &BoundName| self.target(b)));
-                let policy = self.service_config.resolve(path);
+                let policy = self.settings.service_config.resolve(path);
                 let (label, budget) = self.label_and_budget(service_label, &policy);
-                let route = self.metrics.route(&self.router, &label);
                 let labels = [&*self.router, label.as_str()];
                 return Binding {
                     tree,
-                    route,
+                    route: self.families.routes.stats(&self.router, &label),
                     namer_generation,
                     incomplete,
                     budget,
                     policy,
-                    retries: self.metrics.retries.with_label_values(&labels),
-                    budget_exhausted: self.metrics.retry_budget_exhausted.with_label_values(&labels),
+                    retries: self.families.retries.with_label_values(&labels),
+                    budget_exhausted: self.families.budget_exhausted.with_label_values(&labels),
                 };
             }
             for ready in pending {
@@ -143,84 +198,29 @@ impl Binder {
     }
 
     fn target(&self, bound: &BoundName) -> Arc<Target> {
-        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        let client = clients
+        let mut balancers = self.balancers.lock().unwrap_or_else(|e| e.into_inner());
+        let balancer = balancers
             .entry(bound.id.clone())
             .or_insert_with(|| {
-                let id = bound.id.to_string();
-                Arc::new(Client::new(
+                Arc::new(Balancer::new(
+                    &self.router,
                     bound.id.clone(),
                     bound.endpoints.clone(),
                     self.pool.clone(),
-                    self.client_config.resolve(&bound.id),
-                    self.metrics.client(&self.router, &id),
-                    self.metrics.client_endpoints.with_label_values(&[&*self.router, id.as_str()]),
+                    self.settings.client_config.resolve(&bound.id),
+                    &self.families.balancers,
                 ))
             })
             .clone();
-        Arc::new(Target { client, residual: bound.residual.clone(), host: bound.host.clone() })
+        Arc::new(Target { balancer, residual: bound.residual.clone(), host: bound.host.clone() })
     }
 
-    /// The clients bound so far, for the admin API.
-    pub fn clients(&self) -> Vec<Arc<Client>> {
-        let mut v: Vec<_> = self.clients.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+    /// The balancers bound so far (one per concrete name), for the admin API.
+    pub fn balancers(&self) -> Vec<Arc<Balancer>> {
+        let mut v: Vec<_> = self.balancers.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
         v
     }
-}
-
-/// An immutable routing snapshot: the dtab, its generation and version tag, and its binding cache.
-pub struct RoutingTable {
-    pub dtab: Dtab,
-    pub generation: u64,
-    pub etag: String,
-    cache: ArcSwap<HashMap<Path, Arc<Binding>>>,
-}
-
-impl RoutingTable {
-    /// A table for `dtab` at `generation`.
-    pub fn new(dtab: Dtab, generation: u64) -> Self {
-        let etag = etag_of(&dtab);
-        Self { dtab, generation, etag, cache: ArcSwap::default() }
-    }
-
-    /// The binding for `path`, from the cache when it is still current.
-    pub async fn binding(
-        &self,
-        path: &Path,
-        binder: &Binder,
-        caller_deadline: Option<std::time::Instant>,
-    ) -> Arc<Binding> {
-        let generation = binder.namers.generation();
-        let cache = self.cache.load();
-        if let Some(b) = cache.get(path).filter(|b| b.namer_generation == generation) {
-            return b.clone();
-        }
-        let cacheable = cache.contains_key(path) || cache.len() < MAX_CACHED_NAMES;
-        drop(cache);
-        let label = if cacheable { path.to_string() } else { "overflow".to_string() };
-        let binding = Arc::new(binder.bind(&self.dtab, path, &label, caller_deadline).await);
-        if cacheable && !binding.incomplete {
-            // Copy-on-write: rare (first request for a name, or after a registry change), and readers never lock.
-            self.cache.rcu(|old| {
-                let mut next = HashMap::clone(old);
-                next.insert(path.clone(), binding.clone());
-                next
-            });
-        }
-        binding
-    }
-}
-
-/// A strong ETag for a dtab: a hash of its canonical text, so equal dtabs have equal tags across restarts.
-pub fn etag_of(dtab: &Dtab) -> String {
-    // FNV-1a, 64-bit: stable across Rust versions, unlike `DefaultHasher`.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in dtab.to_string().bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("\"{h:016x}\"")
 }
 
 /// What a request's bound tree yields: a target, or why there is none.
@@ -265,5 +265,145 @@ pub fn choose(tree: &NameTree<Arc<Target>>) -> Choice<'_> {
             }
             choose(&branches[branches.len() - 1].tree)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::namer::{Namer, NamerAnswer};
+    use crate::router::endpoint::{EndpointFamilies, EndpointSettings};
+    use crate::router::table::RoutingTable;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio::time::Instant;
+
+    /// A namer that never answers (a Consul that is not there yet).
+    struct Silent(Path);
+
+    impl Namer for Silent {
+        fn prefix(&self) -> &Path {
+            &self.0
+        }
+        fn kind(&self) -> &'static str {
+            "test.silent"
+        }
+        fn lookup(&self, _: &Path, _: &Path) -> NamerAnswer {
+            NamerAnswer::Pending(Box::pin(std::future::pending()))
+        }
+        fn state(&self) -> serde_json::Value {
+            serde_json::Value::Null
+        }
+    }
+
+    fn binder(timeout: Duration) -> (Binder, Arc<AtomicU64>) {
+        let registry = Registry::empty();
+        let generation = Arc::new(AtomicU64::new(0));
+        let silent: Arc<dyn Namer> = Arc::new(Silent(Path::read("/io.l5d.silent").unwrap()));
+        let namers = Arc::new(NamerSet::new(vec![silent], generation.clone()));
+        let settings = EndpointSettings {
+            h2: false,
+            connect_timeout: Duration::from_millis(100),
+            idle_timeout: Duration::from_secs(10),
+        };
+        let pool = EndpointPool::new("egress".into(), settings, EndpointFamilies::register(&registry));
+        let settings = BinderSettings {
+            binding_timeout: timeout,
+            client_config: ClientConfig::default(),
+            service_config: ServiceConfig::default(),
+        };
+        let b = Binder::new("egress".into(), namers, pool, BindFamilies::register(&registry), settings);
+        (b, generation)
+    }
+
+    fn leaf(b: &Binding) -> &Arc<Target> {
+        match b.tree.as_ref().unwrap() {
+            NameTree::Leaf(t) => t,
+            _ => panic!("expected one leaf"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bound_leaves_share_interned_balancers_and_budgets() {
+        let (b, _) = binder(Duration::from_secs(1));
+        let dtab = Dtab::parse("/svc=>/$/inet/127.0.0.1/4140").unwrap();
+        let path = Path::read("/svc/forex-rate").unwrap();
+        let one = b.resolve(&dtab, &path, "/svc/forex-rate", None).await;
+        let two = b.resolve(&dtab, &path, "/svc/forex-rate", None).await;
+        let target = leaf(&one);
+        assert_eq!(&*target.balancer.id_text, "/$/inet/127.0.0.1/4140");
+        assert_eq!(target.residual.to_string(), "/forex-rate");
+        assert!(Arc::ptr_eq(&target.balancer, &leaf(&two).balancer), "one balancer per concrete name");
+        assert!(Arc::ptr_eq(&one.budget, &two.budget), "one retry budget per logical name");
+        assert!(!one.incomplete);
+        assert_eq!(b.balancers().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_namer_is_waited_for_up_to_the_binding_timeout_or_the_callers_deadline() {
+        let (b, _) = binder(Duration::from_millis(300));
+        let dtab = Dtab::parse("/svc=>/#/io.l5d.silent").unwrap();
+        let path = Path::read("/svc/forex-rate").unwrap();
+        let start = Instant::now();
+        let binding = b.resolve(&dtab, &path, "/svc/forex-rate", None).await;
+        assert_eq!(start.elapsed(), Duration::from_millis(300));
+        assert!(binding.incomplete, "never cached");
+        assert!(matches!(binding.tree, Ok(NameTree::Neg)));
+
+        let start = Instant::now();
+        let caller = start + Duration::from_millis(40);
+        b.resolve(&dtab, &path, "/svc/forex-rate", Some(caller)).await;
+        assert_eq!(start.elapsed(), Duration::from_millis(40), "the caller's earlier deadline wins");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn service_labels_are_capped() {
+        let (b, _) = binder(Duration::from_secs(1));
+        let policy = ServiceConfig::default().resolve(&Path::read("/svc/x").unwrap());
+        for i in 0..MAX_CACHED_NAMES {
+            assert_eq!(b.label_and_budget(&format!("/svc/{i}"), &policy).0, format!("/svc/{i}"));
+        }
+        assert_eq!(b.label_and_budget("/svc/one-too-many", &policy).0, "overflow");
+        assert_eq!(b.label_and_budget("/svc/7", &policy).0, "/svc/7", "names already seen keep their label");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_table_caches_bindings_until_the_namers_generation_moves() {
+        let (b, generation) = binder(Duration::from_millis(10));
+        let table = RoutingTable::new(Dtab::parse("/svc=>/$/inet/127.0.0.1/4140").unwrap(), 1);
+        let path = Path::read("/svc/forex-rate").unwrap();
+        let first = table.binding(&path, &b, None).await;
+        assert!(Arc::ptr_eq(&first, &table.binding(&path, &b, None).await), "cached");
+        generation.fetch_add(1, Ordering::AcqRel);
+        let rebound = table.binding(&path, &b, None).await;
+        assert!(!Arc::ptr_eq(&first, &rebound), "re-bound after a registry change");
+        assert!(Arc::ptr_eq(&leaf(&first).balancer, &leaf(&rebound).balancer), "with the same balancer");
+
+        let silent = RoutingTable::new(Dtab::parse("/svc=>/#/io.l5d.silent").unwrap(), 1);
+        let a = silent.binding(&path, &b, None).await;
+        let again = silent.binding(&path, &b, None).await;
+        assert!(!Arc::ptr_eq(&a, &again), "an incomplete binding is never cached");
+    }
+
+    #[test]
+    fn budget_allows_reserve_plus_ratio_and_no_more() {
+        let b = RetryBudgetState::new(RetryBudget { ttl_secs: 10, min_retries_per_sec: 1, percent_can_retry: 0.2 });
+        // Reserve: 1/s × 10 s = 10 retries with no traffic at all.
+        let reserve = (0..100).filter(|_| b.try_withdraw()).count();
+        assert_eq!(reserve, 10);
+        for _ in 0..100 {
+            b.deposit();
+        }
+        // 100 requests × 0.2 = 20 more.
+        let more = (0..100).filter(|_| b.try_withdraw()).count();
+        assert_eq!(more, 20);
+    }
+
+    #[test]
+    fn zero_budget_never_retries() {
+        let b = RetryBudgetState::new(RetryBudget { ttl_secs: 10, min_retries_per_sec: 0, percent_can_retry: 0.0 });
+        for _ in 0..50 {
+            b.deposit();
+        }
+        assert!(!b.try_withdraw());
     }
 }

@@ -1,4 +1,5 @@
-//! The endpoint stage: one [`EndpointClient`] per upstream address, owning its pooled connections.
+//! The endpoint stage: one [`Endpoint`] per upstream address, owning its pooled connections, interned per router
+//! in an [`EndpointPool`].
 //!
 //! HTTP/1.1 upstreams get a LIFO pool of idle keep-alive connections (a connection goes back to the pool once
 //! hyper says it can take another request, i.e. after the response body is done). HTTP/2 (h2c, prior knowledge)
@@ -10,20 +11,21 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use prometheus::{IntCounter, IntGauge};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 use std::collections::HashMap;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
+use super::body::ReqBody;
 use super::error::ProxyError;
-use super::health::{Health, HealthMetrics};
-use super::ReqBody;
-use crate::metrics::Metrics;
+use super::health::{Health, HealthFamilies};
+use crate::metrics::{names, Registry};
 
 /// Most idle HTTP/1 connections kept per endpoint; more are closed when returned.
 const MAX_IDLE_PER_ENDPOINT: usize = 64;
@@ -36,13 +38,38 @@ pub struct EndpointSettings {
     pub idle_timeout: Duration,
 }
 
-/// Connection-level counters for one router, and the families per-endpoint gauges come from.
+/// The endpoint families: connections opened per router, requests in flight per endpoint, and its health.
 #[derive(Clone)]
-pub struct ConnectMetrics {
-    pub ok: IntCounter,
-    pub failed: IntCounter,
-    pub router: std::sync::Arc<str>,
-    pub families: std::sync::Arc<Metrics>,
+pub struct EndpointFamilies {
+    connects: IntCounterVec,
+    in_flight: IntGaugeVec,
+    health: HealthFamilies,
+}
+
+impl EndpointFamilies {
+    /// Registers the families (health's included).
+    pub fn register(r: &Registry) -> Self {
+        Self {
+            connects: r.int_counter_vec(
+                names::UPSTREAM_CONNECTS,
+                "Upstream connections opened, by result.",
+                &["router", "result"],
+            ),
+            in_flight: r.int_gauge_vec(
+                names::ENDPOINT_IN_FLIGHT,
+                "Requests sent to an endpoint and not yet answered.",
+                &["router", "endpoint"],
+            ),
+            health: HealthFamilies::register(r),
+        }
+    }
+}
+
+/// One router's connection counters, resolved once.
+#[derive(Clone)]
+struct ConnectCounters {
+    ok: IntCounter,
+    failed: IntCounter,
 }
 
 /// A send that did not produce a response.
@@ -65,46 +92,45 @@ impl SendError {
     }
 }
 
-/// Interns one [`EndpointClient`] per address for a router, so pools survive endpoint-set updates. When the last
+/// Interns one [`Endpoint`] per address for a router, so pools survive endpoint-set updates. When the last
 /// user of an endpoint lets go (it left the registry and no request holds it), its metric series are removed, so
 /// instance churn does not grow the exposition forever.
 pub struct EndpointPool {
+    router: Arc<str>,
     settings: EndpointSettings,
-    metrics: ConnectMetrics,
-    endpoints: Mutex<HashMap<SocketAddr, Weak<EndpointClient>>>,
+    families: EndpointFamilies,
+    connects: ConnectCounters,
+    endpoints: Mutex<HashMap<SocketAddr, Weak<Endpoint>>>,
 }
 
 impl EndpointPool {
-    /// An empty pool.
-    pub fn new(settings: EndpointSettings, metrics: ConnectMetrics) -> Arc<Self> {
-        Arc::new(Self { settings, metrics, endpoints: Mutex::new(HashMap::new()) })
+    /// An empty pool for `router`.
+    pub fn new(router: Arc<str>, settings: EndpointSettings, families: EndpointFamilies) -> Arc<Self> {
+        let connects = ConnectCounters {
+            ok: families.connects.with_label_values(&[&router, "ok"]),
+            failed: families.connects.with_label_values(&[&router, "failed"]),
+        };
+        Arc::new(Self { router, settings, families, connects, endpoints: Mutex::new(HashMap::new()) })
     }
 
-    /// The client for `addr`, shared with anyone else who asked while it was alive.
-    pub fn get(self: &Arc<Self>, addr: SocketAddr) -> Arc<EndpointClient> {
+    /// The endpoint for `addr`, shared with anyone else who asked while it was alive.
+    pub fn get(self: &Arc<Self>, addr: SocketAddr) -> Arc<Endpoint> {
         let mut map = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(ep) = map.get(&addr).and_then(Weak::upgrade) {
             return ep;
         }
         map.retain(|_, w| w.strong_count() > 0);
-        let (router, families) = (&*self.metrics.router, &self.metrics.families);
         let endpoint = addr.to_string();
-        let labels = [router, endpoint.as_str()];
-        let health = Health::new(HealthMetrics {
-            available: families.endpoint_available.with_label_values(&labels),
-            ejections: families.endpoint_ejections.with_label_values(&labels),
-            latency_ewma: families.endpoint_latency_ewma.with_label_values(&labels),
-        });
-        let ep = Arc::new(EndpointClient {
+        let ep = Arc::new(Endpoint {
             addr,
             settings: self.settings.clone(),
-            metrics: self.metrics.clone(),
+            connects: self.connects.clone(),
             idle: Mutex::new(Vec::new()),
             h2: Mutex::new(None),
             h2_connecting: tokio::sync::Mutex::new(()),
             in_flight: AtomicUsize::new(0),
-            in_flight_gauge: families.endpoint_in_flight.with_label_values(&labels),
-            health,
+            in_flight_gauge: self.families.in_flight.with_label_values(&[&*self.router, endpoint.as_str()]),
+            health: Health::new(self.families.health.endpoint(&self.router, &endpoint)),
             pool: Arc::downgrade(self),
         });
         map.insert(addr, Arc::downgrade(&ep));
@@ -118,10 +144,10 @@ struct Idle {
 }
 
 /// One upstream address and its connections.
-pub struct EndpointClient {
+pub struct Endpoint {
     pub addr: SocketAddr,
     settings: EndpointSettings,
-    metrics: ConnectMetrics,
+    connects: ConnectCounters,
     idle: Mutex<Vec<Idle>>,
     h2: Mutex<Option<http2::SendRequest<ReqBody>>>,
     /// Held while an HTTP/2 connection is being made, so concurrent first requests share one connection.
@@ -134,27 +160,29 @@ pub struct EndpointClient {
     pool: Weak<EndpointPool>,
 }
 
-impl Drop for EndpointClient {
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Endpoint({})", self.addr)
+    }
+}
+
+impl Drop for Endpoint {
     fn drop(&mut self) {
         let Some(pool) = self.pool.upgrade() else { return };
-        // Under the pool's lock: if a new client for this address was interned meanwhile, the series are its own.
+        // Under the pool's lock: if a new endpoint for this address was interned meanwhile, the series are its own.
         let mut map = pool.endpoints.lock().unwrap_or_else(|e| e.into_inner());
         if map.get(&self.addr).and_then(Weak::upgrade).is_some() {
             return;
         }
         map.remove(&self.addr);
         let endpoint = self.addr.to_string();
-        let labels = [&*pool.metrics.router, endpoint.as_str()];
-        let f = &pool.metrics.families;
-        let _ = f.endpoint_available.remove_label_values(&labels);
-        let _ = f.endpoint_ejections.remove_label_values(&labels);
-        let _ = f.endpoint_latency_ewma.remove_label_values(&labels);
-        let _ = f.endpoint_in_flight.remove_label_values(&labels);
+        pool.families.health.remove(&pool.router, &endpoint);
+        let _ = pool.families.in_flight.remove_label_values(&[&*pool.router, endpoint.as_str()]);
     }
 }
 
 /// Decrements the in-flight count however the request ends (including the caller being dropped).
-struct InFlight<'a>(&'a EndpointClient);
+struct InFlight<'a>(&'a Endpoint);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
@@ -163,17 +191,22 @@ impl Drop for InFlight<'_> {
     }
 }
 
-impl EndpointClient {
+impl Endpoint {
     /// Requests sent and not yet answered: the balancer's load signal.
     pub fn load(&self) -> usize {
         self.in_flight.load(Ordering::Acquire)
     }
 
-    /// Sends `req` and waits for the response headers; the body streams afterwards.
-    pub async fn send(self: &Arc<Self>, req: Request<ReqBody>) -> Result<Response<Incoming>, SendError> {
+    /// Counts a request in flight until the guard drops.
+    fn begin(&self) -> InFlight<'_> {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.in_flight_gauge.inc();
-        let _guard = InFlight(self);
+        InFlight(self)
+    }
+
+    /// Sends `req` and waits for the response headers; the body streams afterwards.
+    pub async fn send(self: &Arc<Self>, req: Request<ReqBody>) -> Result<Response<Incoming>, SendError> {
+        let _guard = self.begin();
         if self.settings.h2 {
             self.send_h2(req).await
         } else {
@@ -271,13 +304,13 @@ impl EndpointClient {
         };
         match res {
             Ok(stream) => {
-                self.metrics.ok.inc();
+                self.connects.ok.inc();
                 // Small request/response messages: never wait for Nagle.
                 let _ = stream.set_nodelay(true);
                 Ok(TokioIo::new(stream))
             }
             Err(error) => {
-                self.metrics.failed.inc();
+                self.connects.failed.inc();
                 Err(ProxyError::Connect { addr: self.addr, error })
             }
         }
@@ -324,4 +357,12 @@ where
             tracing::debug!(%addr, error = %e, "upstream connection ended");
         }
     });
+}
+
+#[cfg(test)]
+impl Endpoint {
+    /// Holds one request in flight (the balancer's load signal) until the guard drops.
+    pub(super) fn hold(&self) -> impl Drop + '_ {
+        self.begin()
+    }
 }

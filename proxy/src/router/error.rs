@@ -1,18 +1,48 @@
 //! The one rescue point: every way the proxy can fail a request, and how each becomes a response.
 //!
-//! Each failure is a variant of [`ProxyError`]; [`ProxyError::into_response`] is the only place that picks an HTTP
-//! status for a proxy failure, and it always sets `l5d-err` and a one-line body saying why. Client mistakes
-//! (no name, or a name nothing binds) are logged at debug, mesh trouble at warn; internals never reach the client.
+//! Each failure is a variant of [`ProxyError`]; stages return it (or a [`Failure`], which adds whether a caller
+//! further out may retry and which client counts it) with `?`, and [`ProxyError::into_response`] is the only
+//! place that turns a failure into an HTTP status, `l5d-err`, `l5d-retryable` and a one-line body saying why.
+//! Client mistakes (no name, or a name nothing binds) are logged at debug, mesh trouble at warn (by the router's
+//! `rescue`); internals never reach the client.
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use switchyard_dtab::{BindError, Path};
 
-use super::ProxyBody;
+use super::balance::Balancer;
+use super::body::{full_body, ProxyBody};
+use super::headers::{L5D_ERR, L5D_RETRYABLE};
+
+/// Which clock ran out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeoutKind {
+    /// The caller's `l5d-ctx-deadline` had already passed when the request arrived.
+    CallerDeadline,
+    /// The deadline passed while the client's request body was being read.
+    RequestBody,
+    /// One attempt's `requestAttemptTimeoutMs` (the endpoint was too slow: counts against its health).
+    Attempt,
+    /// The request's total deadline (`totalTimeoutMs`, or the caller's): not the endpoint's fault.
+    Request,
+}
+
+impl TimeoutKind {
+    /// What timed out, as the error message says it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::CallerDeadline => "caller's deadline",
+            Self::RequestBody => "reading the request body",
+            Self::Attempt => "request attempt",
+            Self::Request => "request",
+        }
+    }
+}
 
 /// Why the proxy answered a request itself.
 #[derive(Debug)]
@@ -20,7 +50,7 @@ pub enum ProxyError {
     /// No identifier could name the request.
     Unidentified(String),
     /// An `l5d-dtab` / `l5d-ctx-dtab` header did not parse.
-    BadDtabHeader { header: &'static str, error: String },
+    BadDtabHeader { header: String, error: String },
     /// The name bound to Neg: no dentry or namer knows it.
     Unbound { path: Path },
     /// The name bound to Fail (`!` or `/$/fail`).
@@ -44,7 +74,7 @@ pub enum ProxyError {
     /// The upstream reset or closed the connection, or spoke invalid HTTP.
     Upstream { addr: SocketAddr, error: String },
     /// A timeout elapsed before the response headers arrived.
-    Timeout { what: &'static str, after: Duration },
+    Timeout { kind: TimeoutKind, after: Duration },
 }
 
 impl ProxyError {
@@ -89,17 +119,50 @@ impl ProxyError {
         self.status().is_client_error() || matches!(self, Self::Unbound { .. })
     }
 
-    /// The response the client gets: status, `l5d-err`, and a one-line plain-text body.
-    pub fn into_response(self) -> Response<ProxyBody> {
+    /// Whether the endpoint the request was sent to is to blame (so failure accrual counts it): everything but
+    /// a deadline that was the caller's or the whole request's rather than the attempt's.
+    pub fn blames_endpoint(&self) -> bool {
+        !matches!(self, Self::Timeout { kind, .. } if *kind != TimeoutKind::Attempt)
+    }
+
+    /// The response the client gets: status, `l5d-err`, a one-line plain-text body, and `l5d-retryable: true`
+    /// when `retryable` (the failure never reached an upstream, or the classifier allows a retry).
+    pub fn into_response(self, retryable: bool) -> Response<ProxyBody> {
         let status = self.status();
         let msg = self.to_string();
         let header_value = HeaderValue::from_str(&sanitize(&msg)).unwrap_or(HeaderValue::from_static("proxy error"));
-        let mut resp = Response::new(super::full_body(Bytes::from(format!("{msg}\n"))));
+        let mut resp = Response::new(full_body(Bytes::from(format!("{msg}\n"))));
         *resp.status_mut() = status;
         let h = resp.headers_mut();
-        h.insert("l5d-err", header_value);
+        h.insert(L5D_ERR, header_value);
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        if retryable {
+            h.insert(L5D_RETRYABLE, HeaderValue::from_static("true"));
+        }
         resp
+    }
+}
+
+/// A failed request on its way to the rescue point.
+#[derive(Debug)]
+pub struct Failure {
+    pub error: ProxyError,
+    /// A caller further out may retry it (`l5d-retryable: true`).
+    pub retryable: bool,
+    /// The client chosen for the request, when its metrics have not counted the failure yet.
+    pub client: Option<Arc<Balancer>>,
+}
+
+impl Failure {
+    /// A failure a caller may retry elsewhere.
+    pub fn retryable(error: ProxyError) -> Self {
+        Self { error, retryable: true, client: None }
+    }
+}
+
+impl From<ProxyError> for Failure {
+    fn from(error: ProxyError) -> Self {
+        Self { error, retryable: false, client: None }
     }
 }
 
@@ -128,7 +191,7 @@ impl fmt::Display for ProxyError {
             Self::BadBody(why) => write!(f, "cannot read the request body: {why}"),
             Self::Connect { addr, error } => write!(f, "connection to {addr} failed: {error}"),
             Self::Upstream { addr, error } => write!(f, "upstream {addr} failed: {error}"),
-            Self::Timeout { what, after } => write!(f, "{what} timed out after {} ms", after.as_millis()),
+            Self::Timeout { kind, after } => write!(f, "{} timed out after {} ms", kind.describe(), after.as_millis()),
         }
     }
 }
@@ -148,14 +211,28 @@ mod tests {
             (ProxyError::BindFailed { path: path.clone() }, 502),
             (ProxyError::NoEndpoints { client: path.clone() }, 503),
             (ProxyError::Connect { addr: "127.0.0.1:1".parse().unwrap(), error: "refused".into() }, 502),
-            (ProxyError::Timeout { what: "request", after: Duration::from_millis(250) }, 504),
+            (ProxyError::Timeout { kind: TimeoutKind::Request, after: Duration::from_millis(250) }, 504),
         ];
         for (err, code) in cases {
             let text = err.to_string();
-            let resp = err.into_response();
+            let resp = err.into_response(false);
             assert_eq!(resp.status().as_u16(), code, "{text}");
             assert_eq!(resp.headers()["l5d-err"].to_str().unwrap(), text);
+            assert!(resp.headers().get("l5d-retryable").is_none());
         }
+        let resp = ProxyError::NoEndpoints { client: path }.into_response(true);
+        assert_eq!(resp.headers()["l5d-retryable"], "true");
+    }
+
+    #[test]
+    fn only_attempt_timeouts_blame_the_endpoint() {
+        let timeout = |kind| ProxyError::Timeout { kind, after: Duration::from_millis(1) };
+        assert!(timeout(TimeoutKind::Attempt).blames_endpoint());
+        assert!(!timeout(TimeoutKind::Request).blames_endpoint());
+        assert!(!timeout(TimeoutKind::CallerDeadline).blames_endpoint());
+        let addr = "127.0.0.1:1".parse().unwrap();
+        assert!(ProxyError::Upstream { addr, error: "reset".into() }.blames_endpoint());
+        assert_eq!(timeout(TimeoutKind::RequestBody).to_string(), "reading the request body timed out after 1 ms");
     }
 
     #[test]

@@ -1,10 +1,47 @@
-//! Header hygiene for forwarded messages: hop-by-hop removal, `Via`, `X-Forwarded-For`, the `l5d-*` context
-//! headers, and the request-target form each upstream protocol needs.
+//! Every header name the proxy reads or writes, and the hygiene of forwarded messages: hop-by-hop removal, `Via`,
+//! `X-Forwarded-For`, and the request-target form each upstream protocol needs.
+//!
+//! What the `l5d-*` headers *mean* for one request (whose overrides are honoured, the deadline) is decided in
+//! [`super::context`]; this module only names them and keeps messages well-formed.
 
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Uri, Version};
+
+/// `l5d-dtab`: a per-request dtab override from the client (only honoured on trusted servers).
+pub const L5D_DTAB: HeaderName = HeaderName::from_static("l5d-dtab");
+/// `l5d-ctx-dtab`: the override dtab carried along the mesh, hop to hop.
+pub const L5D_CTX_DTAB: HeaderName = HeaderName::from_static("l5d-ctx-dtab");
+/// `l5d-ctx-deadline`: when the caller stops waiting, as `<sent-at> <deadline>` in nanoseconds since the epoch.
+pub const L5D_CTX_DEADLINE: HeaderName = HeaderName::from_static("l5d-ctx-deadline");
+/// `l5d-retryable: true`: this failure may safely be retried by the caller.
+pub const L5D_RETRYABLE: HeaderName = HeaderName::from_static("l5d-retryable");
+/// `l5d-err`: on a response the proxy wrote itself, why it failed.
+pub const L5D_ERR: HeaderName = HeaderName::from_static("l5d-err");
+/// `l5d-reqid`: the request id, kept across hops and echoed on the response.
+pub const L5D_REQID: HeaderName = HeaderName::from_static("l5d-reqid");
+/// `l5d-dst-service`: the logical name this hop routed the request by.
+pub const L5D_DST_SERVICE: HeaderName = HeaderName::from_static("l5d-dst-service");
+/// `l5d-dst-client`: the bound client (concrete name) this hop sent the request to.
+pub const L5D_DST_CLIENT: HeaderName = HeaderName::from_static("l5d-dst-client");
+/// `l5d-dst-residual`: the part of the name the namer did not consume.
+pub const L5D_DST_RESIDUAL: HeaderName = HeaderName::from_static("l5d-dst-residual");
+/// `l5d-dtab-store-error`: on admin dtab reads, why the shared store's content was refused or unreadable.
+pub const L5D_DTAB_STORE_ERROR: HeaderName = HeaderName::from_static("l5d-dtab-store-error");
+/// W3C trace context.
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// Zipkin B3, single-header form.
+pub const B3: HeaderName = HeaderName::from_static("b3");
+/// Zipkin B3, multi-header form.
+pub const X_B3_TRACEID: HeaderName = HeaderName::from_static("x-b3-traceid");
+pub const X_B3_SPANID: HeaderName = HeaderName::from_static("x-b3-spanid");
+pub const X_B3_PARENTSPANID: HeaderName = HeaderName::from_static("x-b3-parentspanid");
+/// The downstream addresses a request passed through.
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// Legacy hop-by-hop headers not in `http::header`.
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Headers that describe one connection, never the message (RFC 9110 §7.6.1), plus legacy `Proxy-Connection`.
 const HOP_BY_HOP: &[HeaderName] = &[
@@ -16,11 +53,6 @@ const HOP_BY_HOP: &[HeaderName] = &[
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
-
-/// `l5d-dtab`: a per-request dtab override from the client (only honoured on trusted servers).
-pub const L5D_DTAB: &str = "l5d-dtab";
-/// `l5d-ctx-dtab`: the override dtab carried along the mesh, hop to hop.
-pub const L5D_CTX_DTAB: &str = "l5d-ctx-dtab";
 
 /// Removes hop-by-hop headers, including every header named in `Connection`.
 /// `TE: trailers` survives towards HTTP/2 upstreams, where gRPC needs it.
@@ -40,8 +72,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
     for name in named.iter().chain(HOP_BY_HOP) {
         headers.remove(name);
     }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
+    headers.remove(KEEP_ALIVE);
+    headers.remove(PROXY_CONNECTION);
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
@@ -59,20 +91,19 @@ pub fn append_via(headers: &mut HeaderMap, version: Version) {
 
 /// Appends the downstream peer to `X-Forwarded-For`.
 pub fn append_forwarded_for(headers: &mut HeaderMap, peer: IpAddr) {
-    let name = HeaderName::from_static("x-forwarded-for");
-    let value = match headers.get(&name).and_then(|v| v.to_str().ok()) {
+    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prev) if !prev.is_empty() => format!("{prev}, {peer}"),
         _ => peer.to_string(),
     };
     if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(name, v);
+        headers.insert(X_FORWARDED_FOR, v);
     }
 }
 
 /// Sets a header from text the proxy made (a path, a dtab); values that cannot be header values are skipped.
-pub fn set_text(headers: &mut HeaderMap, name: &'static str, value: &str) {
+pub fn set_text(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
-        headers.insert(HeaderName::from_static(name), v);
+        headers.insert(name, v);
     }
 }
 

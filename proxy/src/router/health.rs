@@ -17,17 +17,69 @@
 //!   at a time), so new instances get traffic at once without being stampeded.
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use prometheus::{Gauge, IntCounter, IntGauge};
+use prometheus::{Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
+use tokio::time::Instant;
 
 use crate::config::FailureAccrual;
+use crate::metrics::{names, Registry};
 
 /// Cost of one in-flight request to an endpoint that has not answered yet.
 const INITIAL_EWMA: Duration = Duration::from_millis(5);
 
 /// Latency a failed request counts as.
 pub const FAILURE_PENALTY: Duration = Duration::from_secs(1);
+
+/// The health families, one series per (router, endpoint).
+#[derive(Clone)]
+pub struct HealthFamilies {
+    available: IntGaugeVec,
+    ejections: IntCounterVec,
+    latency_ewma: GaugeVec,
+}
+
+impl HealthFamilies {
+    /// Registers the families.
+    pub fn register(r: &Registry) -> Self {
+        let re = &["router", "endpoint"];
+        Self {
+            available: r.int_gauge_vec(
+                names::ENDPOINT_AVAILABLE,
+                "1 while the endpoint is in rotation, 0 while failure accrual has marked it dead.",
+                re,
+            ),
+            ejections: r.int_counter_vec(
+                names::ENDPOINT_EJECTIONS,
+                "Times failure accrual took an endpoint out of rotation.",
+                re,
+            ),
+            latency_ewma: r.gauge_vec(
+                names::ENDPOINT_LATENCY_EWMA,
+                "Peak-EWMA latency estimate per endpoint (the load balancer's cost).",
+                re,
+            ),
+        }
+    }
+
+    /// The handles of one endpoint of `router`.
+    pub fn endpoint(&self, router: &str, endpoint: &str) -> HealthMetrics {
+        let labels = [router, endpoint];
+        HealthMetrics {
+            available: self.available.with_label_values(&labels),
+            ejections: self.ejections.with_label_values(&labels),
+            latency_ewma: self.latency_ewma.with_label_values(&labels),
+        }
+    }
+
+    /// Drops one endpoint's series (it left the registry).
+    pub fn remove(&self, router: &str, endpoint: &str) {
+        let labels = [router, endpoint];
+        let _ = self.available.remove_label_values(&labels);
+        let _ = self.ejections.remove_label_values(&labels);
+        let _ = self.latency_ewma.remove_label_values(&labels);
+    }
+}
 
 /// Metric handles for one endpoint.
 pub struct HealthMetrics {
@@ -195,16 +247,11 @@ mod tests {
     use crate::config::Backoff;
 
     fn health() -> Health {
-        let m = HealthMetrics {
-            available: IntGauge::new("a", "a").unwrap(),
-            ejections: IntCounter::new("e", "e").unwrap(),
-            latency_ewma: Gauge::new("l", "l").unwrap(),
-        };
-        Health::new(m)
+        Health::new(HealthFamilies::register(&Registry::empty()).endpoint("egress", "127.0.0.1:1"))
     }
 
-    #[test]
-    fn consecutive_failures_eject_then_probation() {
+    #[tokio::test(start_paused = true)]
+    async fn consecutive_failures_eject_then_probation() {
         let h = health();
         let policy = FailureAccrual::ConsecutiveFailures { failures: 3, backoff: Backoff::Constant { ms: 50 } };
         let now = Instant::now();
@@ -218,16 +265,19 @@ mod tests {
         h.record(false, &policy, true, Instant::now());
         assert!(!h.available(Instant::now()), "3 in a row eject");
         assert_eq!(h.metrics.ejections.get(), 1);
-        let later = Instant::now() + Duration::from_millis(60);
-        assert!(h.available(later), "back on probation after the backoff");
+        tokio::time::advance(Duration::from_millis(49)).await;
+        assert!(!h.available(Instant::now()), "still dead just before the backoff ends");
+        tokio::time::advance(Duration::from_millis(2)).await;
+        assert!(h.available(Instant::now()), "back on probation after the backoff");
+        assert_eq!(h.metrics.available.get(), 1);
         h.record(false, &policy, true, Instant::now());
         assert!(!h.available(Instant::now()), "a failure on probation ejects again at once");
         h.record(true, &policy, true, Instant::now());
         assert!(h.available(Instant::now()));
     }
 
-    #[test]
-    fn the_last_live_endpoint_is_never_ejected() {
+    #[tokio::test(start_paused = true)]
+    async fn the_last_live_endpoint_is_never_ejected() {
         let h = health();
         let policy = FailureAccrual::ConsecutiveFailures { failures: 1, backoff: Backoff::Constant { ms: 60_000 } };
         for _ in 0..10 {
@@ -238,12 +288,12 @@ mod tests {
         assert!(!h.available(Instant::now()), "ejected once another endpoint can take the traffic");
     }
 
-    #[test]
-    fn a_late_success_does_not_end_a_newer_ejection() {
+    #[tokio::test(start_paused = true)]
+    async fn a_late_success_does_not_end_a_newer_ejection() {
         let h = health();
         let policy = FailureAccrual::ConsecutiveFailures { failures: 1, backoff: Backoff::Constant { ms: 60_000 } };
         let sent_before = Instant::now();
-        std::thread::sleep(Duration::from_millis(2));
+        tokio::time::advance(Duration::from_millis(2)).await;
         h.record(false, &policy, true, Instant::now());
         assert!(!h.available(Instant::now()));
         h.record(true, &policy, true, sent_before);
@@ -252,8 +302,8 @@ mod tests {
         assert!(h.available(Instant::now()), "a success sent since ends it");
     }
 
-    #[test]
-    fn success_rate_policy() {
+    #[tokio::test(start_paused = true)]
+    async fn success_rate_policy() {
         let h = health();
         let policy =
             FailureAccrual::SuccessRate { success_rate: 0.8, requests: 10, backoff: Backoff::Constant { ms: 1000 } };
@@ -268,8 +318,8 @@ mod tests {
         assert!(h.available(Instant::now()), "90% success stays");
     }
 
-    #[test]
-    fn none_never_ejects() {
+    #[tokio::test(start_paused = true)]
+    async fn none_never_ejects() {
         let h = health();
         for _ in 0..100 {
             h.record(false, &FailureAccrual::None, true, Instant::now());
@@ -277,8 +327,8 @@ mod tests {
         assert!(h.available(Instant::now()));
     }
 
-    #[test]
-    fn unobserved_endpoints_explore_one_request_at_a_time() {
+    #[tokio::test(start_paused = true)]
+    async fn unobserved_endpoints_explore_one_request_at_a_time() {
         let h = health();
         assert_eq!(h.cost(0), 0.0, "never answered, nothing in flight: free");
         assert!(h.cost(1) > 0.0, "one exploratory request in flight: no longer free");
@@ -286,26 +336,28 @@ mod tests {
         assert!(h.cost(0) > 1e6);
     }
 
-    #[test]
-    fn failures_are_expensive_and_the_penalty_fades_while_idle() {
+    #[tokio::test(start_paused = true)]
+    async fn failures_are_expensive_and_the_penalty_fades_while_idle() {
         let h = health();
         h.observe_failure(Duration::from_millis(50));
         let right_after = h.cost(0);
         assert!(right_after > 0.5e9, "{right_after}");
-        std::thread::sleep(Duration::from_millis(150));
+        tokio::time::advance(Duration::from_millis(150)).await;
         assert!(h.cost(0) < right_after / 10.0, "decays while idle so the endpoint gets probed again");
     }
 
-    #[test]
-    fn peak_ewma_jumps_up_and_decays_down() {
+    #[tokio::test(start_paused = true)]
+    async fn peak_ewma_jumps_up_and_decays_down() {
         let h = health();
         let decay = Duration::from_millis(100);
         h.observe_latency(Duration::from_millis(1), decay);
         h.observe_latency(Duration::from_millis(200), decay);
         assert!((h.ewma_nanos() - 200e6).abs() < 1.0, "a peak replaces the average");
-        std::thread::sleep(Duration::from_millis(50));
+        tokio::time::advance(Duration::from_millis(50)).await;
         h.observe_latency(Duration::from_millis(1), decay);
         let after = h.ewma_nanos();
-        assert!(after < 200e6 && after > 1e6, "decays towards lower latencies: {after}");
+        // e^(-50/100) of the peak is kept: exactly, on a paused clock.
+        let expected = 200e6 * (-0.5f64).exp() + 1e6 * (1.0 - (-0.5f64).exp());
+        assert!((after - expected).abs() < 1.0, "decays towards lower latencies: {after} vs {expected}");
     }
 }

@@ -8,12 +8,9 @@
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
-pub const L5D_REQID: HeaderName = HeaderName::from_static("l5d-reqid");
-const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-const B3: HeaderName = HeaderName::from_static("b3");
-const B3_TRACE: HeaderName = HeaderName::from_static("x-b3-traceid");
-const B3_SPAN: HeaderName = HeaderName::from_static("x-b3-spanid");
-const B3_PARENT: HeaderName = HeaderName::from_static("x-b3-parentspanid");
+use super::headers::{
+    B3, L5D_REQID, TRACEPARENT, X_B3_PARENTSPANID as B3_PARENT, X_B3_SPANID as B3_SPAN, X_B3_TRACEID as B3_TRACE,
+};
 
 /// The ids of one request at this hop.
 #[derive(Clone, Debug)]

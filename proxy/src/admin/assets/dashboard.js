@@ -388,7 +388,8 @@ async function apply() {
 // ---------------------------------------------------------------------------------------------------------------
 // Delegator
 
-/** How a node ends up: "bound", "empty", "neg" or "fail", by DTAB.md's rules for alternation and union. */
+/** How a node ends up: "bound", "empty", "neg" or "fail", by docs/dtab.md's rules for alternation and union
+ *  ("Delegation", rules 4 and 5). */
 function outcome(n) {
   switch (n.type) {
     case "leaf": return "bound";

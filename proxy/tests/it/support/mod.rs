@@ -280,6 +280,21 @@ impl Sidecar {
         std::fs::rename(tmp, self.registry.join(name)).unwrap();
     }
 
+    /// Writes a registry file and waits until the sidecar's fs namer has read it: no fixed sleep for its poll.
+    pub async fn register_seen(&self, name: &str, addrs: &[SocketAddr]) {
+        self.register(name, addrs);
+        let want: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+        let (admin_addr, want_ref) = (self.admin(), &want);
+        let what = format!("the fs namer reads {name} = {want:?}");
+        switchyard_test_support::eventually(&what, Duration::from_secs(10), move || async move {
+            let (_, _, body) = admin(admin_addr, "GET", "/namers.json", &[], "").await;
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let namers = v["namers"].as_object().cloned().unwrap_or_default();
+            namers.values().any(|n| n["names"][name] == serde_json::json!(want_ref))
+        })
+        .await;
+    }
+
     pub fn deregister(&self, name: &str) {
         let _ = std::fs::remove_file(self.registry.join(name));
     }

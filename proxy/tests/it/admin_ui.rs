@@ -2,11 +2,9 @@
 //! histogram buckets and endpoints per router, service and client) and `POST /dtab/{label}/validate` (errors with
 //! line and column, a diff against the current dtab, nothing changed).
 
-mod support;
-
+use crate::support::*;
 use http::StatusCode;
 use serde_json::Value;
-use support::*;
 
 fn yaml() -> String {
     "admin: {ip: 127.0.0.1, port: 0}

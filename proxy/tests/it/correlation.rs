@@ -1,11 +1,9 @@
 //! Request correlation across hops: `l5d-reqid`, `traceparent` and the per-router access log.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use http::StatusCode;
-use support::*;
 
 #[tokio::test]
 async fn ids_propagate_and_reach_the_access_log() {

@@ -1,16 +1,14 @@
 //! Fault tests, in-process: instances killed, erroring, slow, restarted one by one under load; retry budgets;
 //! non-idempotent requests; limits; deadlines. Each is bounded in requests and time and stops by itself.
 
-mod support;
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::*;
 use http::{Request, StatusCode};
-use support::*;
 
 fn yaml(client_extra: &str, service_extra: &str) -> String {
     format!(
@@ -189,9 +187,8 @@ async fn retry_storm_is_capped_by_the_budget() {
     )
     .await;
     drop(sc);
-    sc2.register("forex-rate", &[ups[0].addr]);
+    sc2.register_seen("forex-rate", &[ups[0].addr]).await;
     ups[0].set_faults(Faults { fail_ratio: 1.0, delay: Duration::ZERO });
-    tokio::time::sleep(Duration::from_millis(400)).await;
     let before = ups[0].hits();
     let mut retryable_marked = 0;
     for _ in 0..200 {
@@ -231,8 +228,7 @@ async fn unsent_requests_are_retried_for_any_method() {
     // Nothing listens on 127.0.0.2 (tests bind 127.0.0.1), and port 1 is privileged: connects are refused.
     let dead: SocketAddr = "127.0.0.2:1".parse().unwrap();
     let sc = Sidecar::start(&yaml("    failureAccrual: {kind: none}", "")).await;
-    sc.register("forex-rate", &[dead, up.addr]);
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    sc.register_seen("forex-rate", &[dead, up.addr]).await;
     for i in 0..40 {
         let body = format!("payload-{i}");
         let req =

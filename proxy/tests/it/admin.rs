@@ -1,9 +1,7 @@
 //! Admin API tests over real sockets: ping/ready, dtab read/write with versions, bad dtabs, delegator, metrics.
 
-mod support;
-
+use crate::support::*;
 use http::StatusCode;
-use support::*;
 
 fn dtab(text: &str) -> switchyard_dtab::Dtab {
     switchyard_dtab::Dtab::parse(text).expect("valid dtab")

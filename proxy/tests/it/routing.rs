@@ -1,15 +1,13 @@
-//! In-process integration tests: the whole sidecar on port 0 with fake upstreams — routing per DTAB.md's
+//! In-process integration tests: the whole sidecar on port 0 with fake upstreams — routing per docs/dtab.md's
 //! examples, live registry changes, hot dtab swaps under load, header hygiene, streaming, and error statuses.
-
-mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::*;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use support::*;
 
 fn egress_yaml(dtab: &str, extra_router: &str) -> String {
     format!(
@@ -426,7 +424,7 @@ async fn admin_req(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (StatusCode, http::HeaderMap, String) {
-    support::admin(addr, method, path, headers, body).await
+    crate::support::admin(addr, method, path, headers, body).await
 }
 
 #[tokio::test]

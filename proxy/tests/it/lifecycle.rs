@@ -1,11 +1,9 @@
 //! Lifecycle and robustness: graceful drain, garbage on the wire, and the `switchyard check` command.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use http::StatusCode;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn yaml(port: u16) -> String {

@@ -1,20 +1,18 @@
 //! Consul integration: the `io.l5d.consul` namer and mesh-wide dtab stores (Consul KV and a shared file), each
 //! against real sidecars in-process and the Consul HTTP API double from `switchyard-bench` (bench/src/consul.rs).
 
-mod support;
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::*;
 use http::StatusCode;
-use support::*;
 use switchyard::config::{ConsulNamerConfig, NamerConfig};
 use switchyard::namer::consul::ConsulNamer;
 use switchyard::namer::{Namer, NamerAnswer};
-use switchyard_bench::consul::{ConsulDouble, Mode};
 use switchyard_dtab::{NameTree, Path};
+use switchyard_test_support::consul::{ConsulDouble, Mode};
 
 /// Hang guard only: every wait below ends as soon as its condition holds.
 const SETTLE: Duration = Duration::from_secs(20);
@@ -73,7 +71,7 @@ async fn until_routed_to(addr: SocketAddr, host: &str, name: &str) {
 async fn until_endpoints(admin: SocketAddr, name: &str, n: usize) {
     let start = tokio::time::Instant::now();
     loop {
-        let (_, _, body) = support::admin(admin, "GET", "/namers.json", &[], "").await;
+        let (_, _, body) = crate::support::admin(admin, "GET", "/namers.json", &[], "").await;
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         if v["namers"]["/#/io.l5d.consul"]["names"][name]["endpoints"].as_array().map(Vec::len) == Some(n) {
             return;
@@ -156,7 +154,7 @@ async fn consul_outage_keeps_last_endpoints_and_catches_up() {
         let admin = sc.admin();
         let start = tokio::time::Instant::now();
         loop {
-            let (_, _, namers) = support::admin(admin, "GET", "/namers.json", &[], "").await;
+            let (_, _, namers) = crate::support::admin(admin, "GET", "/namers.json", &[], "").await;
             let v: serde_json::Value = serde_json::from_str(&namers).unwrap();
             let name = &v["namers"]["/#/io.l5d.consul"]["names"]["/dc1/forex-rate"];
             if name["lastError"].is_string() {
@@ -170,7 +168,7 @@ async fn consul_outage_keeps_last_endpoints_and_catches_up() {
         for _ in 0..20 {
             assert_eq!(status_and_body(egress, "forex-rate").await, (StatusCode::OK, "a".to_string()), "{mode:?}");
         }
-        let (_, _, metrics) = support::admin(admin, "GET", "/metrics", &[], "").await;
+        let (_, _, metrics) = crate::support::admin(admin, "GET", "/metrics", &[], "").await;
         assert!(
             metrics.contains("switchyard_namer_staleness_seconds{name=\"/dc1/forex-rate\",namer=\"/#/io.l5d.consul\"}"),
             "{metrics}"
@@ -186,7 +184,7 @@ async fn consul_outage_keeps_last_endpoints_and_catches_up() {
     // The outage is over as far as the admin API is concerned, too.
     let start = tokio::time::Instant::now();
     loop {
-        let (_, _, namers) = support::admin(sc.admin(), "GET", "/namers.json", &[], "").await;
+        let (_, _, namers) = crate::support::admin(sc.admin(), "GET", "/namers.json", &[], "").await;
         let v: serde_json::Value = serde_json::from_str(&namers).unwrap();
         let name = &v["namers"]["/#/io.l5d.consul"]["names"]["/dc1/forex-rate"];
         if name["lastError"].is_null() {
@@ -377,14 +375,14 @@ fn inet(u: &Upstream) -> String {
 }
 
 async fn etag(admin: SocketAddr) -> String {
-    let (status, headers, _) = support::admin(admin, "GET", "/dtab/egress", &[], "").await;
+    let (status, headers, _) = crate::support::admin(admin, "GET", "/dtab/egress", &[], "").await;
     assert_eq!(status, StatusCode::OK);
     headers["etag"].to_str().unwrap().to_string()
 }
 
 async fn put_dtab(admin: SocketAddr, dtab: &str, if_match: Option<&str>) -> (StatusCode, String) {
     let headers: Vec<(&str, &str)> = if_match.map(|e| vec![("if-match", e)]).unwrap_or_default();
-    let (status, _, body) = support::admin(admin, "PUT", "/dtab/egress", &headers, dtab).await;
+    let (status, _, body) = crate::support::admin(admin, "PUT", "/dtab/egress", &headers, dtab).await;
     (status, body)
 }
 
@@ -413,7 +411,7 @@ async fn mesh_wide_dtab_behaviour(store: &str, write_garbage: impl Fn(&str)) {
     for sc in [&one, &two] {
         let start = tokio::time::Instant::now();
         loop {
-            let (_, headers, body) = support::admin(sc.admin(), "GET", "/dtab/egress", &[], "").await;
+            let (_, headers, body) = crate::support::admin(sc.admin(), "GET", "/dtab/egress", &[], "").await;
             if let Some(err) = headers.get("l5d-dtab-store-error") {
                 assert!(err.to_str().unwrap().contains("malformed dtab"), "{err:?}");
                 assert!(body.contains(&b.port().to_string()), "the last good dtab stays: {body}");
@@ -422,12 +420,12 @@ async fn mesh_wide_dtab_behaviour(store: &str, write_garbage: impl Fn(&str)) {
             assert!(start.elapsed() < SETTLE, "the bad dtab was never reported");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let (_, _, metrics) = support::admin(sc.admin(), "GET", "/metrics", &[], "").await;
+        let (_, _, metrics) = crate::support::admin(sc.admin(), "GET", "/metrics", &[], "").await;
         assert!(
             metrics.contains("switchyard_dtab_store_errors_total{reason=\"invalid\",router=\"egress\"} 1"),
             "{metrics}"
         );
-        let (_, _, routers) = support::admin(sc.admin(), "GET", "/routers.json", &[], "").await;
+        let (_, _, routers) = crate::support::admin(sc.admin(), "GET", "/routers.json", &[], "").await;
         assert!(routers.contains("\"dtabStore\""), "{routers}");
         assert_eq!(status_and_body(sc.addr("egress"), "forex-rate").await, (StatusCode::OK, "b".to_string()));
     }
@@ -437,7 +435,7 @@ async fn mesh_wide_dtab_behaviour(store: &str, write_garbage: impl Fn(&str)) {
     assert_eq!(put_dtab(two.admin(), &inet(&c), Some(&current)).await.0, StatusCode::NO_CONTENT);
     until_routed_to(one.addr("egress"), "forex-rate", "c").await;
     until_routed_to(two.addr("egress"), "forex-rate", "c").await;
-    let (_, headers, _) = support::admin(one.admin(), "GET", "/dtab/egress", &[], "").await;
+    let (_, headers, _) = crate::support::admin(one.admin(), "GET", "/dtab/egress", &[], "").await;
     assert!(headers.get("l5d-dtab-store-error").is_none());
 }
 
