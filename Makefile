@@ -52,11 +52,13 @@ test-prometheus: ## promtool: check both scrape configs and the rules, run the r
 bench: ## Benchmark direct / 1 hop / 2 hops / HAProxy; table in target/bench/latest.md
 	@bench/run.sh
 
-check: ## cargo fmt --check and clippy with warnings as errors
+check: ## cargo fmt --check, clippy with warnings as errors, shellcheck on every shell script
 	@echo "==> cargo fmt --all -- --check"
 	@$(CARGO) fmt --all -- --check
 	@echo "==> cargo clippy --workspace --all-targets -- -D warnings"
 	@$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@mesh/mesh.sh install-shellcheck
+	@mesh/check-shell.sh
 
 stop-instance: ## Stop one instance gracefully (deregister, drain): make stop-instance I=forex-rate-2
 	@mesh/mesh.sh stop "$(I)"

@@ -24,20 +24,17 @@ WORK=target/bench/run
 REPORT=target/bench/latest.md
 LOOPBACK=127.0.0.1
 
-say() { printf '==> %s\n' "$*"; }
-warn() { printf 'bench: %s\n' "$*" >&2; }
+LOG_NAME=bench
+# shellcheck source=mesh/lib/common.sh
+source mesh/lib/common.sh
 
 STARTED_PIDS=()
 cleanup() {
   local pid
-  for pid in "${STARTED_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  stop_processes TERM "${STARTED_PIDS[@]}"
   for pid in "${STARTED_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
 }
 trap cleanup EXIT
-
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 # start NAME COMMAND... — in the background, output to $WORK/NAME.log; sets LAST_PID.
 start() {
@@ -48,18 +45,13 @@ start() {
   STARTED_PIDS+=("$LAST_PID")
 }
 
-# wait_for URL PID NAME — true once URL answers; false (with the log) if the process dies
+# wait_up URL PID NAME — true once URL answers; false (with the log) if the process dies
 # or 15 s pass.
-wait_for() {
-  local url=$1 pid=$2 name=$3 deadline=$((SECONDS + 15))
-  until curl -fsS -o /dev/null --max-time 1 -H 'Host: upstream' "$url" 2>/dev/null; do
-    if ! kill -0 "$pid" 2>/dev/null || ((SECONDS >= deadline)); then
-      warn "$name did not come up at $url; last lines of $WORK/$name.log:"
-      tail -n 15 "$WORK/$name.log" | sed 's/^/    | /' >&2
-      return 1
-    fi
-    sleep 0.1
-  done
+wait_up() {
+  local url=$1 pid=$2 name=$3
+  wait_for "$url" 15 "$pid" -H 'Host: upstream' && return 0
+  show_log_tail "$WORK/$name.log" 15 "$name did not come up at $url; last lines of $WORK/$name.log:"
+  return 1
 }
 
 build() {
@@ -102,7 +94,7 @@ start_switchyard() {
   admin=$(free_port)
   sidecar_config "$WORK/$name.yaml" "$label" "$port" "$admin" "$next"
   start "$name" "$BIN/switchyard" run "$WORK/$name.yaml"
-  wait_for "http://$LOOPBACK:$admin/admin/ready" "$LAST_PID" "$name"
+  wait_up "http://$LOOPBACK:$admin/admin/ready" "$LAST_PID" "$name"
 }
 
 start_haproxy() {
@@ -125,7 +117,7 @@ backend upstream
     server upstream $LOOPBACK:$upstream
 EOF
   start haproxy "$(command -v haproxy)" -db -f "$WORK/haproxy.cfg"
-  wait_for "http://$LOOPBACK:$port/" "$LAST_PID" haproxy
+  wait_up "http://$LOOPBACK:$port/" "$LAST_PID" haproxy
 }
 
 # memory PID... — "VmRSS / VmHWM" in MiB, summed over the processes.
@@ -201,7 +193,7 @@ main() {
   upstream=$(free_port)
   say "starting the bench upstream on $LOOPBACK:$upstream"
   start upstream "$BIN/switchyard-bench" upstream --listen "$LOOPBACK:$upstream"
-  wait_for "http://$LOOPBACK:$upstream/" "$LAST_PID" upstream || exit 1
+  wait_up "http://$LOOPBACK:$upstream/" "$LAST_PID" upstream || exit 1
   measure "direct (no proxy)" "$upstream"
 
   hop1=$(free_port)

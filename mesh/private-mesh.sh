@@ -1,9 +1,10 @@
 # shellcheck shell=bash
 # private-mesh.sh — sourced by the test drivers (mesh/e2e.sh, mesh/fault.sh): start a fresh private mesh in
 # $RUN_DIR on $MESH_NET and make sure it is taken down however the script ends, printing the mesh's logs when
-# it failed. Not run on its own.
+# it failed. Not run on its own (the drivers cd to the repository root first).
 
-say() { printf '==> %s\n' "$*"; }
+# shellcheck source=mesh/lib/common.sh
+source mesh/lib/common.sh
 
 # print_logs WHAT LINES — the last LINES lines of every log of the mesh, headed by what failed.
 print_logs() {

@@ -6,10 +6,11 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "$HERE"
-say() { printf '==> %s\n' "$*"; }
+# shellcheck source=mesh/lib/common.sh
+source ../mesh/lib/common.sh
 
 command -v promtool >/dev/null 2>&1 || {
-  echo "check.sh: promtool is missing: run 'mesh/mesh.sh install-prometheus'" >&2
+  warn "promtool is missing: run 'mesh/mesh.sh install-prometheus'"
   exit 1
 }
 
@@ -31,7 +32,7 @@ elif grep -q 'field consul_sd_configs not found' /tmp/promtool-config.$$; then
   sed -E -e 's/^( *)consul_sd_configs:/\1file_sd_configs:/' \
     -e 's/^( *)- server: .*/\1- files: [consul-stand-in.json]/' \
     -e '/^ *datacenter: /d' prometheus.yml >"$copy/prometheus.yml"
-  grep -q consul_sd_configs "$copy/prometheus.yml" && { echo "check.sh: a Consul block was not swapped" >&2; exit 1; }
+  grep -q consul_sd_configs "$copy/prometheus.yml" && { warn "a Consul block was not swapped"; exit 1; }
   promtool check config "$copy/prometheus.yml" 2>&1 | grep -v 'consul-stand-in.json'
 else
   cat /tmp/promtool-config.$$ >&2

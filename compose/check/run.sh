@@ -7,22 +7,10 @@ set -euo pipefail
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$REPO_ROOT"
 
-say() { printf '==> %s\n' "$*"; }
+# shellcheck source=mesh/lib/common.sh
+source mesh/lib/common.sh
 
-apt_install() {
-  local sudo=()
-  if ((EUID != 0)); then
-    command -v sudo >/dev/null 2>&1 || { echo "run.sh: installing $* needs root (or sudo)" >&2; exit 1; }
-    sudo=(sudo)
-  fi
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
-}
-
-if ! command -v docker-compose >/dev/null 2>&1; then
-  say "docker-compose is not installed: installing the Debian package with apt-get"
-  apt_install docker-compose
-fi
+ensure_packages docker-compose docker-compose docker-compose
 mesh/mesh.sh install-haproxy
 
 if [[ ${SKIP_BUILD:-0} != 1 ]]; then

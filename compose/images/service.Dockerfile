@@ -17,6 +17,7 @@ COPY Cargo.toml Cargo.lock ./
 COPY proxy ./proxy
 COPY services ./services
 COPY bench ./bench
+COPY test-support ./test-support
 # One build for the three services (one crate) and the sidecar; the ECB history is
 # compiled into forex-rate (services/data), so nothing else is copied at run time.
 RUN cargo build --release --locked -p forex -p switchyard --bins

@@ -16,6 +16,7 @@ COPY Cargo.toml Cargo.lock ./
 COPY proxy ./proxy
 COPY services ./services
 COPY bench ./bench
+COPY test-support ./test-support
 RUN cargo build --release --locked -p switchyard --bin switchyard
 
 # Run: a small Debian base (bash for the health probe), a non-root user, one binary.

@@ -1,0 +1,83 @@
+# shellcheck shell=bash
+# render.sh — the files written into the run folder before anything starts: every instance's sidecar config
+# and HAProxy's config (from mesh/sidecar.yaml.tmpl and mesh/haproxy.cfg.tmpl), their checks (switchyard
+# check, haproxy -c), and mesh.env (every URL of the mesh, for scripts). Sourced by mesh/mesh.sh after
+# mesh/lib/registry.sh (discovery_settings fills the discovery blocks).
+
+# Bash 5.2 would treat '&' in a ${var//pattern/replacement} replacement as "the match".
+shopt -u patsub_replacement 2>/dev/null || true
+
+# render TEMPLATE OUTPUT KEY=VALUE... — replaces every @KEY@; plain bash, no sed/envsubst.
+render() {
+  local template=$1 output=$2 text pair key value
+  shift 2
+  text=$(<"$template")
+  for pair in "$@"; do
+    key=${pair%%=*}
+    value=${pair#*=}
+    text=${text//"@$key@"/"$value"}
+  done
+  if [[ $text =~ @[A-Z_]+@ ]]; then
+    die "$template: no value for ${BASH_REMATCH[0]}"
+  fi
+  printf '%s\n' "$text" >"$output.tmp"
+  mv "$output.tmp" "$output"
+}
+
+render_configs() {
+  local service i ip dir clear_context servers=""
+  discovery_settings
+  while read -r service i; do
+    ip=$(instance_ip "$service" "$i")
+    dir=$(instance_dir "$service" "$i")
+    mkdir -p "$dir"
+    # Only forex-web's ingress faces the outside (via HAProxy): drop any l5d-* context
+    # a browser might send, so outsiders cannot reroute mesh traffic.
+    clear_context=false
+    [[ $service == forex-web ]] && clear_context=true
+    render "$MESH_DIR/sidecar.yaml.tmpl" "$dir/sidecar.yaml" \
+      INSTANCE="$service-$i" IP="$ip" ADMIN_PORT="$ADMIN_PORT" REGISTRY_DIR="$REGISTRY_DIR" \
+      APP_PORT="$APP_PORT" INGRESS_PORT="$INGRESS_PORT" EGRESS_PORT="$EGRESS_PORT" \
+      INGRESS_CLEAR_CONTEXT="$clear_context" NAMERS="$NAMERS_BLOCK" EGRESS_DTAB="$EGRESS_DTAB" \
+      DTAB_STORE="$DTAB_STORE_BLOCK" LOG_DIR="$dir"
+    if [[ $service == forex-web ]]; then
+      servers+="    server $service-$i $ip:$INGRESS_PORT check"$'\n'
+    fi
+  done < <(each_instance)
+  mkdir -p "$HAPROXY_DIR"
+  render "$MESH_DIR/haproxy.cfg.tmpl" "$HAPROXY_DIR/haproxy.cfg" \
+    PUBLIC_IP="$PUBLIC_IP" PUBLIC_PORT="$PUBLIC_PORT" STATS_PORT="$STATS_PORT" \
+    WEB_SERVERS="${servers%$'\n'}"
+  say "rendered sidecar configs and $HAPROXY_DIR/haproxy.cfg"
+}
+
+check_configs() {
+  local service i dir
+  say "checking every config before starting anything"
+  while read -r service i; do
+    dir=$(instance_dir "$service" "$i")
+    "$BIN_DIR/switchyard" check "$dir/sidecar.yaml" ||
+      die "switchyard check rejected $dir/sidecar.yaml (see above)"
+  done < <(each_instance)
+  haproxy -c -q -f "$HAPROXY_DIR/haproxy.cfg" || die "haproxy -c rejected $HAPROXY_DIR/haproxy.cfg"
+}
+
+write_env() {
+  local service i ip var
+  {
+    echo "# The forex mesh in $RUN_DIR (written by mesh/mesh.sh up)."
+    echo "MESH_NET=$MESH_NET"
+    echo "RUN_DIR=$RUN_DIR"
+    echo "PUBLIC_URL=http://$PUBLIC_IP:$PUBLIC_PORT"
+    echo "HAPROXY_STATS_URL=http://$PUBLIC_IP:$STATS_PORT/stats"
+    while read -r service i; do
+      ip=$(instance_ip "$service" "$i")
+      var=$(tr 'a-z-' 'A-Z_' <<<"$service")_$i
+      echo "${var}_APP=http://$ip:$APP_PORT"
+      echo "${var}_INGRESS=http://$ip:$INGRESS_PORT"
+      echo "${var}_EGRESS=http://$ip:$EGRESS_PORT"
+      echo "${var}_ADMIN=http://$ip:$ADMIN_PORT"
+    done < <(each_instance)
+  } >"$RUN_DIR/mesh.env.tmp"
+  mv "$RUN_DIR/mesh.env.tmp" "$RUN_DIR/mesh.env"
+}
