@@ -18,6 +18,7 @@ use crate::metrics::Registry;
 use crate::namer::{consul::ConsulNamer, fs::FsNamer, Namer, NamerSet};
 use crate::router::{Families, Router};
 use crate::server::{self, Limits, ServerMetrics};
+use crate::tls::ServerTls;
 
 /// A start-up failure (the config itself was already validated).
 #[derive(Debug)]
@@ -102,10 +103,19 @@ pub async fn start(config: Config, grace: Duration) -> Result<Running, StartErro
         let router = Arc::new(Router::new(rc, namers.clone(), &families).map_err(StartError)?);
         for s in &rc.servers {
             let listener = listen(SocketAddr::new(s.ip, s.port), &format!("router {}", rc.label)).await?;
+            let tls = match &s.tls {
+                Some(t) => Some(Arc::new(
+                    ServerTls::start(format!("server:{}", rc.label), t, families.tls().clone())
+                        .map_err(|e| StartError(format!("router {}: server TLS: {e}", rc.label)))?,
+                )),
+                None => None,
+            };
             let limits = Limits {
                 max_concurrent: s.max_concurrent_requests,
                 max_header_bytes: usize::try_from(rc.max_headers_kb.saturating_mul(1024)).unwrap_or(usize::MAX),
                 trusted: !s.clear_context,
+                tls,
+                authorization: s.authorization.clone(),
             };
             listeners.push((router.clone(), listener, limits));
         }
@@ -116,6 +126,13 @@ pub async fn start(config: Config, grace: Duration) -> Result<Running, StartErro
         store.first_answer(STORE_FIRST_ANSWER).await;
     }
     let admin_listener = listen(SocketAddr::new(config.admin.ip, config.admin.port), "the admin server").await?;
+    let admin_tls = match &config.admin.tls {
+        Some(t) => Some(Arc::new(
+            ServerTls::start("admin".into(), t, families.tls().clone())
+                .map_err(|e| StartError(format!("admin TLS: {e}")))?,
+        )),
+        None => None,
+    };
     let admin_addr = admin_listener.local_addr().map_err(|e| StartError(e.to_string()))?;
 
     let (stop_servers, stop_rx) = watch::channel(false);
@@ -123,10 +140,12 @@ pub async fn start(config: Config, grace: Duration) -> Result<Running, StartErro
     let mut servers = Vec::new();
     for (router, listener, limits) in listeners {
         let addr = listener.local_addr().map_err(|e| StartError(e.to_string()))?;
-        tracing::info!(router = %router.label(), %addr, trusted = limits.trusted, "serving");
+        let (trusted, tls) = (limits.trusted, limits.tls.is_some());
+        tracing::info!(router = %router.label(), %addr, trusted, tls, "serving");
         servers.push((router.label().to_string(), addr));
-        let (metrics, stop) = (server_metrics.clone(), stop_rx.clone());
-        servers_done.spawn(async move { server::serve(listener, router, limits, &metrics, stop, grace).await });
+        let (metrics, tls_metrics, stop) = (server_metrics.clone(), families.tls().clone(), stop_rx.clone());
+        servers_done
+            .spawn(async move { server::serve(listener, router, limits, (&metrics, tls_metrics), stop, grace).await });
     }
 
     let ready = Arc::new(AtomicBool::new(true));
@@ -138,17 +157,11 @@ pub async fn start(config: Config, grace: Duration) -> Result<Running, StartErro
         token: config.admin.token.clone(),
         ready: ready.clone(),
     });
-    let (stop_admin, mut admin_rx) = watch::channel(false);
+    let (stop_admin, admin_rx) = watch::channel(false);
     let app = admin::app(state);
-    tracing::info!(addr = %admin_addr, "admin serving");
-    let admin_done = tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = admin_rx.wait_for(|s| *s).await;
-        };
-        if let Err(e) = axum::serve(admin_listener, app).with_graceful_shutdown(shutdown).await {
-            tracing::error!(error = %e, "admin server failed");
-        }
-    });
+    let hosts = admin::listener::AllowedHosts::new(&config.admin.hosts);
+    tracing::info!(addr = %admin_addr, tls = admin_tls.is_some(), "admin serving");
+    let admin_done = tokio::spawn(admin::listener::serve(admin_listener, app, admin_tls, hosts, admin_rx, grace));
     Ok(Running { admin_addr, servers, routers, ready, stop_servers, stop_admin, servers_done, admin_done })
 }
 

@@ -9,6 +9,8 @@
 //! - [`consul`]: the small Consul HTTP client (blocking queries) behind the Consul namer and dtab store.
 //! - [`dtab_store`]: mesh-wide dtabs shared through Consul KV or a watched file.
 //! - [`dtabctl`]: the `switchyard dtab` command-line client of the admin API.
+//! - [`tls`]: rustls on both sides of a hop, certificate reloading, peer identities; [`identityctl`]: the
+//!   `switchyard identity` commands (a mesh CA, service certificates with SPIFFE IDs).
 //! - [`server`]: downstream HTTP/1.1 + h2c listeners with graceful drain.
 //! - [`admin`]: the admin server (ping, ready, metrics, config, dtab read/write, delegator).
 //! - [`metrics`]: the Prometheus registry and family names; components register their own families.
@@ -22,8 +24,10 @@ pub mod config;
 pub mod consul;
 pub mod dtab_store;
 pub mod dtabctl;
+pub mod identityctl;
 pub mod metrics;
 pub mod namer;
 pub mod router;
 pub mod server;
 pub mod telemetry;
+pub mod tls;

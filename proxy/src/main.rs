@@ -23,10 +23,17 @@ USAGE:
     switchyard dtab [--admin URL] [--router LABEL] get | set FILE | diff FILE | explain PATH
                                    read, replace (compare-and-swap), compare or explain a router's dtab
                                    over a sidecar's admin API (default http://127.0.0.1:9990, router egress)
+    switchyard identity ca --trust-domain DOMAIN --out DIR
+    switchyard identity issue --ca DIR --service NAME --out DIR [--valid 24h]
+    switchyard identity show FILE.pem
+                                   a mesh CA, service certificates with SPIFFE IDs, and what a certificate says
     switchyard --version
 
 ENVIRONMENT:
-    RUST_LOG   log filter, e.g. `info` (default) or `switchyard=debug,info`
+    RUST_LOG                 log filter, e.g. `info` (default) or `switchyard=debug,info`
+    SWITCHYARD_ADMIN         default --admin URL of `switchyard dtab` (https:// too)
+    SWITCHYARD_ADMIN_TOKEN   bearer token `switchyard dtab` sends (admin writes need it beyond loopback)
+    SWITCHYARD_ADMIN_CA      CA certificate `switchyard dtab` trusts for an https:// admin
 ";
 
 fn main() -> ExitCode {
@@ -35,6 +42,7 @@ fn main() -> ExitCode {
     match strs.as_slice() {
         ["check", file] => check(Path::new(file)),
         ["dtab", rest @ ..] => switchyard::dtabctl::main(rest),
+        ["identity", rest @ ..] => switchyard::identityctl::main(rest),
         ["check", "--json", file] => check_json(Path::new(file)),
         ["run", file] => run(Path::new(file)),
         ["example"] => {

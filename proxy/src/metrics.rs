@@ -44,6 +44,11 @@ pub mod names {
     pub const ENDPOINT_LATENCY_EWMA: &str = "switchyard_endpoint_latency_ewma_seconds";
     pub const ENDPOINT_IN_FLIGHT: &str = "switchyard_endpoint_requests_in_flight";
     pub const BUILD_INFO: &str = "switchyard_build_info";
+    pub const TLS_CERT_EXPIRY: &str = "switchyard_tls_certificate_expiry_timestamp_seconds";
+    pub const TLS_RELOADS: &str = "switchyard_tls_reloads_total";
+    pub const TLS_HANDSHAKE_ERRORS: &str = "switchyard_tls_handshake_errors_total";
+    pub const AUTHZ_DENIED: &str = "switchyard_authorization_denied_total";
+    pub const CONTEXT_DROPPED: &str = "switchyard_context_dropped_total";
 }
 
 /// One sidecar's metrics: components register their families here; the admin server renders them.

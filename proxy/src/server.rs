@@ -1,8 +1,11 @@
-//! Downstream servers: accept connections for a router and serve HTTP/1.1 and h2c (detected per connection).
+//! Downstream servers: accept connections for a router, terminate TLS when configured, decide who the caller is
+//! and what it may do, and serve HTTP/1.1 and HTTP/2 (h2c, or h2 by ALPN) on each connection.
 //!
-//! Connections are tracked by hyper-util's graceful-shutdown watcher: on shutdown the accept loop stops, every
-//! connection is told to finish its in-flight requests (HTTP/1 stops keep-alive, HTTP/2 sends GOAWAY), and the
-//! caller waits for them up to a deadline.
+//! With mutual TLS the caller's identity comes from its verified certificate; the server's `authorization`
+//! decides per connection whether it may call at all (else every request gets 403 through the router's rescue
+//! point) and whether its `l5d-dtab` / `l5d-ctx-*` headers are honoured. Connections are tracked by hyper-util's
+//! graceful-shutdown watcher: on shutdown the accept loop stops, every connection is told to finish its
+//! in-flight requests (HTTP/1 stops keep-alive, HTTP/2 sends GOAWAY), and the caller waits up to a deadline.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -13,13 +16,20 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use crate::config::AuthorizationConfig;
 use crate::metrics::{names, Registry};
-use crate::router::Router;
+use crate::router::{Admission, Router};
+use crate::tls::identity::CertInfo;
+use crate::tls::{ServerTls, TlsMetrics};
+
+/// How long a client may take to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The servers' families: requests received and connections, per router.
 #[derive(Clone)]
@@ -50,15 +60,38 @@ impl Drop for OpenConnection {
     }
 }
 
-/// Per-server limits (`maxConcurrentRequests`, and the router's `maxHeadersKB`).
-#[derive(Clone, Copy, Debug)]
+/// Per-server settings: limits, TLS, and who may do what.
+#[derive(Clone)]
 pub struct Limits {
     /// Requests served at once; more are answered 503 with `l5d-err`.
     pub max_concurrent: Option<usize>,
     /// Largest request head; larger ones are answered 431 by hyper.
     pub max_header_bytes: usize,
-    /// Whether `l5d-dtab` / `l5d-ctx-*` from clients are honoured (`clearContext: false`).
+    /// Whether `l5d-dtab` / `l5d-ctx-*` from clients may be honoured (`clearContext: false`); with
+    /// `authorization`, only from the identities it trusts with context.
     pub trusted: bool,
+    /// TLS termination, when configured.
+    pub tls: Option<Arc<ServerTls>>,
+    /// Which verified identities may call (needs mutual TLS).
+    pub authorization: Option<AuthorizationConfig>,
+}
+
+impl Limits {
+    /// What requests on a connection from a caller with `identity` (verified, if any) are allowed to do.
+    fn admission(&self, identity: Option<&CertInfo>) -> Admission {
+        let Some(authz) = &self.authorization else {
+            return Admission::Route { trusted: self.trusted };
+        };
+        let Some(id) = identity else {
+            // Unreachable with requireClientAuth (the handshake fails first), but never route unauthenticated.
+            return Admission::Denied { caller: "an unauthenticated client".into() };
+        };
+        if !authz.allow.iter().any(|entry| id.is(entry)) {
+            return Admission::Denied { caller: id.identity().into() };
+        }
+        let context = authz.allow_context.as_ref().unwrap_or(&authz.allow);
+        Admission::Route { trusted: self.trusted && context.iter().any(|entry| id.is(entry)) }
+    }
 }
 
 /// Releases a concurrency slot however the request ends.
@@ -75,26 +108,43 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await.is_ok();
 }
 
+/// One listening server of a router, shared by its connections.
+struct Server {
+    router: Arc<Router>,
+    limits: Limits,
+    label: String,
+    in_flight: Arc<AtomicUsize>,
+    requests: IntCounter,
+    builder: auto::Builder<TokioExecutor>,
+    tls_metrics: TlsMetrics,
+}
+
 /// Serves `router` on `listener` until `shutdown` turns true, then drains for at most `grace`.
 pub async fn serve(
     listener: TcpListener,
     router: Arc<Router>,
     limits: Limits,
-    metrics: &ServerMetrics,
+    (metrics, tls_metrics): (&ServerMetrics, TlsMetrics),
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
-    let trusted = limits.trusted;
-    let in_flight = Arc::new(AtomicUsize::new(0));
     let label = router.label().to_owned();
     let open: IntGauge = metrics.connections_open.with_label_values(&[&label]);
     let accepted: IntCounter = metrics.connections.with_label_values(&[&label]);
-    let requests: IntCounter = metrics.requests.with_label_values(&[&label]);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // hyper answers 431 itself when a request head outgrows this buffer (it needs at least 8 KiB).
     let head = limits.max_header_bytes.max(8192);
     builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30)).max_buf_size(head);
     builder.http2().timer(TokioTimer::new()).max_header_list_size(u32::try_from(head).unwrap_or(u32::MAX));
+    let server = Arc::new(Server {
+        requests: metrics.requests.with_label_values(&[&label]),
+        router,
+        limits,
+        label,
+        in_flight: Arc::new(AtomicUsize::new(0)),
+        builder,
+        tls_metrics,
+    });
     let graceful = GracefulShutdown::new();
     let local = listener.local_addr().ok();
     loop {
@@ -103,7 +153,7 @@ pub async fn serve(
                 Ok(conn) => conn,
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(router = %label, error = %e, "accept failed");
+                    tracing::warn!(router = %server.label, error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -114,37 +164,75 @@ pub async fn serve(
         accepted.inc();
         open.inc();
         let guard = OpenConnection(open.clone());
-        let router = router.clone();
-        let in_flight = in_flight.clone();
-        let requests = requests.clone();
-        let svc = service_fn(move |req| {
-            let router = router.clone();
-            let in_flight = in_flight.clone();
-            requests.inc();
-            async move {
-                if let Some(max) = limits.max_concurrent {
-                    if in_flight.fetch_add(1, Ordering::AcqRel) >= max {
-                        in_flight.fetch_sub(1, Ordering::AcqRel);
-                        return Ok::<_, Infallible>(router.refuse_busy(req, peer, max).await);
-                    }
-                    let _slot = Slot(in_flight);
-                    return Ok(router.serve(req, peer, trusted).await);
-                }
-                Ok(router.serve(req, peer, trusted).await)
-            }
-        });
-        let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-        let conn = graceful.watch(conn);
+        let (server, watcher) = (server.clone(), graceful.watcher());
         tokio::spawn(async move {
             let _guard = guard;
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "downstream connection ended with error");
-            }
+            server.connection(stream, peer, watcher).await;
         });
     }
     drop(listener);
-    tracing::info!(router = %label, addr = ?local, "draining connections");
+    tracing::info!(router = %server.label, addr = ?local, "draining connections");
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
-        tracing::warn!(router = %label, "drain deadline reached; closing remaining connections");
+        tracing::warn!(router = %server.label, "drain deadline reached; closing remaining connections");
+    }
+}
+
+impl Server {
+    /// One accepted connection: the TLS handshake when configured, then HTTP until it closes.
+    async fn connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, watcher: Watcher) {
+        let Some(tls) = &self.limits.tls else {
+            let admission = self.limits.admission(None);
+            return self.http(stream, peer, admission, watcher).await;
+        };
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await {
+            Ok(Ok(stream)) => {
+                let identity = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|cert| {
+                    CertInfo::parse(cert)
+                        .map_err(|e| tracing::warn!(%peer, error = %e, "unreadable peer certificate"))
+                        .ok()
+                });
+                let admission = self.limits.admission(identity.as_ref());
+                if let Admission::Denied { caller } = &admission {
+                    tracing::info!(router = %self.label, %peer, %caller, "caller not allowed by authorization");
+                }
+                self.http(stream, peer, admission, watcher).await;
+            }
+            Ok(Err(e)) => {
+                let reason = crate::tls::error_reason(&e);
+                self.tls_metrics.handshake_error(&self.label, reason);
+                tracing::info!(router = %self.label, %peer, reason, error = %crate::tls::describe(&e), "TLS handshake refused");
+            }
+            Err(_) => {
+                self.tls_metrics.handshake_error(&self.label, "timeout");
+                tracing::info!(router = %self.label, %peer, "TLS handshake timed out");
+            }
+        }
+    }
+
+    /// Serves HTTP/1.1 or HTTP/2 on a (plaintext or TLS) connection whose requests are admitted as `admission`.
+    async fn http<I>(self: Arc<Self>, io: I, peer: SocketAddr, admission: Admission, watcher: Watcher)
+    where
+        I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let this = self.clone();
+        let svc = service_fn(move |req| {
+            let (this, admission) = (this.clone(), admission.clone());
+            this.requests.inc();
+            async move {
+                let Some(max) = this.limits.max_concurrent else {
+                    return Ok::<_, Infallible>(this.router.serve(req, peer, admission).await);
+                };
+                if this.in_flight.fetch_add(1, Ordering::AcqRel) >= max {
+                    this.in_flight.fetch_sub(1, Ordering::AcqRel);
+                    return Ok(this.router.serve(req, peer, Admission::Busy { limit: max }).await);
+                }
+                let _slot = Slot(this.in_flight.clone());
+                Ok(this.router.serve(req, peer, admission).await)
+            }
+        });
+        let conn = watcher.watch(self.builder.serve_connection(TokioIo::new(io), svc).into_owned());
+        if let Err(e) = conn.await {
+            tracing::debug!(%peer, error = %e, "downstream connection ended with error");
+        }
     }
 }

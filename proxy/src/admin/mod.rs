@@ -6,6 +6,7 @@
 
 mod delegator;
 pub mod editor;
+pub mod listener;
 mod page;
 mod stats;
 

@@ -45,15 +45,100 @@ pub struct AdminConfig {
     pub ip: IpAddr,
     /// Port to bind; default 9990 as in linkerd.
     pub port: u16,
-    /// Bearer token required for admin writes (dtab changes); `None` allows writes freely.
+    /// Bearer token required for admin writes (dtab changes), from `token`, `tokenFile` or `tokenEnv`. Required
+    /// when admin listens beyond loopback; `None` allows writes from loopback freely.
     #[serde(serialize_with = "redacted")]
     pub token: Option<String>,
+    /// Serve admin over TLS (linkerd's `admin.tls`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ServerTlsConfig>,
+    /// Host names (besides IP literals, `localhost` and this machine's name) the admin answers to: anything else
+    /// is refused, so a web page cannot reach the admin API through DNS rebinding.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig { ip: IpAddr::V4(Ipv4Addr::LOCALHOST), port: 9990, token: None }
+        AdminConfig { ip: IpAddr::V4(Ipv4Addr::LOCALHOST), port: 9990, token: None, tls: None, hosts: Vec::new() }
     }
+}
+
+/// A TLS protocol version (`protocols: [TLSv1.3, TLSv1.2]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum TlsVersion {
+    #[serde(rename = "TLSv1.2")]
+    Tls12,
+    #[serde(rename = "TLSv1.3")]
+    Tls13,
+}
+
+/// A server's TLS (linkerd 1's server `tls` keys).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerTlsConfig {
+    /// The certificate (chain) this server presents, PEM.
+    pub cert_path: PathBuf,
+    /// Its private key: PEM PKCS#8, SEC1 or PKCS#1.
+    pub key_path: PathBuf,
+    /// More chain certificates to present after the leaf.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub intermediate_certs_path: Option<PathBuf>,
+    /// The CA client certificates must chain to; with it, clients may present one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_cert_path: Option<PathBuf>,
+    /// Refuse clients without a certificate from `caCertPath` (mutual TLS).
+    pub require_client_auth: bool,
+    /// TLS versions to offer; both 1.3 and 1.2 when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub protocols: Vec<TlsVersion>,
+}
+
+/// A client certificate (linkerd 1's client `tls.clientAuth`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientAuthConfig {
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub intermediate_certs_path: Option<PathBuf>,
+}
+
+/// TLS to upstreams (linkerd 1's client `tls` keys).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientTlsConfig {
+    /// The name the server's certificate must carry; may use the variables its `configs` prefix captures
+    /// (`{service}`). Required unless `disableValidation`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub common_name: Option<String>,
+    /// CA certificates to trust, one PEM file each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub trust_certs: Vec<PathBuf>,
+    /// A PEM bundle of CA certificates to trust.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trust_certs_bundle: Option<PathBuf>,
+    /// Accept any server certificate (testing only: `switchyard check` warns).
+    pub disable_validation: bool,
+    /// The certificate to present to servers that ask (mutual TLS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_auth: Option<ClientAuthConfig>,
+    /// TLS versions to offer; both 1.3 and 1.2 when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub protocols: Vec<TlsVersion>,
+}
+
+/// Who may call a server (ours, beyond linkerd 1): caller identities from verified client certificates.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthorizationConfig {
+    /// Identities allowed to send requests: SPIFFE IDs (`spiffe://mesh.local/svc/forex-web`), DNS names from the
+    /// certificate, or `*` for any certificate the CA signed. Others get 403.
+    pub allow: Vec<String>,
+    /// Identities whose `l5d-dtab` / `l5d-ctx-*` headers are honoured (with `clearContext: false`); default: the
+    /// same as `allow`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_context: Option<Vec<String>>,
 }
 
 /// A namer: resolves `/#/<prefix>/…` names to endpoints.
@@ -230,6 +315,12 @@ pub struct ServerConfig {
     /// Requests served at once on this server (`maxConcurrentRequests`); more → 503. Unlimited by default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_concurrent_requests: Option<usize>,
+    /// Terminate TLS (mutual TLS with `requireClientAuth`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ServerTlsConfig>,
+    /// Which verified caller identities may send requests (needs mutual TLS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<AuthorizationConfig>,
 }
 
 impl Default for ServerConfig {
@@ -239,6 +330,8 @@ impl Default for ServerConfig {
             port: 4140,
             clear_context: true,
             max_concurrent_requests: None,
+            tls: None,
+            authorization: None,
         }
     }
 }
@@ -297,6 +390,9 @@ pub struct ClientConfig {
     /// Most requests in flight per endpoint (`hostConnectionPool.maxSize`); unlimited by default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_concurrent_per_endpoint: Option<usize>,
+    /// TLS to every upstream (unless a `configs` entry says otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClientTlsConfig>,
     /// `kind: io.l5d.static` entries: overrides for clients whose bound name matches a prefix.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub configs: Vec<Override<ClientParams>>,
@@ -311,6 +407,7 @@ impl Default for ClientConfig {
             load_balancer: LoadBalancer::default(),
             failure_accrual: FailureAccrual::default(),
             max_concurrent_per_endpoint: None,
+            tls: None,
             configs: Vec::new(),
         }
     }

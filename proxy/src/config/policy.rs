@@ -183,6 +183,9 @@ pub struct ClientParams {
     /// `hostConnectionPool.maxSize`: most requests in flight per endpoint.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_concurrent_per_endpoint: Option<usize>,
+    /// TLS to this client's endpoints (`commonName` may use the prefix's variables).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<super::ClientTlsConfig>,
 }
 
 /// Service parameters a `configs:` entry may override.
@@ -202,8 +205,27 @@ pub struct ServiceParams {
 pub struct Override<P> {
     #[serde(serialize_with = "super::as_display")]
     pub prefix: Prefix,
+    /// Variables the prefix captures (`/#/io.l5d.fs/{service}`): (segment index, name); the segment matches like
+    /// `*`, and its value can be used in the entry's `tls.commonName`.
+    #[serde(skip)]
+    pub captures: Vec<(usize, String)>,
     #[serde(flatten)]
     pub params: P,
+}
+
+impl<P> Override<P> {
+    /// The captured variables' values for a name the prefix matched.
+    pub fn variables<'a>(&'a self, id: &'a Path) -> impl Iterator<Item = (&'a str, String)> + 'a {
+        self.captures.iter().filter_map(move |(i, name)| {
+            let label = id.labels().get(*i)?;
+            Some((name.as_str(), String::from_utf8_lossy(label.as_bytes()).into_owned()))
+        })
+    }
+}
+
+/// Fills `{name}` variables in `template`.
+pub fn substitute<'a>(template: &str, vars: impl Iterator<Item = (&'a str, String)>) -> String {
+    vars.fold(template.to_string(), |text, (name, value)| text.replace(&format!("{{{name}}}"), &value))
 }
 
 /// The effective policy of one client (bound name).
@@ -213,6 +235,8 @@ pub struct ClientPolicy {
     pub load_balancer: LoadBalancer,
     pub failure_accrual: FailureAccrual,
     pub max_concurrent_per_endpoint: Option<usize>,
+    /// TLS to the client's endpoints, its `commonName` filled in for this client.
+    pub tls: Option<super::ClientTlsConfig>,
 }
 
 /// The effective policy of one logical service.
@@ -231,6 +255,7 @@ impl super::ClientConfig {
             load_balancer: self.load_balancer,
             failure_accrual: self.failure_accrual,
             max_concurrent_per_endpoint: self.max_concurrent_per_endpoint,
+            tls: self.tls.clone(),
         };
         for o in self.configs.iter().filter(|o| o.prefix.matches(id)) {
             let q = &o.params;
@@ -240,6 +265,11 @@ impl super::ClientConfig {
             p.load_balancer = q.load_balancer.unwrap_or(p.load_balancer);
             p.failure_accrual = q.failure_accrual.unwrap_or(p.failure_accrual);
             p.max_concurrent_per_endpoint = q.max_concurrent_per_endpoint.or(p.max_concurrent_per_endpoint);
+            if let Some(tls) = &q.tls {
+                let mut tls = tls.clone();
+                tls.common_name = tls.common_name.map(|cn| substitute(&cn, o.variables(id)));
+                p.tls = Some(tls);
+            }
         }
         p
     }

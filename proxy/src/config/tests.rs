@@ -97,7 +97,7 @@ fn original_ingress_config_runs_as_written() {
     let loaded = loaded(ORIGINAL_INGRESS);
     assert_eq!(loaded.warnings, vec![]);
     let config = loaded.config;
-    assert_eq!(config.admin, AdminConfig { ip: ip(127, 0, 0, 1), port: 9990, token: None });
+    assert_eq!(config.admin, AdminConfig { ip: ip(127, 0, 0, 1), port: 9990, ..AdminConfig::default() });
     assert_eq!(config.namers, vec![]);
     let router = &config.routers[0];
     assert_eq!(router.protocol, Protocol::Http);
@@ -107,10 +107,7 @@ fn original_ingress_config_runs_as_written() {
     assert_eq!(router.identifiers, vec![IdentifierConfig::MethodAndHost { http_uri_in_dst: false }]);
     assert_eq!(router.dst_prefix, path("/http"));
     assert_eq!(router.dtab, dtab("/local => /$/inet/127.1/80;\n/http/1.1/*/* => /local;\n"));
-    assert_eq!(
-        router.servers,
-        vec![ServerConfig { ip: ip(0, 0, 0, 0), port: 4140, clear_context: true, max_concurrent_requests: None }]
-    );
+    assert_eq!(router.servers, vec![ServerConfig { ip: ip(0, 0, 0, 0), port: 4140, ..ServerConfig::default() }]);
     assert_eq!(router.client, ClientConfig::default());
     assert_eq!(router.service, ServiceConfig { total_timeout_ms: None, ..ServiceConfig::default() });
 }
@@ -138,7 +135,7 @@ fn modern_config_loads_every_setting() {
     assert_eq!(egress.dtab, dtab("/out => /#/io.l5d.fs;"));
     assert_eq!(
         egress.servers,
-        vec![ServerConfig { ip: ip(127, 0, 2, 1), port: 4141, clear_context: false, max_concurrent_requests: None }]
+        vec![ServerConfig { ip: ip(127, 0, 2, 1), port: 4141, clear_context: false, ..ServerConfig::default() }]
     );
     let client = ClientConfig {
         connect_timeout_ms: 250,
@@ -538,7 +535,7 @@ routers:
   interpreter: {kind: default}
   servers:
   - port: 4140
-    tls: {}
+    announce: [/#/io.l5d.serversets]
   lable: oops
 telemetry:
 - kind: io.l5d.prometheus
@@ -550,7 +547,7 @@ telemetry:
         "3:3 admin.httpInterfaceWhitelist",
         "7:3 namers[0].experimental",
         "10:3 routers[0].interpreter",
-        "13:5 routers[0].servers[0].tls",
+        "13:5 routers[0].servers[0].announce",
         "14:3 routers[0].lable",
         "15:1 telemetry",
     ];

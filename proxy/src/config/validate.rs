@@ -14,6 +14,7 @@ use switchyard_dtab::{Dtab, ParseError, Path, Prefix};
 use super::yaml::{self, Kind, Node, Pos};
 
 mod consul;
+mod tls;
 use super::policy::{
     Backoff, Classifier, ClientParams, FailureAccrual, LoadBalancer, Override, Retries, RetryBudget, ServiceParams,
 };
@@ -34,8 +35,8 @@ const PROTOCOLS: &[&str] = &["http", "h2"];
 // (the latter get a gentler warning than typos, which list the keys that would work).
 const TOP: &[&str] = &["admin", "namers", "routers"];
 const TOP_LINKERD: &[&str] = &["telemetry", "usage"];
-const ADMIN: &[&str] = &["ip", "port", "token"];
-const ADMIN_LINKERD: &[&str] = &["httpInterfaceWhitelist", "socketOptions", "shutdownGraceMs", "workerThreads", "tls"];
+const ADMIN: &[&str] = &["ip", "port", "token", "tokenFile", "tokenEnv", "tls", "hosts"];
+const ADMIN_LINKERD: &[&str] = &["httpInterfaceWhitelist", "socketOptions", "shutdownGraceMs", "workerThreads"];
 const FS_NAMER: &[&str] = &["kind", "prefix", "rootDir"];
 const NAMER_LINKERD: &[&str] = &["experimental", "transformers"];
 const ROUTER: &[&str] = &[
@@ -74,9 +75,8 @@ const ROUTER_LINKERD: &[&str] = &[
     "compressionLevel",
     "socketOptions",
 ];
-const SERVER: &[&str] = &["ip", "port", "clearContext", "maxConcurrentRequests"];
+const SERVER: &[&str] = &["ip", "port", "clearContext", "maxConcurrentRequests", "tls", "authorization"];
 const SERVER_LINKERD: &[&str] = &[
-    "tls",
     "announce",
     "socketOptions",
     "timeoutMs",
@@ -93,11 +93,12 @@ const CLIENT: &[&str] = &[
     "hostConnectionPool",
     "loadBalancer",
     "failureAccrual",
+    "tls",
     "configs",
 ];
 const CLIENT_OVERRIDE: &[&str] =
-    &["prefix", "requestAttemptTimeoutMs", "hostConnectionPool", "loadBalancer", "failureAccrual"];
-const CLIENT_LINKERD: &[&str] = &["tls", "socketOptions", "clientSession"];
+    &["prefix", "requestAttemptTimeoutMs", "hostConnectionPool", "loadBalancer", "failureAccrual", "tls"];
+const CLIENT_LINKERD: &[&str] = &["socketOptions", "clientSession"];
 const POOL: &[&str] = &["idleTimeMs", "maxSize"];
 const POOL_LINKERD: &[&str] = &["minSize", "maxWaiters"];
 const SERVICE: &[&str] = &["kind", "totalTimeoutMs", "responseClassifier", "retries", "configs"];
@@ -454,15 +455,21 @@ impl Checker<'_> {
             return defaults;
         };
         let mut fields = self.fields(node, "admin");
+        let ip_pos = fields.key_pos("ip").unwrap_or(node.pos);
         let ip = self.optional_or(&mut fields, "ip", IP, parse_ip, defaults.ip);
         let port = self.optional_or(&mut fields, "port", PORT, parse_port, defaults.port);
-        let non_empty = |t: &str| Some(t.to_string()).filter(|t| !t.trim().is_empty());
-        let token = self.optional(&mut fields, "token", "a non-empty token", non_empty);
+        let token_set = ["token", "tokenFile", "tokenEnv"].iter().any(|k| fields.key_pos(k).is_some());
+        let token = self.admin_token(&mut fields);
+        let tls = fields.take_present("tls").and_then(|n| self.server_tls(n, "admin.tls"));
+        let hosts_node = fields.take_present("hosts");
+        let hosts = self.strings(hosts_node, "admin.hosts", "a host name");
         self.finish(&fields, ADMIN, ADMIN_LINKERD);
         if let (Some(ip), Some(port)) = (ip, port) {
             self.bind(SocketAddr::new(ip, port), node.pos, "admin");
+            // A token that failed to load was reported already; don't pile a second error on it.
+            self.admin_exposure(ip, token.is_some() || token_set, ip_pos);
         }
-        AdminConfig { ip: ip.unwrap_or(defaults.ip), port: port.unwrap_or(defaults.port), token }
+        AdminConfig { ip: ip.unwrap_or(defaults.ip), port: port.unwrap_or(defaults.port), token, tls, hosts }
     }
 
     fn namer(&mut self, node: &Node, path: &str) -> Option<NamerConfig> {
@@ -639,16 +646,20 @@ impl Checker<'_> {
         let clear = self.optional(&mut fields, "clearContext", BOOL, parse_bool);
         let count = "a whole number of at least 1";
         let max_concurrent = self.optional(&mut fields, "maxConcurrentRequests", count, parse_count);
+        let tls_node = fields.take_present("tls");
+        let tls = tls_node.and_then(|n| self.server_tls(n, &fields.child("tls")));
+        let mtls = tls.as_ref().is_some_and(|t| t.require_client_auth);
+        let authorization = fields
+            .take_present("authorization")
+            .and_then(|n| self.authorization(n, &fields.child("authorization"), mtls));
+        let clear_pos = fields.key_pos("clearContext").unwrap_or(node.pos);
         self.finish(&fields, SERVER, SERVER_LINKERD);
         // A bad ip or port was reported already; binding a fallback would add a false clash.
         let (ip, port) = (ip?, port?);
         self.bind(SocketAddr::new(ip, port), node.pos, path);
-        Some(ServerConfig {
-            ip,
-            port,
-            clear_context: clear.unwrap_or(defaults.clear_context),
-            max_concurrent_requests: max_concurrent,
-        })
+        let clear_context = clear.unwrap_or(defaults.clear_context);
+        self.context_exposure(ip, !clear_context, tls_node.is_some(), clear_pos, &fields.child("clearContext"));
+        Some(ServerConfig { ip, port, clear_context, max_concurrent_requests: max_concurrent, tls, authorization })
     }
 
     /// `kind: io.l5d.global` is linkerd's explicit spelling of "one policy for all".
@@ -664,8 +675,8 @@ impl Checker<'_> {
         let mut fields = self.fields(node, path);
         self.policy_kind(&mut fields);
         let connect = self.optional(&mut fields, "connectTimeoutMs", MS, parse_ms);
-        let (params, idle) = self.client_params(&mut fields, true);
-        let configs = self.overrides(&mut fields, CLIENT_OVERRIDE, |c, f| c.client_params(f, false).0);
+        let (params, idle) = self.client_params(&mut fields, true, &[]);
+        let configs = self.overrides(&mut fields, CLIENT_OVERRIDE, |c, f, caps| c.client_params(f, false, caps).0);
         self.finish(&fields, CLIENT, CLIENT_LINKERD);
         ClientConfig {
             connect_timeout_ms: connect.unwrap_or(defaults.connect_timeout_ms),
@@ -674,16 +685,25 @@ impl Checker<'_> {
             load_balancer: params.load_balancer.unwrap_or(defaults.load_balancer),
             failure_accrual: params.failure_accrual.unwrap_or(defaults.failure_accrual),
             max_concurrent_per_endpoint: params.max_concurrent_per_endpoint,
+            tls: params.tls,
             configs,
         }
     }
 
     /// The client keys a `configs:` entry may also set; with `global`, `hostConnectionPool.idleTimeMs` too.
-    fn client_params(&mut self, fields: &mut Fields<'_>, global: bool) -> (ClientParams, Option<u64>) {
+    fn client_params(
+        &mut self,
+        fields: &mut Fields<'_>,
+        global: bool,
+        captures: &[(usize, String)],
+    ) -> (ClientParams, Option<u64>) {
         let mut params = ClientParams {
             request_attempt_timeout_ms: self.optional(fields, "requestAttemptTimeoutMs", MS, parse_ms),
             ..ClientParams::default()
         };
+        if let Some(node) = fields.take_present("tls") {
+            params.tls = self.client_tls(node, &fields.child("tls"), captures);
+        }
         if let Some(node) = fields.take_present("loadBalancer") {
             params.load_balancer = self.load_balancer(node, &fields.child("loadBalancer"));
         }
@@ -708,7 +728,7 @@ impl Checker<'_> {
         &mut self,
         fields: &mut Fields<'_>,
         known: &[&str],
-        mut read: impl FnMut(&mut Self, &mut Fields<'_>) -> P,
+        mut read: impl FnMut(&mut Self, &mut Fields<'_>, &[(usize, String)]) -> P,
     ) -> Vec<Override<P>> {
         let Some(list) = fields.take_present("configs") else { return Vec::new() };
         let path = fields.child("configs");
@@ -721,19 +741,24 @@ impl Checker<'_> {
             let item_path = format!("{path}[{i}]");
             let mut f = self.fields(item, &item_path);
             let prefix = self.required(&mut f, "prefix").and_then(|n| self.prefix(n, &f.child("prefix")));
-            let params = read(self, &mut f);
+            let captures = prefix.as_ref().map(|(_, c)| c.clone()).unwrap_or_default();
+            let params = read(self, &mut f, &captures);
             self.finish(&f, known, NONE);
-            if let Some(prefix) = prefix {
-                out.push(Override { prefix, params });
+            if let Some((prefix, captures)) = prefix {
+                out.push(Override { prefix, captures, params });
             }
         }
         out
     }
 
-    /// A dtab prefix (segments may be `*`), with a syntax error pointed at its character.
-    fn prefix(&mut self, node: &Node, key: &str) -> Option<Prefix> {
+    /// A dtab prefix (segments may be `*`, or `{name}` to capture the segment as a variable), with a syntax error
+    /// pointed at its character.
+    fn prefix(&mut self, node: &Node, key: &str) -> Option<(Prefix, Vec<(usize, String)>)> {
         let text = self.value(node, key, "a prefix such as /svc/forex-rate", |t| Some(t.to_string()))?;
-        Prefix::read(&text).map_err(|e| self.parse_error(node, key, &text, "invalid prefix", &e)).ok()
+        let (wild, captures) = tls::captures(&text);
+        let parsed = if captures.is_empty() { Prefix::read(&text) } else { Prefix::read(&wild) };
+        let prefix = parsed.map_err(|e| self.parse_error(node, key, &text, "invalid prefix", &e)).ok()?;
+        Some((prefix, captures))
     }
 
     fn kind_of(&mut self, fields: &mut Fields<'_>, what: &str, known: &[&'static str]) -> Option<&'static str> {
@@ -816,7 +841,7 @@ impl Checker<'_> {
         let mut fields = self.fields(node, path);
         self.policy_kind(&mut fields);
         let params = self.service_params(&mut fields);
-        let configs = self.overrides(&mut fields, SERVICE_OVERRIDE, Self::service_params);
+        let configs = self.overrides(&mut fields, SERVICE_OVERRIDE, |c, f, _| c.service_params(f));
         self.finish(&fields, SERVICE, SERVICE_LINKERD);
         ServiceConfig {
             total_timeout_ms: params.total_timeout_ms,

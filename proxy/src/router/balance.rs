@@ -27,6 +27,7 @@ use super::endpoint::{Endpoint, EndpointPool};
 use crate::config::{ClientPolicy, LoadBalancer};
 use crate::metrics::{names, Registry, RequestFamilies, RequestStats};
 use crate::namer::EndpointWatch;
+use crate::tls::TlsTarget;
 
 /// While every endpoint is dead, at most one probe request per interval.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
@@ -80,6 +81,8 @@ pub struct Balancer {
     pub policy: ClientPolicy,
     watch: Arc<EndpointWatch>,
     pool: Arc<EndpointPool>,
+    /// TLS to the endpoints, when the client policy asks for it.
+    tls: Option<Arc<TlsTarget>>,
     snapshot: ArcSwap<Snapshot>,
     endpoints_gauge: IntGauge,
     next: AtomicUsize,
@@ -100,7 +103,7 @@ impl Balancer {
         id: Path,
         watch: Arc<EndpointWatch>,
         pool: Arc<EndpointPool>,
-        policy: ClientPolicy,
+        (policy, tls): (ClientPolicy, Option<Arc<TlsTarget>>),
         families: &BalancerFamilies,
     ) -> Self {
         let id_text: Box<str> = id.to_string().into();
@@ -112,6 +115,7 @@ impl Balancer {
             policy,
             watch,
             pool,
+            tls,
             snapshot: ArcSwap::from_pointee(Snapshot { version: 0, endpoints: Vec::new() }),
             next: AtomicUsize::new(0),
             next_probe: Mutex::new(None),
@@ -124,8 +128,12 @@ impl Balancer {
         let version = self.watch.version();
         let set = self.watch.load();
         // Weight 0 means "registered but take no traffic" (draining); such endpoints are not candidates.
-        let endpoints: Vec<_> =
-            set.endpoints.iter().filter(|e| e.weight > 0.0).map(|e| (self.pool.get(e.addr), e.weight)).collect();
+        let endpoints: Vec<_> = set
+            .endpoints
+            .iter()
+            .filter(|e| e.weight > 0.0)
+            .map(|e| (self.pool.get(e.addr, self.tls.as_ref()), e.weight))
+            .collect();
         self.endpoints_gauge.set(endpoints.len() as i64);
         let snap = Arc::new(Snapshot { version, endpoints });
         self.snapshot.store(snap.clone());
@@ -274,10 +282,11 @@ mod tests {
             load_balancer: lb,
             failure_accrual: accrual,
             max_concurrent_per_endpoint: None,
+            tls: None,
         };
         let id = Path::read("/#/io.l5d.fs/forex-rate").unwrap();
         let families = BalancerFamilies::register(&registry);
-        (Balancer::new("egress", id, watch.clone(), pool, policy, &families), watch)
+        (Balancer::new("egress", id, watch.clone(), pool, (policy, None), &families), watch)
     }
 
     fn set(weights: &[(u16, f64)]) -> EndpointSet {

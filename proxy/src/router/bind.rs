@@ -16,9 +16,10 @@ use tower::retry::budget::{Budget, TpsBudget};
 
 use super::balance::{Balancer, BalancerFamilies};
 use super::endpoint::EndpointPool;
-use crate::config::{ClientConfig, RetryBudget, ServiceConfig, ServicePolicy};
+use crate::config::{ClientConfig, ClientPolicy, ClientTlsConfig, RetryBudget, ServiceConfig, ServicePolicy};
 use crate::metrics::{names, Registry, RequestFamilies, RequestStats};
 use crate::namer::{BoundName, NamerSet};
+use crate::tls::{ClientTls, TlsTarget};
 
 /// Names cached per table (and so distinct `service` label values per router). Past this, names are bound per
 /// request and their metrics share the `service="overflow"` series, so hostile Host headers cannot grow memory.
@@ -103,6 +104,26 @@ pub struct BinderSettings {
     pub binding_timeout: Duration,
     pub client_config: ClientConfig,
     pub service_config: ServiceConfig,
+    /// The client TLS configs the client policy can name, loaded once, keyed by their config without
+    /// `commonName` (which varies per client).
+    pub tls: HashMap<ClientTlsConfig, Arc<ClientTls>>,
+}
+
+impl BinderSettings {
+    /// TLS for a client whose policy asks for it.
+    fn tls_target(&self, policy: &ClientPolicy) -> Option<Arc<TlsTarget>> {
+        let config = policy.tls.as_ref()?;
+        let key = ClientTlsConfig { common_name: None, ..config.clone() };
+        let Some(tls) = self.tls.get(&key) else {
+            // Every config the policy can produce was loaded by the router; not finding one is a bug, and sending
+            // in plaintext what was meant to be encrypted is never the answer.
+            tracing::error!(?config, "client TLS config not loaded; this client's connections will fail");
+            return Some(Arc::new(TlsTarget::unavailable()));
+        };
+        // Without validation the name is only sent as SNI.
+        let name = config.common_name.as_deref().unwrap_or("localhost");
+        Some(Arc::new(TlsTarget::new(tls.clone(), name)))
+    }
 }
 
 /// Everything binding needs that outlives a dtab: namers, the router's balancers and endpoint pool, metrics.
@@ -202,12 +223,14 @@ impl Binder {
         let balancer = balancers
             .entry(bound.id.clone())
             .or_insert_with(|| {
+                let policy = self.settings.client_config.resolve(&bound.id);
+                let tls = self.settings.tls_target(&policy);
                 Arc::new(Balancer::new(
                     &self.router,
                     bound.id.clone(),
                     bound.endpoints.clone(),
                     self.pool.clone(),
-                    self.settings.client_config.resolve(&bound.id),
+                    (policy, tls),
                     &self.families.balancers,
                 ))
             })
@@ -310,6 +333,7 @@ mod tests {
             binding_timeout: timeout,
             client_config: ClientConfig::default(),
             service_config: ServiceConfig::default(),
+            tls: HashMap::new(),
         };
         let b = Binder::new("egress".into(), namers, pool, BindFamilies::register(&registry), settings);
         (b, generation)

@@ -26,6 +26,8 @@ pub struct RequestContext {
     pub local_dtab: Option<Dtab>,
     /// When the caller stops waiting (`l5d-ctx-deadline`).
     pub caller_deadline: Option<Instant>,
+    /// The request carried overrides this hop does not trust, and they were dropped.
+    pub dropped: bool,
 }
 
 impl RequestContext {
@@ -33,9 +35,8 @@ impl RequestContext {
     /// `l5d-ctx-dtab`, only when honoured).
     pub fn read(h: &mut HeaderMap, trusted: bool) -> Result<Self, ProxyError> {
         if !trusted {
-            h.remove(L5D_DTAB);
-            h.remove(L5D_CTX_DTAB);
-            return Ok(Self::default());
+            let dropped = h.remove(L5D_DTAB).is_some() | h.remove(L5D_CTX_DTAB).is_some();
+            return Ok(Self { dropped, ..Self::default() });
         }
         let mut local = Dtab::empty();
         for name in [L5D_CTX_DTAB, L5D_DTAB] {
@@ -48,7 +49,7 @@ impl RequestContext {
         h.remove(L5D_DTAB);
         h.remove(L5D_CTX_DTAB);
         let local_dtab = if local.dentries().is_empty() { None } else { Some(local) };
-        Ok(Self { local_dtab, caller_deadline: parse_deadline(h) })
+        Ok(Self { local_dtab, caller_deadline: parse_deadline(h), dropped: false })
     }
 }
 
@@ -164,6 +165,8 @@ mod tests {
         let mut h = with(L5D_DTAB, "/svc=>/$/inet/127.0.0.1/1");
         let ctx = RequestContext::read(&mut h, false).unwrap();
         assert!(ctx.local_dtab.is_none() && !h.contains_key(L5D_DTAB));
+        assert!(ctx.dropped, "counted as dropped");
+        assert!(!RequestContext::read(&mut HeaderMap::new(), false).unwrap().dropped);
 
         let mut h = with(L5D_DTAB, "/svc=>/$/inet/127.0.0.1/1");
         h.insert(L5D_CTX_DTAB, HeaderValue::from_static("/a=>/b"));

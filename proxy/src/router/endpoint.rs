@@ -26,6 +26,21 @@ use super::body::ReqBody;
 use super::error::ProxyError;
 use super::health::{Health, HealthFamilies};
 use crate::metrics::{names, Registry};
+use crate::tls::TlsTarget;
+
+/// How long a TLS handshake with an upstream may take (on top of the TCP connect).
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An endpoint is one address reached one way: in plaintext, or over TLS with one client config and server name.
+type PoolKey = (SocketAddr, Option<(usize, String)>);
+
+fn pool_key(addr: SocketAddr, tls: Option<&Arc<TlsTarget>>) -> PoolKey {
+    (addr, tls.map(|t| (t.tls.as_ref().map_or(0, |c| Arc::as_ptr(c) as usize), t.name.clone())))
+}
+
+/// A connection to an upstream, plaintext or TLS.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Io for T {}
 
 /// Most idle HTTP/1 connections kept per endpoint; more are closed when returned.
 const MAX_IDLE_PER_ENDPOINT: usize = 64;
@@ -100,7 +115,7 @@ pub struct EndpointPool {
     settings: EndpointSettings,
     families: EndpointFamilies,
     connects: ConnectCounters,
-    endpoints: Mutex<HashMap<SocketAddr, Weak<Endpoint>>>,
+    endpoints: Mutex<HashMap<PoolKey, Weak<Endpoint>>>,
 }
 
 impl EndpointPool {
@@ -113,16 +128,18 @@ impl EndpointPool {
         Arc::new(Self { router, settings, families, connects, endpoints: Mutex::new(HashMap::new()) })
     }
 
-    /// The endpoint for `addr`, shared with anyone else who asked while it was alive.
-    pub fn get(self: &Arc<Self>, addr: SocketAddr) -> Arc<Endpoint> {
+    /// The endpoint for `addr` (over `tls` when given), shared with anyone else who asked while it was alive.
+    pub fn get(self: &Arc<Self>, addr: SocketAddr, tls: Option<&Arc<TlsTarget>>) -> Arc<Endpoint> {
+        let key = pool_key(addr, tls);
         let mut map = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(ep) = map.get(&addr).and_then(Weak::upgrade) {
+        if let Some(ep) = map.get(&key).and_then(Weak::upgrade) {
             return ep;
         }
         map.retain(|_, w| w.strong_count() > 0);
         let endpoint = addr.to_string();
         let ep = Arc::new(Endpoint {
             addr,
+            tls: tls.cloned(),
             settings: self.settings.clone(),
             connects: self.connects.clone(),
             idle: Mutex::new(Vec::new()),
@@ -133,7 +150,7 @@ impl EndpointPool {
             health: Health::new(self.families.health.endpoint(&self.router, &endpoint)),
             pool: Arc::downgrade(self),
         });
-        map.insert(addr, Arc::downgrade(&ep));
+        map.insert(key, Arc::downgrade(&ep));
         ep
     }
 }
@@ -146,6 +163,8 @@ struct Idle {
 /// One upstream address and its connections.
 pub struct Endpoint {
     pub addr: SocketAddr,
+    /// How connections are secured (`None`: plaintext).
+    tls: Option<Arc<TlsTarget>>,
     settings: EndpointSettings,
     connects: ConnectCounters,
     idle: Mutex<Vec<Idle>>,
@@ -171,10 +190,15 @@ impl Drop for Endpoint {
         let Some(pool) = self.pool.upgrade() else { return };
         // Under the pool's lock: if a new endpoint for this address was interned meanwhile, the series are its own.
         let mut map = pool.endpoints.lock().unwrap_or_else(|e| e.into_inner());
-        if map.get(&self.addr).and_then(Weak::upgrade).is_some() {
+        let key = pool_key(self.addr, self.tls.as_ref());
+        if map.get(&key).and_then(Weak::upgrade).is_some() {
             return;
         }
-        map.remove(&self.addr);
+        map.remove(&key);
+        // Another way to the same address still uses the series.
+        if map.keys().any(|(addr, _)| *addr == self.addr) {
+            return;
+        }
         let endpoint = self.addr.to_string();
         pool.families.health.remove(&pool.router, &endpoint);
         let _ = pool.families.in_flight.remove_label_values(&[&*pool.router, endpoint.as_str()]);
@@ -295,25 +319,54 @@ impl Endpoint {
         });
     }
 
-    async fn connect(&self) -> Result<TokioIo<TcpStream>, ProxyError> {
-        let timeout = self.settings.connect_timeout;
-        let res = match tokio::time::timeout(timeout, TcpStream::connect(self.addr)).await {
-            Ok(Ok(stream)) => Ok(stream),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("connect timed out after {} ms", timeout.as_millis())),
+    /// Connects (TCP, then TLS when configured), counting the result.
+    async fn connect(&self) -> Result<TokioIo<Box<dyn Io>>, ProxyError> {
+        let result = match self.connect_tcp().await {
+            Ok(tcp) => match &self.tls {
+                None => Ok(Box::new(tcp) as Box<dyn Io>),
+                Some(tls) => self.handshake(tls, tcp).await,
+            },
+            Err(e) => Err(e),
         };
-        match res {
-            Ok(stream) => {
+        match result {
+            Ok(io) => {
                 self.connects.ok.inc();
-                // Small request/response messages: never wait for Nagle.
-                let _ = stream.set_nodelay(true);
-                Ok(TokioIo::new(stream))
+                Ok(TokioIo::new(io))
             }
             Err(error) => {
                 self.connects.failed.inc();
                 Err(ProxyError::Connect { addr: self.addr, error })
             }
         }
+    }
+
+    async fn handshake(&self, tls: &TlsTarget, tcp: TcpStream) -> Result<Box<dyn Io>, String> {
+        let name = tls.name.as_str();
+        let Some(client) = &tls.tls else {
+            return Err("TLS is configured for this client but its certificates could not be loaded".into());
+        };
+        let Some(server_name) = tls.server_name.clone() else {
+            return Err(format!("TLS: commonName {name:?} is not a valid DNS name or IP address"));
+        };
+        let handshake = client.connector().connect(server_name, tcp);
+        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
+            Ok(Ok(stream)) => Ok(Box::new(stream)),
+            Ok(Err(e)) => Err(format!("TLS handshake with {name} failed: {}", crate::tls::describe(&e))),
+            Err(_) => Err(format!("TLS handshake with {name} timed out after {} s", TLS_HANDSHAKE_TIMEOUT.as_secs())),
+        }
+    }
+
+    async fn connect_tcp(&self) -> Result<TcpStream, String> {
+        let timeout = self.settings.connect_timeout;
+        let res = match tokio::time::timeout(timeout, TcpStream::connect(self.addr)).await {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("connect timed out after {} ms", timeout.as_millis())),
+        };
+        let stream = res?;
+        // Small request/response messages: never wait for Nagle.
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
     }
 
     async fn connect_h1(&self) -> Result<http1::SendRequest<ReqBody>, ProxyError> {

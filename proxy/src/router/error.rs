@@ -65,6 +65,8 @@ pub enum ProxyError {
     EndpointsBusy { client: Path, limit: usize },
     /// The server is at its `maxConcurrentRequests` limit.
     ServerBusy { limit: usize },
+    /// The caller's verified identity is not in the server's `authorization.allow`.
+    Forbidden { caller: Arc<str> },
     /// The request body is larger than `maxRequestKB`.
     BodyTooLarge { limit_kb: u64 },
     /// The client's request body could not be read.
@@ -83,6 +85,7 @@ impl ProxyError {
         match self {
             Self::Unidentified(_) | Self::BadDtabHeader { .. } | Self::BadBody(_) => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::AllEndpointsDead { .. } | Self::EndpointsBusy { .. } | Self::ServerBusy { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -105,6 +108,7 @@ impl ProxyError {
             Self::AllEndpointsDead { .. } => "all_endpoints_dead",
             Self::EndpointsBusy { .. } => "endpoints_busy",
             Self::ServerBusy { .. } => "server_busy",
+            Self::Forbidden { .. } => "forbidden",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::BadBody(_) => "bad_body",
             Self::Connect { .. } => "connect_failed",
@@ -187,6 +191,9 @@ impl fmt::Display for ProxyError {
                 write!(f, "every endpoint of {client} is at its limit of {limit} concurrent requests")
             }
             Self::ServerBusy { limit } => write!(f, "server is at its limit of {limit} concurrent requests"),
+            Self::Forbidden { caller } => {
+                write!(f, "caller {caller} is not allowed to call this service (the server's authorization.allow)")
+            }
             Self::BodyTooLarge { limit_kb } => write!(f, "request body is larger than {limit_kb} KiB"),
             Self::BadBody(why) => write!(f, "cannot read the request body: {why}"),
             Self::Connect { addr, error } => write!(f, "connection to {addr} failed: {error}"),

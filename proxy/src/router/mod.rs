@@ -51,6 +51,7 @@ use crate::config::{Protocol, RouterConfig};
 use crate::dtab_store::DtabStore;
 use crate::metrics::{names, Registry};
 use crate::namer::NamerSet;
+use crate::tls::{ClientTls, TlsMetrics};
 
 pub use self::body::full_body;
 
@@ -62,6 +63,9 @@ pub struct Families {
     endpoint: EndpointFamilies,
     proxy_errors: IntCounterVec,
     store_errors: IntCounterVec,
+    denied: IntCounterVec,
+    context_dropped: IntCounterVec,
+    tls: TlsMetrics,
 }
 
 impl Families {
@@ -77,7 +81,23 @@ impl Families {
                 &["router", "reason"],
             ),
             store_errors: crate::dtab_store::error_metric(r),
+            denied: r.int_counter_vec(
+                names::AUTHZ_DENIED,
+                "Requests refused 403 because the caller's identity is not in the server's authorization.allow.",
+                &["router", "caller"],
+            ),
+            context_dropped: r.int_counter_vec(
+                names::CONTEXT_DROPPED,
+                "Requests whose l5d-dtab / l5d-ctx-* headers were dropped: the sender is not trusted to send them.",
+                &["router"],
+            ),
+            tls: TlsMetrics::register(r),
         }
+    }
+
+    /// The TLS families (servers count refused handshakes in them).
+    pub fn tls(&self) -> &TlsMetrics {
+        &self.tls
     }
 }
 
@@ -96,17 +116,19 @@ pub struct Router {
     max_request_bytes: Option<u64>,
     access_log: Option<AccessLog>,
     proxy_errors: IntCounterVec,
+    denied: IntCounterVec,
+    context_dropped: prometheus::IntCounter,
 }
 
-/// Whether the server admitted a request.
-enum Admission {
-    Route {
-        trusted: bool,
-    },
+/// What the server decided about a request before routing it.
+#[derive(Clone, Debug)]
+pub enum Admission {
+    /// Route it; `trusted`: honour its `l5d-dtab` / `l5d-ctx-*` headers.
+    Route { trusted: bool },
     /// Refused: the server is at its `maxConcurrentRequests` limit.
-    Busy {
-        limit: usize,
-    },
+    Busy { limit: usize },
+    /// Refused: the caller's verified identity is not allowed to call this server.
+    Denied { caller: Arc<str> },
 }
 
 /// What the rescue point and the access log learn about a request as it goes.
@@ -142,6 +164,7 @@ impl Router {
             binding_timeout: Duration::from_millis(config.binding_timeout_ms),
             client_config: config.client.clone(),
             service_config: config.service.clone(),
+            tls: client_tls(config, &families.tls)?,
         };
         let table = Arc::new(DtabTable::new(label.clone(), config.dtab.clone(), &families.table));
         let store = config
@@ -159,6 +182,8 @@ impl Router {
             max_request_bytes: config.max_request_kb.map(|kb| kb.saturating_mul(1024)),
             access_log,
             proxy_errors: families.proxy_errors.clone(),
+            denied: families.denied.clone(),
+            context_dropped: families.context_dropped.with_label_values(&[&label]),
             label,
         })
     }
@@ -207,20 +232,14 @@ impl Router {
         self.table.record_invalid();
     }
 
-    /// Serves one request from a downstream `peer`. `trusted` says whether `l5d-dtab`/`l5d-ctx-*` headers from
-    /// this server's clients are honoured (`clearContext: false`).
-    pub async fn serve(&self, req: Request<Incoming>, peer: SocketAddr, trusted: bool) -> Response<ProxyBody> {
-        self.answer(req, peer, Admission::Route { trusted }).await
-    }
-
-    /// Answers a request the server refused because it is at `maxConcurrentRequests` (503), with the same
-    /// request id and access-log line as any other answer.
-    pub async fn refuse_busy(&self, req: Request<Incoming>, peer: SocketAddr, limit: usize) -> Response<ProxyBody> {
-        self.answer(req, peer, Admission::Busy { limit }).await
-    }
-
-    /// Correlation ids, the rescue point and the access log around routing the request (or refusing it).
-    async fn answer(&self, mut req: Request<Incoming>, peer: SocketAddr, admission: Admission) -> Response<ProxyBody> {
+    /// Serves one request from a downstream `peer` as the server decided (`admission`): routed, or refused with
+    /// the same request id and access-log line as any other answer.
+    pub async fn serve(
+        &self,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+        admission: Admission,
+    ) -> Response<ProxyBody> {
         let start = Instant::now();
         let corr = trace::correlate(req.headers_mut());
         let logged = self.access_log.as_ref().map(|_| (req.method().clone(), req.uri().clone(), req.version()));
@@ -228,6 +247,7 @@ impl Router {
         let result = match admission {
             Admission::Route { trusted } => self.forward(req, peer, trusted, &mut trail, start).await,
             Admission::Busy { limit } => Err(ProxyError::ServerBusy { limit }.into()),
+            Admission::Denied { caller } => Err(ProxyError::Forbidden { caller }.into()),
         };
         let mut resp = match result {
             Ok(resp) => resp,
@@ -269,6 +289,9 @@ impl Router {
             trail.service = Some(ident.path.clone());
         }
         let ctx = RequestContext::read(req.headers_mut(), trusted)?;
+        if ctx.dropped {
+            self.context_dropped.inc();
+        }
 
         // The table is loaded once: this request finishes on it even if the dtab changes meanwhile.
         let binding = match &ctx.local_dtab {
@@ -309,6 +332,9 @@ impl Router {
             balancer.metrics.response(status, elapsed);
         }
         self.proxy_errors.with_label_values(&[&self.label, error.reason()]).inc();
+        if let ProxyError::Forbidden { caller } = &error {
+            self.denied.with_label_values(&[&self.label, caller]).inc();
+        }
         if error.is_client_error() {
             tracing::debug!(router = %self.label, status = status.as_u16(), "{error}");
         } else {
@@ -316,4 +342,25 @@ impl Router {
         }
         error.into_response(retryable)
     }
+}
+
+/// Loads every client TLS config the router's client policy can name (the global one and each `configs` entry's),
+/// keyed without `commonName`, which each client fills in.
+fn client_tls(
+    config: &RouterConfig,
+    metrics: &TlsMetrics,
+) -> Result<std::collections::HashMap<crate::config::ClientTlsConfig, Arc<ClientTls>>, String> {
+    let h2 = config.protocol == Protocol::H2;
+    let all = config.client.tls.iter().chain(config.client.configs.iter().filter_map(|o| o.params.tls.as_ref()));
+    let mut out = std::collections::HashMap::new();
+    for tls in all {
+        let key = crate::config::ClientTlsConfig { common_name: None, ..tls.clone() };
+        if let std::collections::hash_map::Entry::Vacant(slot) = out.entry(key) {
+            let usage = format!("client:{}", config.label);
+            let loaded = ClientTls::start(usage, slot.key(), h2, metrics.clone())
+                .map_err(|e| format!("router {}: client TLS: {e}", config.label))?;
+            slot.insert(Arc::new(loaded));
+        }
+    }
+    Ok(out)
 }

@@ -351,7 +351,7 @@ pub async fn admin(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (StatusCode, http::HeaderMap, String) {
-    let mut b = Request::builder().method(method).uri(path).header("host", "admin");
+    let mut b = Request::builder().method(method).uri(path).header("host", addr.to_string());
     for (k, v) in headers {
         b = b.header(*k, *v);
     }

@@ -1,0 +1,148 @@
+//! The admin server's listener: optional TLS (linkerd's `admin.tls`), a deadline for request heads so slow
+//! clients cannot hold connections, and a `Host` check so a web page cannot drive the admin API through DNS
+//! rebinding (a name the page controls, resolving to this address).
+//!
+//! Accepted `Host` values: IP literals (with any port), `localhost`, this machine's host name, and the names in
+//! `admin.hosts`. A request without `Host` (HTTP/1.0 tools) is accepted: browsers always send one.
+
+use std::convert::Infallible;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower::ServiceExt;
+
+use crate::tls::ServerTls;
+
+/// How long a client may take to send a request head (and to finish a TLS handshake).
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The host names the admin server answers to.
+#[derive(Clone, Debug)]
+pub struct AllowedHosts {
+    names: Vec<String>,
+}
+
+impl AllowedHosts {
+    /// `localhost`, this machine's name and `extra`.
+    pub fn new(extra: &[String]) -> Self {
+        let mut names = vec!["localhost".to_string()];
+        if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+            names.push(host.trim().to_ascii_lowercase());
+        }
+        names.extend(extra.iter().map(|h| h.to_ascii_lowercase()));
+        Self { names }
+    }
+
+    /// Whether a `Host` header value names this server.
+    pub fn allows(&self, host: &str) -> bool {
+        let name = match host.strip_prefix('[') {
+            // [v6]:port
+            Some(rest) => return rest.split(']').next().is_some_and(|ip| ip.parse::<IpAddr>().is_ok()),
+            None => host.rsplit_once(':').filter(|(_, port)| port.parse::<u16>().is_ok()).map_or(host, |(n, _)| n),
+        };
+        name.parse::<IpAddr>().is_ok() || self.names.iter().any(|n| n.eq_ignore_ascii_case(name))
+    }
+}
+
+fn misdirected(host: &str) -> Response<Body> {
+    let body = serde_json::json!({
+        "error": format!("Host {host:?} is not a name of this admin server (add it to admin.hosts to allow it)")
+    });
+    let mut resp = Response::new(Body::from(body.to_string()));
+    *resp.status_mut() = StatusCode::MISDIRECTED_REQUEST;
+    resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// Resolves once shutdown is signalled (or its sender is gone); holds no borrow across the await's end.
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await.is_ok();
+}
+
+/// Serves `app` on `listener` until `shutdown` turns true, then drains for at most `grace`.
+pub async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    tls: Option<Arc<ServerTls>>,
+    hosts: AllowedHosts,
+    mut shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEAD_TIMEOUT);
+    let builder = Arc::new(builder);
+    let hosts = Arc::new(hosts);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            res = listener.accept() => match res {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut shutdown) => break,
+        };
+        let (app, hosts, builder, tls, watcher) =
+            (app.clone(), hosts.clone(), builder.clone(), tls.clone(), graceful.watcher());
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let (app, hosts) = (app.clone(), hosts.clone());
+                async move {
+                    let host =
+                        req.headers().get(header::HOST).map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned());
+                    if let Some(host) = host.filter(|h| !hosts.allows(h)) {
+                        return Ok::<_, Infallible>(misdirected(&host));
+                    }
+                    app.oneshot(req.map(Body::new)).await
+                }
+            });
+            let result = match tls {
+                None => watcher.watch(builder.serve_connection(TokioIo::new(stream), svc).into_owned()).await,
+                Some(tls) => match tokio::time::timeout(HEAD_TIMEOUT, tls.acceptor().accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        watcher.watch(builder.serve_connection(TokioIo::new(stream), svc).into_owned()).await
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %crate::tls::describe(&e), "admin TLS handshake refused");
+                        return;
+                    }
+                    Err(_) => return,
+                },
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "admin connection ended with error");
+            }
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(grace, graceful.shutdown()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_check() {
+        let hosts = AllowedHosts::new(&["sidecar.internal".to_string()]);
+        for ok in ["127.0.0.1:9990", "127.0.2.1", "[::1]:9990", "localhost:9990", "LOCALHOST", "sidecar.internal:1"] {
+            assert!(hosts.allows(ok), "{ok}");
+        }
+        for bad in ["evil.example", "evil.example:9990", "127.0.0.1.evil.example", "localhost.evil.example"] {
+            assert!(!hosts.allows(bad), "{bad}");
+        }
+    }
+}
