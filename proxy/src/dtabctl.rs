@@ -26,8 +26,12 @@ USAGE:
     switchyard dtab [--admin URL] [--router LABEL] diff FILE
     switchyard dtab [--admin URL] [--router LABEL] explain PATH
 
-    --admin    the sidecar's admin server (default $SWITCHYARD_ADMIN or http://127.0.0.1:9990)
+    --admin    the sidecar's admin server (default $SWITCHYARD_ADMIN or http://127.0.0.1:9990); https:// trusts
+               the CA certificate in $SWITCHYARD_ADMIN_CA and checks the name in $SWITCHYARD_ADMIN_TLS_NAME
+               (default: the URL's host), e.g. forex-rate.switchyard.local for a sidecar's own identity
     --router   the router label (default egress)
+
+    Writes send $SWITCHYARD_ADMIN_TOKEN as a bearer token (required when admin listens beyond loopback).
 ";
 
 /// A parsed command line.
@@ -66,8 +70,8 @@ fn parse(args: &[&str]) -> Result<Args, String> {
         _ => return Err(format!("expected get, set FILE, diff FILE or explain PATH; got {rest:?}")),
     };
     let admin = admin.trim_end_matches('/').to_string();
-    if !admin.starts_with("http://") {
-        return Err(format!("--admin must be an http:// URL, got {admin:?}"));
+    if !admin.starts_with("http://") && !admin.starts_with("https://") {
+        return Err(format!("--admin must be an http:// or https:// URL, got {admin:?}"));
     }
     Ok(Args { admin, router, command })
 }
@@ -198,13 +202,24 @@ async fn call(
 ) -> Result<(StatusCode, Option<String>, String), String> {
     let uri: http::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
     let authority = uri.authority().ok_or_else(|| format!("{url}: no host"))?.clone();
-    let addr = format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80));
+    let https = uri.scheme_str() == Some("https");
+    let addr = format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(if https { 443 } else { 80 }));
     let stream = tokio::net::TcpStream::connect(&addr)
         .await
         .map_err(|e| format!("cannot reach the admin server at {addr}: {e}"))?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("{addr}: {e}"))?;
-    tokio::spawn(conn);
+    let mut sender = if https {
+        let name = std::env::var("SWITCHYARD_ADMIN_TLS_NAME").unwrap_or_else(|_| authority.host().to_string());
+        let stream = tls_connect(&name, stream).await?;
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("{addr}: {e}"))?;
+        tokio::spawn(conn);
+        sender
+    } else {
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("{addr}: {e}"))?;
+        tokio::spawn(conn);
+        sender
+    };
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let mut req = Request::builder().method(method).uri(path).header("host", authority.as_str());
     if let Some(tag) = if_match {
@@ -219,6 +234,31 @@ async fn call(
     let etag = resp.headers().get("etag").and_then(|v| v.to_str().ok()).map(String::from);
     let bytes = resp.into_body().collect().await.map_err(|e| format!("{addr}: {e}"))?.to_bytes();
     Ok((status, etag, String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+/// TLS to an `https://` admin server, trusting the CA in `$SWITCHYARD_ADMIN_CA` (the mesh CA, usually) and checking
+/// that its certificate carries `host` (`$SWITCHYARD_ADMIN_TLS_NAME`, else the URL's host).
+async fn tls_connect(
+    host: &str,
+    stream: tokio::net::TcpStream,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+    let ca = std::env::var("SWITCHYARD_ADMIN_CA").map_err(|_| {
+        "https:// needs SWITCHYARD_ADMIN_CA: the CA certificate the admin server's chains to".to_string()
+    })?;
+    let config = crate::config::ClientTlsConfig {
+        common_name: Some(host.to_string()),
+        trust_certs: vec![ca.into()],
+        trust_certs_bundle: None,
+        disable_validation: false,
+        client_auth: None,
+        protocols: Vec::new(),
+    };
+    let config = crate::tls::client_config(&config, false).map_err(|e| e.0)?;
+    let name = rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| format!("{host}: {e}"))?;
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, stream)
+        .await
+        .map_err(|e| format!("TLS to the admin server {host} failed: {}", crate::tls::describe(&e)))
 }
 
 /// A line diff of two dtab texts as `  kept`, `- removed`, `+ added` lines — the admin editor's diff (one

@@ -34,6 +34,7 @@ ENVIRONMENT:
     SWITCHYARD_ADMIN         default --admin URL of `switchyard dtab` (https:// too)
     SWITCHYARD_ADMIN_TOKEN   bearer token `switchyard dtab` sends (admin writes need it beyond loopback)
     SWITCHYARD_ADMIN_CA      CA certificate `switchyard dtab` trusts for an https:// admin
+    SWITCHYARD_ADMIN_TLS_NAME   the name that admin's certificate must carry (default: the URL's host)
 ";
 
 fn main() -> ExitCode {

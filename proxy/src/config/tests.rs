@@ -854,3 +854,140 @@ routers:
         "{errors:?}"
     );
 }
+
+/// A CA and two identities in a fresh directory, for the TLS checks (which read every file).
+fn pki() -> std::path::PathBuf {
+    use std::time::Duration;
+    let dir = std::env::temp_dir().join(format!("sy-config-tls-{}-{}", std::process::id(), fastrand::u64(..)));
+    let now = time::OffsetDateTime::now_utc();
+    crate::identityctl::create_ca("mesh.test", &dir, Duration::from_secs(3600), now).unwrap();
+    for svc in ["rate", "web"] {
+        crate::identityctl::issue(&dir, svc, &dir, Duration::from_secs(3600), now).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn linkerd_tls_shapes_run_as_written() {
+    let d = pki();
+    let d = d.display();
+    let text = format!(
+        "\
+routers:
+- protocol: http
+  label: outgoing
+  servers: [{{port: 4140}}]
+  client:
+    tls:
+      commonName: linkerd
+      trustCerts: [{d}/ca.pem]
+- protocol: http
+  label: incoming
+  servers:
+  - port: 4141
+    ip: 0.0.0.0
+    tls:
+      certPath: {d}/rate.pem
+      keyPath: {d}/rate.key
+  - port: 4142
+    tls:
+      certPath: {d}/rate.pem
+      keyPath: {d}/rate.key
+      caCertPath: {d}/ca.pem
+      requireClientAuth: true
+      protocols: [TLSv1.3]
+    authorization: {{allow: [spiffe://mesh.test/svc/web]}}
+  client:
+    kind: io.l5d.static
+    configs:
+    - prefix: /#/io.l5d.fs/{{service}}
+      tls:
+        commonName: \"{{service}}.mesh.test\"
+        trustCertsBundle: {d}/ca.pem
+        clientAuth: {{certPath: {d}/web.pem, keyPath: {d}/web.key}}
+"
+    );
+    let loaded = loaded(&text);
+    assert_eq!(loaded.warnings, vec![]);
+    let incoming = &loaded.config.routers[1];
+    let tls = incoming.servers[1].tls.as_ref().unwrap();
+    assert!(tls.require_client_auth && tls.protocols == [TlsVersion::Tls13]);
+    let policy = incoming.client.resolve(&Path::read("/#/io.l5d.fs/forex-rate").unwrap());
+    assert_eq!(policy.tls.unwrap().common_name.as_deref(), Some("forex-rate.mesh.test"), "{{service}} captured");
+    let outgoing = loaded.config.routers[0].client.resolve(&Path::read("/$/inet/127.1/4141").unwrap());
+    assert_eq!(outgoing.tls.unwrap().common_name.as_deref(), Some("linkerd"));
+}
+
+#[test]
+fn tls_mistakes_are_errors_that_name_the_file() {
+    let d = pki();
+    let d = d.display();
+    let text = format!(
+        "\
+routers:
+- protocol: http
+  servers:
+  - port: 4141
+    tls: {{certPath: {d}/missing.pem, keyPath: {d}/rate.key}}
+  - port: 4142
+    tls: {{certPath: {d}/rate.pem, keyPath: {d}/web.key}}
+  - port: 4143
+    tls: {{certPath: {d}/rate.pem, keyPath: {d}/rate.key, requireClientAuth: true}}
+  - port: 4144
+    tls: {{certPath: {d}/rate.pem, keyPath: {d}/rate.key}}
+    authorization: {{allow: [spiffe://mesh.test/svc/web]}}
+  client:
+    configs:
+    - prefix: /#/io.l5d.fs/*
+      tls: {{commonName: \"{{service}}.mesh.test\", trustCerts: [{d}/ca.pem]}}
+    - prefix: /#/io.l5d.fs/x
+      tls: {{trustCerts: [{d}/ca.pem]}}
+"
+    );
+    let errors = errors(&text);
+    let messages: Vec<String> = errors.iter().map(|e| format!("{}:{} {}", e.line, e.column, e.message)).collect();
+    let expect = [
+        (5, format!("cannot read certificate {d}/missing.pem")),
+        (7, format!("private key {d}/web.key does not belong to certificate {d}/rate.pem")),
+        (9, "requireClientAuth needs caCertPath".to_string()),
+        (12, "authorization needs mutual TLS".to_string()),
+        (16, "commonName uses {service}, which this entry's prefix does not capture".to_string()),
+        (18, "missing required key `commonName`".to_string()),
+    ];
+    assert_eq!(errors.len(), expect.len(), "{messages:#?}");
+    for (e, (line, text)) in errors.iter().zip(expect) {
+        assert_eq!(e.line, line, "{messages:#?}");
+        assert!(e.message.contains(&text), "{} does not say {text:?}", e.message);
+    }
+}
+
+#[test]
+fn an_admin_beyond_loopback_needs_a_token() {
+    let open = "admin: {ip: 0.0.0.0, port: 9990}\nrouters: [{protocol: http, servers: [{port: 4140}]}]\n";
+    let errors = errors(open);
+    assert_eq!(places(&errors), ["1:9 admin"], "{errors:?}");
+    assert!(errors[0].message.contains("without a token"), "{errors:?}");
+
+    let dir = pki();
+    std::fs::write(dir.join("token"), "s3cret\n").unwrap();
+    let with_file = format!(
+        "admin: {{ip: 0.0.0.0, port: 9990, tokenFile: {}}}\nrouters: [{{protocol: http, servers: [{{port: 4140}}]}}]\n",
+        dir.join("token").display()
+    );
+    assert_eq!(loaded(&with_file).config.admin.token.as_deref(), Some("s3cret"));
+
+    let missing = "admin: {ip: 0.0.0.0, port: 9990, tokenFile: /nonexistent/token}\nrouters: [{protocol: http, servers: [{port: 4140}]}]\n";
+    let unreadable = super::tests::errors(missing);
+    assert_eq!(unreadable.len(), 1, "only the unreadable file is reported: {unreadable:?}");
+    assert!(unreadable[0].message.contains("cannot read token file /nonexistent/token"), "{unreadable:?}");
+}
+
+#[test]
+fn a_plaintext_listener_beyond_loopback_that_trusts_context_is_warned_about() {
+    let text = "routers: [{protocol: http, servers: [{ip: 0.0.0.0, port: 4140, clearContext: false}]}]\n";
+    let warnings = loaded(text).warnings;
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].message.contains("anyone who can reach it may reroute"), "{warnings:?}");
+    let local = "routers: [{protocol: http, servers: [{ip: 127.0.0.1, port: 4140, clearContext: false}]}]\n";
+    assert_eq!(loaded(local).warnings, vec![]);
+}

@@ -9,3 +9,4 @@ mod lifecycle;
 mod resilience;
 mod routing;
 mod support;
+mod tls;

@@ -358,10 +358,28 @@ function banner(kind, ...content) {
 }
 function hideBanner() { $("dtab-banner").hidden = true; }
 
+// The admin token for changes: typed once per browser tab, kept in sessionStorage (gone when the tab closes),
+// sent as `Authorization: Bearer` with every apply. Reads need none.
+const TOKEN_KEY = "switchyard.adminToken";
+
+function loadToken() {
+  let saved = "";
+  try { saved = sessionStorage.getItem(TOKEN_KEY) || ""; } catch (e) { /* storage disabled */ }
+  $("dtab-token").value = saved;
+}
+
+function saveToken() {
+  const token = $("dtab-token").value.trim();
+  $("dtab-token").classList.remove("needed");
+  try {
+    if (token) sessionStorage.setItem(TOKEN_KEY, token); else sessionStorage.removeItem(TOKEN_KEY);
+  } catch (e) { /* storage disabled: the field still works for this page */ }
+}
+
 async function apply() {
   const headers = { "content-type": "text/plain" };
   if (editor.baseEtag) headers["if-match"] = editor.baseEtag;
-  const token = $("dtab-token").value;
+  const token = $("dtab-token").value.trim();
   if (token) headers["authorization"] = "Bearer " + token;
   const resp = await fetch("/dtab/" + encodeURIComponent(editor.router), { method: "PUT", headers, body: $("dtab-editor").value });
   if (resp.status === 204) {
@@ -378,8 +396,14 @@ async function apply() {
       "Nothing was changed. Review the new current dtab and the diff, then apply again.",
       h("button", { onclick: () => { hideBanner(); loadCurrent(false); } }, "Diff against the new current dtab"));
   } else if (resp.status === 401) {
-    $("dtab-token").hidden = false;
-    banner("warn", "This sidecar requires an admin token for changes: enter it beside Apply and try again.");
+    const field = $("dtab-token");
+    field.classList.add("needed");
+    field.focus();
+    banner("bad", h("b", {}, "401 Unauthorized — not applied. "),
+      token
+        ? "The admin token you entered is not this sidecar's. Nothing was changed. "
+        : "This sidecar needs an admin token for changes. Nothing was changed. ",
+      "Enter it in the admin token field (the local mesh keeps it in run/admin-token) and apply again.");
   } else {
     banner("bad", `Not applied (HTTP ${resp.status}): ${body.error || "unexpected answer"}`);
   }
@@ -484,6 +508,8 @@ function start() {
   $("dtab-editor").addEventListener("input", scheduleValidate);
   $("dtab-editor").addEventListener("scroll", () => { $("editor-backdrop").scrollTop = $("dtab-editor").scrollTop; });
   $("dtab-apply").addEventListener("click", apply);
+  loadToken();
+  $("dtab-token").addEventListener("input", saveToken);
   $("dtab-reset").addEventListener("click", () => loadCurrent(true));
   $("dtab-try").addEventListener("click", () => {
     document.querySelector("input[name=dlg-src][value=draft]").checked = true;

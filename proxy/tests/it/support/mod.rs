@@ -351,7 +351,10 @@ pub async fn admin(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (StatusCode, http::HeaderMap, String) {
-    let mut b = Request::builder().method(method).uri(path).header("host", addr.to_string());
+    let mut b = Request::builder().method(method).uri(path);
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        b = b.header("host", addr.to_string());
+    }
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
