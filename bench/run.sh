@@ -48,8 +48,10 @@ start() {
 # wait_up URL PID NAME — true once URL answers; false (with the log) if the process dies
 # or 15 s pass.
 wait_up() {
-  local url=$1 pid=$2 name=$3
-  wait_for "$url" 15 "$pid" -H 'Host: upstream' && return 0
+  local url=$1 pid=$2 name=$3 host=(-H 'Host: upstream')
+  # A sidecar's admin server answers only to its own names (no DNS rebinding): no Host override there.
+  [[ $url == */admin/* ]] && host=()
+  wait_for "$url" 15 "$pid" "${host[@]}" && return 0
   show_log_tail "$WORK/$name.log" 15 "$name did not come up at $url; last lines of $WORK/$name.log:"
   return 1
 }
@@ -84,24 +86,66 @@ routers:
 EOF
 }
 
-# start_switchyard NAME LABEL LISTEN_PORT NEXT_PORT — sets LAST_PID; false if it fails.
+# start_switchyard NAME LABEL LISTEN_PORT NEXT_PORT [TLS] — sets LAST_PID; false if it fails. TLS: `server`
+# (this router's server is an mTLS listener with the ingress identity) or `client` (it reaches NEXT_PORT over
+# mTLS with the egress identity).
 start_switchyard() {
-  local name=$1 label=$2 port=$3 next=$4 admin
+  local name=$1 label=$2 port=$3 next=$4 tls=${5:-} admin
   [[ -x $BIN/switchyard ]] || {
     warn "$BIN/switchyard is missing"
     return 1
   }
   admin=$(free_port)
   sidecar_config "$WORK/$name.yaml" "$label" "$port" "$admin" "$next"
+  case $tls in
+    server) cat >>"$WORK/$name.yaml" <<EOF
+    tls:
+      certPath: $PKI/ingress/bench-ingress.pem
+      keyPath: $PKI/ingress/bench-ingress.key
+      caCertPath: $PKI/ca/ca.pem
+      requireClientAuth: true
+EOF
+      ;;
+    client) cat >>"$WORK/$name.yaml" <<EOF
+  client:
+    tls:
+      commonName: bench-ingress.$TRUST_DOMAIN
+      trustCerts: [$PKI/ca/ca.pem]
+      clientAuth: {certPath: $PKI/egress/bench-egress.pem, keyPath: $PKI/egress/bench-egress.key}
+EOF
+      ;;
+  esac
   start "$name" "$BIN/switchyard" run "$WORK/$name.yaml"
   wait_up "http://$LOOPBACK:$admin/admin/ready" "$LAST_PID" "$name"
 }
 
+PKI=$WORK/pki
+TRUST_DOMAIN=bench.local
+# make_pki — a mesh CA and the two identities the mTLS rows use (HAProxy gets them as cert+key files too).
+make_pki() {
+  "$BIN/switchyard" identity ca --trust-domain "$TRUST_DOMAIN" --out "$PKI/ca" >/dev/null
+  "$BIN/switchyard" identity issue --ca "$PKI/ca" --service bench-ingress --out "$PKI/ingress" >/dev/null
+  "$BIN/switchyard" identity issue --ca "$PKI/ca" --service bench-egress --out "$PKI/egress" >/dev/null
+  cat "$PKI/ingress/bench-ingress.pem" "$PKI/ingress/bench-ingress.key" >"$PKI/ingress/haproxy.pem"
+  cat "$PKI/egress/bench-egress.pem" "$PKI/egress/bench-egress.key" >"$PKI/egress/haproxy.pem"
+}
+
+# handshakes PORT — full mutual-TLS handshakes per second a server accepts (bench/handshakes.py: one client,
+# a new session for every connection, 5 s).
+handshakes() {
+  python3 bench/handshakes.py "$LOOPBACK:$1" "$PKI/egress/bench-egress.pem" "$PKI/egress/bench-egress.key" \
+    "$PKI/ca/ca.pem" "bench-ingress.$TRUST_DOMAIN" 5 2>/dev/null || printf 'n/a'
+}
+
+# start_haproxy PORT UPSTREAM TWO_HOP_PORT TLS_EDGE_PORT TLS_PORT — one HAProxy process: PORT is one plain hop;
+# TWO_HOP_PORT → an internal plain frontend → upstream is two hops; TLS_EDGE_PORT → TLS_PORT (mutual TLS with
+# the same certificates as the switchyard mTLS row) → upstream is two hops with mTLS between them.
 start_haproxy() {
-  local port=$1 upstream=$2
+  local port=$1 upstream=$2 two=$3 edge=$4 tls=$5 inner
+  inner=$(free_port)
   command -v haproxy >/dev/null 2>&1 || mesh/mesh.sh install-haproxy
   cat >"$WORK/haproxy.cfg" <<EOF
-# HAProxy for bench/run.sh: a plain HTTP reverse proxy, keep-alive on both sides.
+# HAProxy for bench/run.sh: HTTP reverse proxy, keep-alive on both sides.
 global
     maxconn 4096
 defaults
@@ -113,8 +157,24 @@ defaults
 frontend bench
     bind $LOOPBACK:$port
     default_backend upstream
+frontend two-hops
+    bind $LOOPBACK:$two
+    default_backend inner
+frontend inner
+    bind $LOOPBACK:$inner
+    default_backend upstream
+frontend tls-edge
+    bind $LOOPBACK:$edge
+    default_backend tls-hop
+frontend tls-ingress
+    bind $LOOPBACK:$tls ssl crt $PKI/ingress/haproxy.pem ca-file $PKI/ca/ca.pem verify required alpn http/1.1
+    default_backend upstream
 backend upstream
     server upstream $LOOPBACK:$upstream
+backend inner
+    server inner $LOOPBACK:$inner
+backend tls-hop
+    server ingress $LOOPBACK:$tls ssl crt $PKI/egress/haproxy.pem ca-file $PKI/ca/ca.pem verify required verifyhost bench-ingress.$TRUST_DOMAIN alpn http/1.1
 EOF
   start haproxy "$(command -v haproxy)" -db -f "$WORK/haproxy.cfg"
   wait_up "http://$LOOPBACK:$port/" "$LAST_PID" haproxy
@@ -146,6 +206,7 @@ load() {
 }
 
 ROWS=()
+HANDSHAKES=()
 # measure NAME PORT PID... — warm up, run flat-out, run paced; appends a table row.
 measure() {
   local name=$1 port=$2 flat paced errors
@@ -177,6 +238,12 @@ print_table() {
     echo "| target | flat-out rps | p50 µs @${RATE}rps | p99 µs | p99.9 µs | errors | proxy RSS / peak |"
     echo "|---|---:|---:|---:|---:|---:|---|"
     printf '%s\n' "${ROWS[@]}"
+    echo
+    echo "Mutual-TLS handshakes per second accepted (bench/handshakes.py: one Python client, a new session for every connection, 5 s):"
+    echo
+    echo "| server | handshakes/s |"
+    echo "|---|---:|"
+    printf '%s\n' "${HANDSHAKES[@]}"
   } >"$REPORT"
   echo
   cat "$REPORT"
@@ -223,10 +290,37 @@ main() {
     not_available "switchyard, 2 hops (egress → ingress)" "did not start"
   fi
 
+  make_pki
+  ingress=$(free_port)
+  egress=$(free_port)
+  say "starting two switchyard hops with mutual TLS between them: egress $LOOPBACK:$egress → ingress $LOOPBACK:$ingress"
+  if start_switchyard switchyard-mtls-ingress ingress "$ingress" "$upstream" server; then
+    pid_ingress=$LAST_PID
+    if start_switchyard switchyard-mtls-egress egress "$egress" "$ingress" client; then
+      pid_egress=$LAST_PID
+      measure "switchyard, 2 hops with mTLS between them" "$egress" "$pid_egress" "$pid_ingress"
+      HANDSHAKES+=("| switchyard ingress (rustls, ring) | $(handshakes "$ingress") |")
+      kill -TERM "$pid_egress" 2>/dev/null || true
+    else
+      not_available "switchyard, 2 hops with mTLS between them" "did not start"
+    fi
+    kill -TERM "$pid_ingress" 2>/dev/null || true
+  else
+    not_available "switchyard, 2 hops with mTLS between them" "did not start"
+  fi
+
+  local two edge tls version
   hap=$(free_port)
-  say "starting HAProxy on $LOOPBACK:$hap"
-  if start_haproxy "$hap" "$upstream"; then
-    measure "HAProxy $(haproxy -v | awk 'NR == 1 { print $3 }')" "$hap" "$LAST_PID"
+  two=$(free_port)
+  edge=$(free_port)
+  tls=$(free_port)
+  say "starting HAProxy on $LOOPBACK:$hap (1 hop), $two (2 hops), $edge (2 hops with mTLS between them)"
+  if start_haproxy "$hap" "$upstream" "$two" "$edge" "$tls"; then
+    version=$(haproxy -v | awk 'NR == 1 { print $3 }')
+    measure "HAProxy $version" "$hap" "$LAST_PID"
+    measure "HAProxy, 2 hops (one process)" "$two" "$LAST_PID"
+    measure "HAProxy, 2 hops with mTLS between them (one process)" "$edge" "$LAST_PID"
+    HANDSHAKES+=("| HAProxy TLS frontend (OpenSSL) | $(handshakes "$tls") |")
   else
     not_available HAProxy "did not start"
   fi
