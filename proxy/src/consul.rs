@@ -10,6 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
@@ -76,7 +77,10 @@ pub struct ConsulClient {
     base: String,
     token: Option<String>,
     consistency: ConsistencyMode,
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// Why TLS to the agent could not be set up (its files went bad since the config was checked): every request
+    /// fails with this, and the namer keeps its last known endpoints.
+    broken: Option<String>,
 }
 
 impl fmt::Debug for ConsulClient {
@@ -86,14 +90,46 @@ impl fmt::Debug for ConsulClient {
 }
 
 impl ConsulClient {
-    /// A client for the agent at `host:port`; `token` is sent as `X-Consul-Token`.
-    pub fn new(host: &str, port: u16, token: Option<String>, consistency: ConsistencyMode) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
-        connector.set_nodelay(true);
+    /// A client for the agent at `host:port`; `token` is sent as `X-Consul-Token`; with `tls`, over HTTPS
+    /// (checking `commonName`, else `host`, against the agent's certificate).
+    pub fn new(
+        host: &str,
+        port: u16,
+        token: Option<String>,
+        consistency: ConsistencyMode,
+        tls: Option<&crate::config::ClientTlsConfig>,
+    ) -> Self {
+        let mut tcp = HttpConnector::new();
+        tcp.set_connect_timeout(Some(Duration::from_secs(2)));
+        tcp.set_nodelay(true);
+        tcp.enforce_http(false);
+        let mut broken = None;
+        let builder = hyper_rustls::HttpsConnectorBuilder::new();
+        let builder = match tls.map(|t| (t, crate::tls::client_config(t, false))) {
+            Some((t, Ok(mut config))) => {
+                // hyper-rustls sets ALPN itself (and refuses a config that already has it).
+                config.alpn_protocols.clear();
+                let name = t.common_name.clone().unwrap_or_else(|| host.to_string());
+                let with = builder.with_tls_config(config).https_only();
+                match rustls::pki_types::ServerName::try_from(name.clone()) {
+                    Ok(name) => with.with_server_name_resolver(FixedServerNameResolver::new(name)).enable_http1(),
+                    Err(e) => {
+                        broken = Some(format!("TLS to Consul: {name:?} is not a server name: {e}"));
+                        with.enable_http1()
+                    }
+                }
+            }
+            Some((_, Err(e))) => {
+                broken = Some(format!("TLS to Consul: {e}"));
+                plain(builder)
+            }
+            None => plain(builder),
+        };
+        let connector = builder.wrap_connector(tcp);
         let http = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector);
         let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host.to_string() };
-        Self { base: format!("http://{host}:{port}"), token, consistency, http }
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        Self { base: format!("{scheme}://{host}:{port}"), token, consistency, http, broken }
     }
 
     /// `http://host:port`, for logs and the admin API.
@@ -128,13 +164,17 @@ impl ConsulClient {
     }
 
     async fn send(&self, method: Method, uri: &str, body: Bytes, timeout: Duration) -> Result<Answer, ConsulError> {
+        if let Some(why) = &self.broken {
+            return Err(ConsulError(format!("{}: {why}", self.base)));
+        }
         let mut builder = Request::builder().method(method).uri(uri);
         if let Some(token) = &self.token {
             builder = builder.header("x-consul-token", token);
         }
         let req = builder.body(Full::new(body)).map_err(|e| ConsulError(format!("bad request {uri}: {e}")))?;
         let exchange = async {
-            let resp = self.http.request(req).await.map_err(|e| ConsulError(format!("{}: {e}", self.base)))?;
+            let resp =
+                self.http.request(req).await.map_err(|e| ConsulError(format!("{}: {}", self.base, chain(&e))))?;
             let status = resp.status();
             let index = resp.headers().get("x-consul-index").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
             let body = resp.into_body().collect().await.map_err(|e| ConsulError(format!("{}: {e}", self.base)))?;
@@ -144,6 +184,30 @@ impl ConsulClient {
             .await
             .unwrap_or_else(|_| Err(ConsulError(format!("{}: no answer within {timeout:?}", self.base))))
     }
+}
+
+/// A plaintext connector: the same client type, with a TLS config that is never used (`http://` URIs).
+fn plain(
+    builder: hyper_rustls::HttpsConnectorBuilder<hyper_rustls::builderstates::WantsTlsConfig>,
+) -> hyper_rustls::HttpsConnectorBuilder<hyper_rustls::builderstates::WantsProtocols2> {
+    let unused = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .expect("the ring provider supports the default TLS versions")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    builder.with_tls_config(unused).https_or_http().enable_http1()
+}
+
+/// An error and its causes, so a TLS failure says why (`… certificate expired`), not just "client error".
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 fn with_params(uri: &str, params: &[String]) -> String {

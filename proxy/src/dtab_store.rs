@@ -84,8 +84,8 @@ impl DtabStore {
     /// Starts watching the store for router `label`, whose dtab lives in `table`.
     pub fn start(label: Arc<str>, table: Arc<DtabTable>, config: &DtabStoreConfig, errors: IntCounterVec) -> Arc<Self> {
         let backend = match config {
-            DtabStoreConfig::Consul { host, port, token, key, consistency_mode } => Backend::Consul {
-                client: Box::new(ConsulClient::new(host, *port, token.clone(), *consistency_mode)),
+            DtabStoreConfig::Consul { host, port, token, tls, key, consistency_mode } => Backend::Consul {
+                client: Box::new(ConsulClient::new(host, *port, token.clone(), *consistency_mode, tls.as_ref())),
                 key: key.clone(),
             },
             DtabStoreConfig::File { path } => Backend::File { path: path.clone() },

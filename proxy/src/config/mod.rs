@@ -167,6 +167,9 @@ pub struct ConsulNamerConfig {
     /// ACL token sent as `X-Consul-Token`.
     #[serde(serialize_with = "redacted")]
     pub token: Option<String>,
+    /// HTTPS to the agent (linkerd's client `tls` keys; `commonName` defaults to `host`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClientTlsConfig>,
     /// Names are `/<dc>/<tag>/<service>` instead of `/<dc>/<service>` (default false).
     pub include_tag: bool,
     /// Ask the health endpoint and keep only instances whose checks are in `healthStatuses` (default false).
@@ -208,6 +211,9 @@ pub enum DtabStoreConfig {
         /// ACL token sent as `X-Consul-Token`.
         #[serde(serialize_with = "redacted")]
         token: Option<String>,
+        /// HTTPS to the agent.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tls: Option<ClientTlsConfig>,
         /// The KV key; default `switchyard/dtabs/<router label>`.
         key: String,
         /// `default`, `stale` or `consistent`.

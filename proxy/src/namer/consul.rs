@@ -115,7 +115,13 @@ impl ConsulNamer {
         wait: Duration,
         idle_after: Duration,
     ) -> Arc<Self> {
-        let client = ConsulClient::new(&config.host, config.port, config.token.clone(), config.consistency_mode);
+        let client = ConsulClient::new(
+            &config.host,
+            config.port,
+            config.token.clone(),
+            config.consistency_mode,
+            config.tls.as_ref(),
+        );
         let settings = Settings {
             include_tag: config.include_tag,
             use_health_check: config.use_health_check,

@@ -397,3 +397,109 @@ routers: [{{protocol: http, label: egress, dtab: /svc=>/$/nil;, servers: [{{port
     assert!(token.0 && token.1.contains("dtab replaced"), "{token:?}");
     assert!(now.0 && now.1.contains("/$/inet/127.0.0.1/1"), "{now:?}");
 }
+
+/// A TLS front for a plain TCP service (a Consul agent behind HTTPS): its certificate can be swapped, which
+/// also cuts every open connection so clients must handshake again.
+struct TlsFront {
+    addr: SocketAddr,
+    config: Arc<arc_swap::ArcSwap<rustls::ServerConfig>>,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl TlsFront {
+    async fn start(pki: &Pki, cert: &str, backend: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = Arc::new(arc_swap::ArcSwap::from_pointee(Self::config(pki, cert)));
+        let (cut, _) = tokio::sync::watch::channel(0u64);
+        let (cfg, cut_tx) = (config.clone(), cut.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let acceptor = tokio_rustls::TlsAcceptor::from(cfg.load_full());
+                let mut cut_rx = cut_tx.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(stream).await else { return };
+                    let Ok(mut plain) = tokio::net::TcpStream::connect(backend).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut tls, &mut plain) => {}
+                        _ = cut_rx.changed() => {}
+                    }
+                });
+            }
+        });
+        Self { addr, config, cut }
+    }
+
+    fn config(pki: &Pki, cert: &str) -> rustls::ServerConfig {
+        let c = switchyard::config::ServerTlsConfig {
+            cert_path: pki.cert(cert),
+            key_path: pki.key(cert),
+            intermediate_certs_path: None,
+            ca_cert_path: None,
+            require_client_auth: false,
+            protocols: Vec::new(),
+        };
+        let mut config = switchyard::tls::server_config(&c).unwrap();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config
+    }
+
+    fn present(&self, pki: &Pki, cert: &str) {
+        self.config.store(Arc::new(Self::config(pki, cert)));
+        self.cut.send_modify(|n| *n += 1);
+    }
+}
+
+#[tokio::test]
+async fn consul_over_tls_keeps_the_last_endpoints_while_its_certificate_is_bad() {
+    let pki = Pki::new();
+    pki.issue("consul", "ca", "consul", 0, DAY);
+    pki.issue("consul", "ca", "consul-expired", -2 * 86_400, DAY);
+    let up = Upstream::start("rate").await;
+    let consul = switchyard_test_support::consul::ConsulDouble::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    consul.register("rate-1", "forex-rate", "127.0.0.1", up.port(), &[]);
+    let front = TlsFront::start(&pki, "consul", consul.addr).await;
+    let yaml = format!(
+        "admin: {{ip: 127.0.0.1, port: 0}}
+namers:
+- kind: io.l5d.consul
+  host: 127.0.0.1
+  port: {port}
+  token: acl-s3cret
+  tls: {{commonName: consul.{DOMAIN}, trustCerts: [{ca}]}}
+routers:
+- protocol: http
+  label: egress
+  dtab: /svc => /#/io.l5d.consul/dc1;
+  servers: [{{ip: 127.0.0.1, port: 0}}]
+",
+        port = front.addr.port(),
+        ca = p(&pki.ca()),
+    );
+    let sc = Sidecar::start(&yaml).await;
+    let egress = sc.addr("egress");
+    switchyard_test_support::eventually("routed through Consul over TLS", Duration::from_secs(10), || async move {
+        let resp = get(egress, "forex-rate", "/", &[]).await;
+        resp.status() == StatusCode::OK
+    })
+    .await;
+
+    // Consul now presents an expired certificate (and every connection must handshake again).
+    front.present(&pki, "consul-expired");
+    let admin_addr = sc.admin();
+    switchyard_test_support::eventually(
+        "the namer reports why Consul is unusable",
+        Duration::from_secs(15),
+        || async move {
+            let (_, _, namers) = admin(admin_addr, "GET", "/namers.json", &[], "").await;
+            namers.contains("certificate expired")
+        },
+    )
+    .await;
+    for _ in 0..5 {
+        let resp = get(egress, "forex-rate", "/", &[]).await;
+        assert_eq!(resp.status(), StatusCode::OK, "the last known endpoints keep serving");
+    }
+    let errors = metric(&sc, "switchyard_namer_errors_total").await;
+    assert!(!errors.is_empty() && !errors.ends_with(" 0"), "{errors}");
+}

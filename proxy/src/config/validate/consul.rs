@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use switchyard_dtab::Path;
 
-use super::super::{ConsulNamerConfig, DtabStoreConfig, NamerConfig, TagWeight};
+use super::super::{ClientTlsConfig, ConsulNamerConfig, DtabStoreConfig, NamerConfig, TagWeight};
 use super::{parse_bool, parse_port, parse_string, Checker, Fields, NAMER_LINKERD, NONE, PORT};
 use crate::config::yaml::Node;
 use crate::consul::ConsistencyMode;
@@ -15,6 +15,7 @@ const CONSUL_NAMER: &[&str] = &[
     "host",
     "port",
     "token",
+    "tls",
     "includeTag",
     "useHealthCheck",
     "healthStatuses",
@@ -24,7 +25,10 @@ const CONSUL_NAMER: &[&str] = &[
     "preferServiceAddress",
     "weights",
 ];
-const CONSUL_STORE: &[&str] = &["kind", "host", "port", "token", "key", "consistencyMode"];
+/// host, port, token, consistency mode, TLS.
+type ConsulAgent = (String, u16, Option<String>, ConsistencyMode, Option<ClientTlsConfig>);
+
+const CONSUL_STORE: &[&str] = &["kind", "host", "port", "token", "tls", "key", "consistencyMode"];
 const FILE_STORE: &[&str] = &["kind", "path"];
 const STORE_KINDS: &[&str] = &["io.l5d.consul", "io.l5d.fs"];
 const HEALTH_STATES: &[&str] = &["passing", "warning", "critical", "maintenance"];
@@ -45,7 +49,7 @@ impl Checker<'_> {
         if let Some(prefix) = &prefix {
             self.unique_prefix(prefix, &fields);
         }
-        let (host, port, token, consistency_mode) = self.consul_agent(&mut fields);
+        let (host, port, token, consistency_mode, tls) = self.consul_agent(&mut fields);
         let mut flag =
             |c: &mut Self, key: &str, default: bool| c.optional_or(&mut fields, key, BOOL, parse_bool, default);
         let include_tag = flag(self, "includeTag", false);
@@ -68,6 +72,7 @@ impl Checker<'_> {
             host,
             port,
             token,
+            tls,
             include_tag: include_tag?,
             use_health_check: use_health_check?,
             health_statuses,
@@ -80,12 +85,15 @@ impl Checker<'_> {
     }
 
     /// `host`, `port`, `token` and `consistencyMode`, shared by the namer and the KV store.
-    fn consul_agent(&mut self, fields: &mut Fields<'_>) -> (String, u16, Option<String>, ConsistencyMode) {
+    /// Where the Consul agent is and how to talk to it: host, port, ACL token, consistency, and `tls` (linkerd's
+    /// client TLS keys: HTTPS to the agent, checking `commonName` or else the host).
+    fn consul_agent(&mut self, fields: &mut Fields<'_>) -> ConsulAgent {
         let host = self.optional_or(fields, "host", "a host name or IP address", non_empty, "localhost".into());
         let port = self.optional_or(fields, "port", PORT, parse_port, 8500);
         let token = self.optional(fields, "token", "a non-empty token", non_empty);
         let mode = self.optional(fields, "consistencyMode", CONSISTENCY, ConsistencyMode::parse);
-        (host.unwrap_or_default(), port.unwrap_or(8500), token, mode.unwrap_or_default())
+        let tls = fields.take_present("tls").and_then(|n| self.client_tls(n, &fields.child("tls"), &[]));
+        (host.unwrap_or_default(), port.unwrap_or(8500), token, mode.unwrap_or_default(), tls)
     }
 
     fn tag_weight(&mut self, node: &Node, path: &str) -> Option<TagWeight> {
@@ -111,7 +119,7 @@ impl Checker<'_> {
             self.finish(&fields, FILE_STORE, NONE);
             return Some(DtabStoreConfig::File { path: PathBuf::from(file?) });
         }
-        let (host, port, token, consistency_mode) = self.consul_agent(&mut fields);
+        let (host, port, token, consistency_mode, tls) = self.consul_agent(&mut fields);
         let key_ok = |t: &str| non_empty(t).filter(|k| !k.starts_with('/') && !k.contains(['?', '#']));
         let default_key = format!("switchyard/dtabs/{label}");
         let key = self.optional_or(
@@ -122,6 +130,6 @@ impl Checker<'_> {
             default_key,
         );
         self.finish(&fields, CONSUL_STORE, NONE);
-        Some(DtabStoreConfig::Consul { host, port, token, key: key?, consistency_mode })
+        Some(DtabStoreConfig::Consul { host, port, token, tls, key: key?, consistency_mode })
     }
 }
