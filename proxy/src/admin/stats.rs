@@ -147,6 +147,8 @@ fn clients_json(router: &Router, stats: &mut RouterStats) -> Vec<Value> {
     for client in router.balancers() {
         let series = stats.clients.remove(&*client.id_text).unwrap_or_default();
         let mut v = series_json(&client.id_text, &series);
+        // The identity this client requires of its endpoints (mTLS), if any.
+        v["peerIdentity"] = json!(client.tls_name());
         let now = Instant::now();
         v["endpoints"] = client
             .endpoints()
@@ -204,11 +206,46 @@ pub fn snapshot(s: &AdminState) -> Value {
     let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     json!({
         "timeMs": now_ms,
+        "identities": identities(&s.metrics.gather()),
+        "authorization": authorization(s),
         "version": env!("CARGO_PKG_VERSION"),
         "namerGeneration": s.namers.generation(),
         "latencyBounds": LATENCY_BUCKETS,
         "routers": routers,
     })
+}
+
+/// The certificates this sidecar presents: where, which identity, when each expires (from the TLS families).
+fn identities(families: &[MetricFamily]) -> Vec<Value> {
+    let Some(expiry) = families.iter().find(|f| f.name() == names::TLS_CERT_EXPIRY) else { return Vec::new() };
+    expiry
+        .get_metric()
+        .iter()
+        .map(|m| {
+            json!({
+                "use": label(m, "use"),
+                "identity": label(m, "identity"),
+                "expiresAt": m.get_gauge().get_value() as i64,
+            })
+        })
+        .collect()
+}
+
+/// Per router server: which caller identities it admits (from the effective config).
+fn authorization(s: &AdminState) -> Vec<Value> {
+    let mut out = Vec::new();
+    for router in s.config_json["routers"].as_array().into_iter().flatten() {
+        for server in router["servers"].as_array().into_iter().flatten() {
+            out.push(json!({
+                "router": router["label"],
+                "port": server["port"],
+                "tls": !server["tls"].is_null(),
+                "mutual": server["tls"]["requireClientAuth"].as_bool().unwrap_or(false),
+                "allow": server["authorization"]["allow"],
+            }));
+        }
+    }
+    out
 }
 
 /// `GET /admin/stats.json`.

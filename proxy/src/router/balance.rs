@@ -149,6 +149,11 @@ impl Balancer {
         }
     }
 
+    /// The name this client's endpoints must prove over TLS (`None` in plaintext).
+    pub fn tls_name(&self) -> Option<&str> {
+        self.tls.as_ref().map(|t| t.name.as_str())
+    }
+
     /// The endpoints currently known, with their weights.
     pub fn endpoints(&self) -> Vec<(Arc<Endpoint>, f64)> {
         self.current().endpoints.clone()

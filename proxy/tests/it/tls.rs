@@ -167,6 +167,15 @@ async fn a_mutual_tls_hop_with_service_identities() {
     assert!(connects.contains(r#"result="ok",router="egress"} 1"#), "{connects}");
     let expiry = metric(&server, "switchyard_tls_certificate_expiry_timestamp_seconds").await;
     assert!(expiry.contains(r#"identity="spiffe://mesh.test/svc/forex-rate",use="server:ingress""#), "{expiry}");
+    // The dashboard's data: this sidecar's identity, whom it admits, and the identity each client requires.
+    let (_, _, stats) = admin(server.admin(), "GET", "/admin/stats.json", &[], "").await;
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats["identities"][0]["identity"], "spiffe://mesh.test/svc/forex-rate", "{stats}");
+    assert_eq!(stats["authorization"][0]["allow"][0], "spiffe://mesh.test/svc/forex-converter", "{stats}");
+    let (_, _, stats) = admin(client.admin(), "GET", "/admin/stats.json", &[], "").await;
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats["routers"][0]["clients"][0]["peerIdentity"], "forex-rate.mesh.test", "{stats}");
+    assert_eq!(stats["identities"][0]["identity"], "spiffe://mesh.test/svc/forex-converter", "{stats}");
 }
 
 #[tokio::test]
