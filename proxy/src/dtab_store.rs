@@ -85,7 +85,7 @@ impl DtabStore {
     pub fn start(label: Arc<str>, table: Arc<DtabTable>, config: &DtabStoreConfig, errors: IntCounterVec) -> Arc<Self> {
         let backend = match config {
             DtabStoreConfig::Consul { host, port, token, tls, key, consistency_mode } => Backend::Consul {
-                client: Box::new(ConsulClient::new(host, *port, token.clone(), *consistency_mode, tls.as_ref())),
+                client: Box::new(ConsulClient::new(host, *port, token.clone(), *consistency_mode, tls.as_deref())),
                 key: key.clone(),
             },
             DtabStoreConfig::File { path } => Backend::File { path: path.clone() },

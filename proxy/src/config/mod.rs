@@ -169,7 +169,7 @@ pub struct ConsulNamerConfig {
     pub token: Option<String>,
     /// HTTPS to the agent (linkerd's client `tls` keys; `commonName` defaults to `host`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls: Option<ClientTlsConfig>,
+    pub tls: Option<Box<ClientTlsConfig>>,
     /// Names are `/<dc>/<tag>/<service>` instead of `/<dc>/<service>` (default false).
     pub include_tag: bool,
     /// Ask the health endpoint and keep only instances whose checks are in `healthStatuses` (default false).
@@ -213,7 +213,7 @@ pub enum DtabStoreConfig {
         token: Option<String>,
         /// HTTPS to the agent.
         #[serde(skip_serializing_if = "Option::is_none")]
-        tls: Option<ClientTlsConfig>,
+        tls: Option<Box<ClientTlsConfig>>,
         /// The KV key; default `switchyard/dtabs/<router label>`.
         key: String,
         /// `default`, `stale` or `consistent`.

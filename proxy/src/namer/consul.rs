@@ -120,7 +120,7 @@ impl ConsulNamer {
             config.port,
             config.token.clone(),
             config.consistency_mode,
-            config.tls.as_ref(),
+            config.tls.as_deref(),
         );
         let settings = Settings {
             include_tag: config.include_tag,
