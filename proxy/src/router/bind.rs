@@ -16,10 +16,12 @@ use tower::retry::budget::{Budget, TpsBudget};
 
 use super::balance::{Balancer, BalancerFamilies};
 use super::endpoint::EndpointPool;
-use crate::config::{ClientConfig, ClientPolicy, ClientTlsConfig, RetryBudget, ServiceConfig, ServicePolicy};
+use crate::config::{
+    ClientConfig, ClientPolicy, ClientTlsConfig, Protocol, RetryBudget, RouterConfig, ServiceConfig, ServicePolicy,
+};
 use crate::metrics::{names, Registry, RequestFamilies, RequestStats};
 use crate::namer::{BoundName, NamerSet};
-use crate::tls::{ClientTls, TlsTarget};
+use crate::tls::{ClientTls, TlsMetrics, TlsTarget};
 
 /// Names cached per table (and so distinct `service` label values per router). Past this, names are bound per
 /// request and their metrics share the `service="overflow"` series, so hostile Host headers cannot grow memory.
@@ -110,6 +112,29 @@ pub struct BinderSettings {
 }
 
 impl BinderSettings {
+    /// The settings of `config`'s router, loading every client TLS config its client policy can name (the
+    /// global one and each `configs` entry's), keyed without `commonName`, which each client fills in.
+    pub fn from_config(config: &RouterConfig, metrics: &TlsMetrics) -> Result<Self, String> {
+        let h2 = config.protocol == Protocol::H2;
+        let all = config.client.tls.iter().chain(config.client.configs.iter().filter_map(|o| o.params.tls.as_ref()));
+        let mut tls = HashMap::new();
+        for t in all {
+            let key = ClientTlsConfig { common_name: None, ..t.clone() };
+            if let std::collections::hash_map::Entry::Vacant(slot) = tls.entry(key) {
+                let usage = format!("client:{}", config.label);
+                let loaded = ClientTls::start(usage, slot.key(), h2, metrics.clone())
+                    .map_err(|e| format!("router {}: client TLS: {e}", config.label))?;
+                slot.insert(Arc::new(loaded));
+            }
+        }
+        Ok(Self {
+            binding_timeout: Duration::from_millis(config.binding_timeout_ms),
+            client_config: config.client.clone(),
+            service_config: config.service.clone(),
+            tls,
+        })
+    }
+
     /// TLS for a client whose policy asks for it.
     fn tls_target(&self, policy: &ClientPolicy) -> Option<Arc<TlsTarget>> {
         let config = policy.tls.as_ref()?;

@@ -21,6 +21,7 @@ pub mod body;
 pub mod context;
 pub mod endpoint;
 pub mod error;
+pub mod families;
 pub mod headers;
 pub mod health;
 pub mod identify;
@@ -40,66 +41,19 @@ use tokio::time::Instant;
 use self::access_log::AccessLog;
 use self::attempt::Attempts;
 use self::balance::Balancer;
-use self::bind::{BindFamilies, Binder, BinderSettings, Binding};
+use self::bind::{Binder, BinderSettings, Binding};
 use self::body::{KeptRequest, ProxyBody};
 use self::context::{Deadline, RequestContext};
-use self::endpoint::{EndpointFamilies, EndpointPool, EndpointSettings};
+use self::endpoint::{EndpointPool, EndpointSettings};
 use self::error::{Failure, ProxyError, TimeoutKind};
 use self::identify::Identifier;
-use self::table::{DtabTable, DtabWriteError, RoutingTable, TableFamilies};
+use self::table::{DtabTable, DtabWriteError, RoutingTable};
 use crate::config::{Protocol, RouterConfig};
 use crate::dtab_store::DtabStore;
-use crate::metrics::{names, Registry};
 use crate::namer::NamerSet;
-use crate::tls::{ClientTls, TlsMetrics};
 
 pub use self::body::full_body;
-
-/// Every family the routers of one sidecar count in, registered once and shared by all its routers.
-#[derive(Clone)]
-pub struct Families {
-    table: TableFamilies,
-    bind: BindFamilies,
-    endpoint: EndpointFamilies,
-    proxy_errors: IntCounterVec,
-    store_errors: IntCounterVec,
-    denied: IntCounterVec,
-    context_dropped: IntCounterVec,
-    tls: TlsMetrics,
-}
-
-impl Families {
-    /// Registers the families of every stage.
-    pub fn register(r: &Registry) -> Self {
-        Self {
-            table: TableFamilies::register(r),
-            bind: BindFamilies::register(r),
-            endpoint: EndpointFamilies::register(r),
-            proxy_errors: r.int_counter_vec(
-                names::PROXY_ERRORS,
-                "Requests answered by the proxy itself, by reason.",
-                &["router", "reason"],
-            ),
-            store_errors: crate::dtab_store::error_metric(r),
-            denied: r.int_counter_vec(
-                names::AUTHZ_DENIED,
-                "Requests refused 403 because the caller's identity is not in the server's authorization.allow.",
-                &["router", "caller"],
-            ),
-            context_dropped: r.int_counter_vec(
-                names::CONTEXT_DROPPED,
-                "Requests whose l5d-dtab / l5d-ctx-* headers were dropped: the sender is not trusted to send them.",
-                &["router"],
-            ),
-            tls: TlsMetrics::register(r),
-        }
-    }
-
-    /// The TLS families (servers count refused handshakes in them).
-    pub fn tls(&self) -> &TlsMetrics {
-        &self.tls
-    }
-}
+pub use self::families::Families;
 
 /// A router and its live routing state.
 pub struct Router {
@@ -160,12 +114,7 @@ impl Router {
             idle_timeout: Duration::from_millis(config.client.idle_timeout_ms),
         };
         let pool = EndpointPool::new(label.clone(), settings, families.endpoint.clone());
-        let binder_settings = BinderSettings {
-            binding_timeout: Duration::from_millis(config.binding_timeout_ms),
-            client_config: config.client.clone(),
-            service_config: config.service.clone(),
-            tls: client_tls(config, &families.tls)?,
-        };
+        let binder_settings = BinderSettings::from_config(config, &families.tls)?;
         let table = Arc::new(DtabTable::new(label.clone(), config.dtab.clone(), &families.table));
         let store = config
             .dtab_store
@@ -342,25 +291,4 @@ impl Router {
         }
         error.into_response(retryable)
     }
-}
-
-/// Loads every client TLS config the router's client policy can name (the global one and each `configs` entry's),
-/// keyed without `commonName`, which each client fills in.
-fn client_tls(
-    config: &RouterConfig,
-    metrics: &TlsMetrics,
-) -> Result<std::collections::HashMap<crate::config::ClientTlsConfig, Arc<ClientTls>>, String> {
-    let h2 = config.protocol == Protocol::H2;
-    let all = config.client.tls.iter().chain(config.client.configs.iter().filter_map(|o| o.params.tls.as_ref()));
-    let mut out = std::collections::HashMap::new();
-    for tls in all {
-        let key = crate::config::ClientTlsConfig { common_name: None, ..tls.clone() };
-        if let std::collections::hash_map::Entry::Vacant(slot) = out.entry(key) {
-            let usage = format!("client:{}", config.label);
-            let loaded = ClientTls::start(usage, slot.key(), h2, metrics.clone())
-                .map_err(|e| format!("router {}: client TLS: {e}", config.label))?;
-            slot.insert(Arc::new(loaded));
-        }
-    }
-    Ok(out)
 }
