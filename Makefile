@@ -81,16 +81,32 @@ clean-run: ## Stop the mesh and delete its run folder (./run)
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 COMPOSE_PROJECT ?= switchyard
 
-.PHONY: services compose-up compose-down refresh test-containers
+.PHONY: services compose-up compose-down compose-identity refresh test-containers
+
+# The sidecars' admin token for Compose (the `admin-token` secret): made once, never committed
+# (.gitignore) nor put into an image (.dockerignore). The folder is the owner's only; the file is
+# readable by the container user (10001), which a bind-mounted secret needs.
+ADMIN_TOKEN_FILE := compose/secrets/admin-token
 
 services: ## Build the container images, tagged <commit time>-<hash> and latest
 	@compose/images/images.sh build
 
-compose-up: services ## Run everything on this Docker host with Compose; converter on http://localhost/
+compose-up: services $(ADMIN_TOKEN_FILE) ## Run everything on this Docker host with Compose; converter on localhost:80
 	@echo "==> $(COMPOSE) -p $(COMPOSE_PROJECT) -f compose/docker-compose.yml up -d"
 	@$(COMPOSE) -p $(COMPOSE_PROJECT) -f compose/docker-compose.yml up -d
 	@echo "converter http://localhost/  HAProxy stats http://localhost:8404/stats  Consul http://localhost:8500/"
 	@echo "Prometheus http://localhost:9090/  Grafana http://localhost:3000/  (make compose-down stops it)"
+	@echo "admin token (dtab writes): SWITCHYARD_ADMIN_TOKEN=\$$(cat $(ADMIN_TOKEN_FILE))"
+
+$(ADMIN_TOKEN_FILE):
+	@echo "==> creating the sidecars' admin token in $@"
+	@mkdir -p "$(@D)" && chmod 0700 "$(@D)"
+	@umask 022 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$@.tmp" && mv "$@.tmp" "$@"
+
+compose-identity: ## Rotate the Compose mesh's identities (same CA): sidecars re-read them, HAProxy reloads
+	@echo "==> $(COMPOSE) -p $(COMPOSE_PROJECT) -f compose/docker-compose.yml run --rm identity"
+	@$(COMPOSE) -p $(COMPOSE_PROJECT) -f compose/docker-compose.yml run --rm identity
+	@$(COMPOSE) -p $(COMPOSE_PROJECT) -f compose/docker-compose.yml kill -s SIGHUP haproxy
 
 compose-down: ## Stop and remove the Compose deployment (its volumes are kept)
 	@$(COMPOSE) -p $(COMPOSE_PROJECT) -f compose/docker-compose.yml down

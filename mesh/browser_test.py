@@ -12,8 +12,9 @@ BROWSER_OUT (default target/browser) for the screenshots.
 
 What it checks: forex-converter's sidecar dashboard shows live traffic that changes as
 requests flow; the dtab editor marks a malformed draft at its line and column, shows the
-diff of a valid one, refuses a stale apply with a clear 412, and an applied dtab moves
-traffic (conversions fail, the success rate drops) until it is restored; the delegator
+diff of a valid one, refuses an apply without the admin token with a clear 401 (the token,
+typed into its field, is kept in sessionStorage), refuses a stale apply with a clear 412, and
+an applied dtab moves traffic (conversions fail, the success rate drops) until it is restored; the delegator
 page explains /svc/forex-rate down to the fs namer and its endpoint; the forex-web form
 converts 100 USD to JPY on 2016-09-05 into 10,330 JPY.
 """
@@ -198,7 +199,7 @@ class BrowserTest(unittest.TestCase):
     def tearDownClass(cls):
         cls.traffic.close()
         cls.browser.quit()
-        http("PUT", f"{CONVERTER_ADMIN}/dtab/egress", cls.original_dtab)
+        http("PUT", f"{CONVERTER_ADMIN}/dtab/egress", cls.original_dtab, meshlib.admin_auth())
 
     def setUp(self):
         self.b = self.browser
@@ -251,16 +252,29 @@ class BrowserTest(unittest.TestCase):
         self.assertIn("valid", b.text("#dtab-status"))
         b.screenshot("03-dtab-diff")
 
+        # Without the admin token the apply is refused with a clear 401, and nothing changes.
+        b.js("sessionStorage.clear(); document.querySelector('#dtab-token').value = '';")
+        b.click("#dtab-apply")
+        banner = eventually(lambda: "401" in (t := b.text("#dtab-banner")) and t, "a clear 401 banner")
+        self.assertIn("not applied", banner.lower())
+        self.assertIn("admin token", banner.lower())
+        self.assertNotIn(DEAD_RATE, current_dtab()[0], "the apply without a token changed nothing")
+        b.screenshot("04-dtab-401")
+        # The user types the token (make up's run/admin-token); the page keeps it for this browser tab.
+        token = meshlib.admin_token()
+        b.type("#dtab-token", token)
+        self.assertEqual(b.js("return sessionStorage.getItem('switchyard.adminToken')"), token)
+
         # Someone else changes the dtab meanwhile: applying the draft is refused with 412.
         _, etag = current_dtab()
         status, _, _ = http("PUT", f"{CONVERTER_ADMIN}/dtab/egress", "/svc => /#/io.l5d.fs; /svc/other => /$/fail;",
-                            {"if-match": etag})
+                            meshlib.admin_auth({"if-match": etag}))
         self.assertEqual(status, 204)
         b.click("#dtab-apply")
         banner = eventually(lambda: "412" in (t := b.text("#dtab-banner")) and t, "a clear 412 banner")
         self.assertIn("not applied", banner.lower())
         self.assertNotIn(DEAD_RATE, current_dtab()[0], "the stale apply changed nothing")
-        b.screenshot("04-dtab-412")
+        b.screenshot("05-dtab-412")
 
         # Rebase on the new current dtab: the diff now also removes the other change; then apply.
         b.click("#dtab-banner button")
@@ -276,10 +290,15 @@ class BrowserTest(unittest.TestCase):
         eventually(lambda: (v := self.row_value("sr")) and float(v) < 1.0, "the success rate falls below 100%")
         eventually(lambda: DEAD_RATE.split("/")[-2] in b.text(rate_row("clients", DEAD_RATE)),
                    "the dead address appears as a bound client")
-        b.screenshot("05-dashboard-after-reroute")
+        b.screenshot("06-dashboard-after-reroute")
+
+        # The token survives a reload of the page (sessionStorage), so the next apply needs no typing.
+        b.open(CONVERTER_ADMIN + "/#dtab")
+        eventually(lambda: b.js("return document.querySelector('#dtab-token').value") == token,
+                   "the token field is filled from sessionStorage after a reload")
 
         # Restore and see conversions work again.
-        status, _, _ = http("PUT", f"{CONVERTER_ADMIN}/dtab/egress", self.original_dtab)
+        status, _, _ = http("PUT", f"{CONVERTER_ADMIN}/dtab/egress", self.original_dtab, meshlib.admin_auth())
         self.assertEqual(status, 204)
         eventually(lambda: http("GET", f"{PUBLIC}/api/convert?date=2016-09-05&from=USD&to=JPY&amount=100")[0] == 200,
                    "conversions work again after the restore")
@@ -295,7 +314,7 @@ class BrowserTest(unittest.TestCase):
         types = b.js("return [...document.querySelectorAll('#dlg-tree .node')].map(n => n.dataset.type)")
         self.assertEqual(types[0], "delegate", types)
         self.assertIn("leaf", types)
-        b.screenshot("06-delegator")
+        b.screenshot("07-delegator")
 
         # The same name under an edited draft, before applying it: a fallback alternative.
         b.open(CONVERTER_ADMIN + "/#dtab")
@@ -308,7 +327,7 @@ class BrowserTest(unittest.TestCase):
         self.assertIn("alt", tree_types)
         self.assertIn("neg", tree_types, "forex-rate-v2 is not registered")
         self.assertIn("used", b.text("#dlg-tree").lower(), "the alternative that binds is marked")
-        b.screenshot("07-delegator-draft")
+        b.screenshot("08-delegator-draft")
 
     def test_05_forex_web_form_converts(self):
         b = self.b
@@ -320,7 +339,7 @@ class BrowserTest(unittest.TestCase):
         b.click("form button[type=submit]")
         result = eventually(lambda: b.text(".result"), "a result on the page")
         self.assertIn("10,330 JPY", result)
-        b.screenshot("08-forex-web")
+        b.screenshot("09-forex-web")
 
 
 if __name__ == "__main__":

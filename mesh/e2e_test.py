@@ -12,17 +12,26 @@ and ready; 30 random conversions equal what the ECB CSV shipped with the service
 says; the HTML form shows the figure; metrics count ingress and egress traffic; a
 dtab change on forex-converter's sidecar moves traffic to a dead address (5xx, 502s
 in its metrics) and back, on every sidecar at once (the egress dtab is mesh-wide); malformed dtabs and stale ETags are refused without
-changing anything; the delegator explains /svc/forex-rate down to the fs namer.
+changing anything; the delegator explains /svc/forex-rate down to the fs namer; admin writes need the admin
+token (401 without it). Zero trust, on forex-rate's ingress: plaintext is refused, TLS without a client
+certificate fails, a mesh identity that is not its caller (forex-web) gets 403 naming it, its caller
+(forex-converter) gets 200 and its l5d-dtab is honoured, and the sidecar counts the refusals; a private
+sidecar shows l5d-dtab honoured from an identity in allowContext and dropped from one that is only allowed.
 """
 
 import csv
 import datetime as dt
 import decimal
+import http.client as http_client
 import io
 import json
 import os
 import random
 import re
+import socket
+import ssl
+import subprocess
+import tempfile
 import time
 import unittest
 import urllib.error
@@ -38,6 +47,10 @@ import meshlib  # noqa: E402 — shared helpers for live-mesh tests
 
 MESH_NET = os.environ.get("MESH_NET", "127.0")
 PUBLIC = f"http://{MESH_NET}.0.1:8080"
+RATE_INGRESS = (f"{MESH_NET}.3.1", 4140)
+WEB_INGRESS = (f"{MESH_NET}.1.1", 4140)
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SWITCHYARD = Path(os.environ.get("BIN_DIR", REPO_ROOT / "target" / "release")) / "switchyard"
 ADMIN = {
     "forex-web": f"http://{MESH_NET}.1.1:9990",
     "forex-converter": f"http://{MESH_NET}.2.1:9990",
@@ -92,6 +105,57 @@ def convert(date, source, target, amount):
 def eventually(check, what):
     """Calls `check` until it returns a truthy value or EVENTUALLY_SECS pass."""
     return meshlib.eventually(check, what, EVENTUALLY_SECS, 0.2)
+
+
+# --------------------------------------------------------------------------------------
+# Mutual TLS, as a peer sidecar would speak it
+
+
+def identity_files(name):
+    """(certificate chain, key) of a mesh identity that `mesh/mesh.sh up` issued."""
+    folder = Path(meshlib.mesh_env()["IDENTITY_DIR"]) / name
+    return folder / f"{name}.pem", folder / f"{name}.key"
+
+
+def spiffe_id(name):
+    return f"spiffe://{meshlib.mesh_env()['TRUST_DOMAIN']}/svc/{name}"
+
+
+def tls_get(address, service, identity=None, path="/health", headers=None):
+    """GET over TLS to a sidecar's ingress at `address`, verifying it is `service` (server name
+    <service>.<trust domain>, the mesh CA), presenting `identity`'s certificate (none when None).
+    Returns a Reply; a refused handshake raises ssl.SSLError or OSError."""
+    env = meshlib.mesh_env()
+    context = ssl.create_default_context(cafile=env["CA_CERT"])
+    if identity:
+        context.load_cert_chain(*identity_files(identity))
+    lines = [f"GET {path} HTTP/1.1", f"Host: {service}", "Connection: close"]
+    lines += [f"{key}: {value}" for key, value in (headers or {}).items()]
+    with socket.create_connection(address, timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname=f"{service}.{env['TRUST_DOMAIN']}") as tls:
+            tls.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+            response = http_client.HTTPResponse(tls)
+            response.begin()
+            return Reply(response.status, response.headers, response.read())
+
+
+def plaintext_get(address, service, path="/health"):
+    """Plain HTTP to `address`, as bytes read until the server closes (b"" when it resets)."""
+    data = b""
+    try:
+        with socket.create_connection(address, timeout=10) as raw:
+            raw.sendall(f"GET {path} HTTP/1.1\r\nHost: {service}\r\nConnection: close\r\n\r\n".encode())
+            while chunk := raw.recv(65536):
+                data += chunk
+    except (ConnectionResetError, BrokenPipeError):
+        pass
+    return data
+
+
+def free_port(ip):
+    with socket.socket() as s:
+        s.bind((ip, 0))
+        return s.getsockname()[1]
 
 
 # --------------------------------------------------------------------------------------
@@ -270,10 +334,10 @@ class MeshTest(unittest.TestCase):
         original_etag = original.headers.get("ETag")
         self.assertTrue(original_etag, "GET /dtab/egress carries an ETag")
         # Whatever happens below, put the original routing back for the tests after us.
-        self.addCleanup(http, "PUT", admin, body=original.text)
+        self.addCleanup(http, "PUT", admin, body=original.text, headers=meshlib.admin_auth())
 
         dead = f"/svc=>/#/io.l5d.fs;/svc/forex-rate=>{DEAD_RATE};"
-        put = http("PUT", admin, body=dead, headers={"If-Match": original_etag})
+        put = http("PUT", admin, body=dead, headers=meshlib.admin_auth({"If-Match": original_etag}))
         self.assertEqual(put.status, 204, f"PUT dead-end dtab: {put!r}")
         dead_etag = put.headers.get("ETag")
         self.assertTrue(dead_etag and dead_etag != original_etag, "a new dtab gets a new ETag")
@@ -294,7 +358,7 @@ class MeshTest(unittest.TestCase):
                                  router="egress", service="forex-rate", status_code="502")
         self.assertGreater(bad_gateway, 0, "converter sidecar counts egress 502s for forex-rate")
 
-        restored = http("PUT", admin, body=original.text, headers={"If-Match": dead_etag})
+        restored = http("PUT", admin, body=original.text, headers=meshlib.admin_auth({"If-Match": dead_etag}))
         self.assertEqual(restored.status, 204, f"PUT the original dtab back: {restored!r}")
         eventually(lambda: convert("2016-09-05", "USD", "JPY", "100").status == 200,
                    "conversions work again after restoring the dtab")
@@ -307,7 +371,8 @@ class MeshTest(unittest.TestCase):
 
     def check_malformed_dtab_is_refused(self, admin):
         before = get(admin)
-        reply = http("PUT", admin, body="/svc=>/#/io.l5d.fs;\n/svc/forex-rate=>;;", headers={"If-Match": before.headers.get("ETag")})
+        reply = http("PUT", admin, body="/svc=>/#/io.l5d.fs;\n/svc/forex-rate=>;;",
+                     headers=meshlib.admin_auth({"If-Match": before.headers.get("ETag")}))
         self.assertEqual(reply.status, 400, f"malformed dtab: {reply!r}")
         problem = reply.json()
         self.assertIn("error", problem, f"400 body names the error: {problem}")
@@ -320,7 +385,7 @@ class MeshTest(unittest.TestCase):
 
     def check_stale_etag_is_refused(self, admin, stale):
         before = get(admin)
-        reply = http("PUT", admin, body="/svc=>/#/io.l5d.fs;", headers={"If-Match": stale})
+        reply = http("PUT", admin, body="/svc=>/#/io.l5d.fs;", headers=meshlib.admin_auth({"If-Match": stale}))
         self.assertEqual(reply.status, 412, f"PUT with a stale If-Match: {reply!r}")
         self.assertEqual(get(admin).text, before.text, "a refused PUT changes nothing")
 
@@ -342,6 +407,115 @@ class MeshTest(unittest.TestCase):
         reply = get(egress, headers={"Host": "no-such-service"})
         self.assertGreaterEqual(reply.status, 400, f"unroutable request: {reply!r}")
         self.assertTrue(reply.headers.get("l5d-err"), f"proxy error has an l5d-err header: {dict(reply.headers)}")
+
+    def test_10_admin_writes_need_the_token(self):
+        admin = f"{ADMIN['forex-converter']}/dtab/egress"
+        before = get(admin)
+        self.assertEqual(before.status, 200, f"reads need no token: {before!r}")
+        etag = before.headers.get("ETag")
+        changed = "/svc=>/#/io.l5d.fs;/svc/forex-rate=>/$/fail;"
+        for what, headers in (("no token", {}), ("a wrong token", {"Authorization": "Bearer not-the-token"})):
+            reply = http("PUT", admin, body=changed, headers={**headers, "If-Match": etag})
+            self.assertEqual(reply.status, 401, f"PUT with {what}: {reply!r}")
+            self.assertIn("error", reply.json(), f"401 body says why: {reply!r}")
+        after = get(admin)
+        self.assertEqual((after.text, after.headers.get("ETag")), (before.text, etag), "a 401 changes nothing")
+        # With the token: the same dtab written back is a real write (204, new version).
+        reply = http("PUT", admin, body=before.text, headers=meshlib.admin_auth({"If-Match": etag}))
+        self.assertEqual(reply.status, 204, f"PUT with the token: {reply!r}")
+        self.assertEqual(get(admin).text, before.text)
+        # The admin server answers only to its own names (DNS rebinding): 421 for any other Host.
+        reply = get(admin, headers={"Host": "rebind.example"})
+        self.assertEqual(reply.status, 421, f"foreign Host: {reply!r}")
+
+    def test_11_plaintext_to_an_ingress_is_refused(self):
+        data = plaintext_get(RATE_INGRESS, "forex-rate")
+        self.assertFalse(data.startswith(b"HTTP/"), f"forex-rate's ingress answered plain HTTP: {data[:200]!r}")
+
+    def test_12_tls_without_a_client_certificate_fails(self):
+        # TLS 1.3: the client may finish its side before the server refuses, so the failure can come with
+        # the first read; either way there is no answer.
+        with self.assertRaises((ssl.SSLError, ConnectionError), msg="a client without a certificate got in"):
+            reply = tls_get(RATE_INGRESS, "forex-rate")
+            self.fail(f"answered without a client certificate: {reply!r}")
+
+    def test_13_only_the_expected_caller_is_authorized(self):
+        reply = tls_get(RATE_INGRESS, "forex-rate", identity="forex-web")
+        self.assertEqual(reply.status, 403, f"forex-web's identity calling forex-rate directly: {reply!r}")
+        self.assertIn(spiffe_id("forex-web"), reply.headers.get("l5d-err", ""), f"l5d-err names the caller: {reply!r}")
+        reply = tls_get(RATE_INGRESS, "forex-rate", identity="forex-converter")
+        self.assertEqual(reply.status, 200, f"forex-converter's identity (forex-rate's caller): {reply!r}")
+        # HAProxy's identity is admitted by forex-web's ingress, and by nothing else.
+        self.assertEqual(tls_get(WEB_INGRESS, "forex-web", identity="edge").status, 200, "edge → forex-web")
+        self.assertEqual(tls_get(RATE_INGRESS, "forex-rate", identity="edge").status, 403, "edge → forex-rate")
+        # The allowed caller's routing context is trusted (clearContext: false): its l5d-dtab is honoured.
+        reply = tls_get(RATE_INGRESS, "forex-rate", identity="forex-converter",
+                        headers={"l5d-dtab": "/svc/forex-rate => /$/fail"})
+        self.assertEqual(reply.status, 502, f"l5d-dtab from the allowed caller is honoured: {reply!r}")
+
+    def test_14_refusals_are_counted(self):
+        # After tests 11 to 13 (unittest runs them in name order); run alone, make the attempts here.
+        plaintext_get(RATE_INGRESS, "forex-rate")
+        try:
+            tls_get(RATE_INGRESS, "forex-rate")
+        except (ssl.SSLError, ConnectionError):
+            pass
+        tls_get(RATE_INGRESS, "forex-rate", identity="forex-web")
+
+        def counted():
+            text = metrics("forex-rate")
+            return (metric_sum(text, "switchyard_tls_handshake_errors_total", router="ingress") >= 2
+                    and metric_sum(text, "switchyard_authorization_denied_total", router="ingress",
+                                   caller=spiffe_id("forex-web")) >= 1 and text)
+
+        text = eventually(counted, "forex-rate's sidecar counts handshake errors and authorization denials")
+        self.assertGreater(metric_sum(text, "switchyard_tls_handshake_errors_total", reason="no_client_certificate"), 0)
+
+    def test_15_context_is_trusted_by_identity(self):
+        """A private sidecar (forex-rate's identity, in front of forex-rate's app) that admits forex-converter
+        and forex-web but honours the routing context of forex-converter only (allowContext)."""
+        ip = f"{MESH_NET}.9.1"
+        port, admin_port = free_port(ip), free_port(ip)
+        env = meshlib.mesh_env()
+        cert, key = identity_files("forex-rate")
+        config = f"""admin: {{ip: {ip}, port: {admin_port}}}
+routers:
+- protocol: http
+  label: ingress
+  dtab: |
+    /svc/* => /$/inet/{MESH_NET}.3.1/8080;
+  servers:
+  - ip: {ip}
+    port: {port}
+    clearContext: false
+    tls: {{certPath: {cert}, keyPath: {key}, caCertPath: {env['CA_CERT']}, requireClientAuth: true}}
+    authorization:
+      allow: [{spiffe_id('forex-converter')}, {spiffe_id('forex-web')}]
+      allowContext: [{spiffe_id('forex-converter')}]
+"""
+        with tempfile.TemporaryDirectory(prefix="e2e-context-") as folder:
+            path = Path(folder) / "sidecar.yaml"
+            path.write_text(config)
+            with open(Path(folder) / "switchyard.log", "w") as log:
+                process = subprocess.Popen([str(SWITCHYARD), "run", str(path)], stdout=log, stderr=subprocess.STDOUT)
+            try:
+                def ready():
+                    if process.poll() is not None:
+                        self.fail(f"the private sidecar exited: {(Path(folder) / 'switchyard.log').read_text()}")
+                    try:
+                        return get(f"http://{ip}:{admin_port}/admin/ready", timeout=2).status == 200
+                    except OSError:
+                        return False
+
+                eventually(ready, "the private sidecar is ready")
+                override = {"l5d-dtab": "/svc/forex-rate => /$/fail"}
+                honoured = tls_get((ip, port), "forex-rate", identity="forex-converter", headers=override)
+                self.assertEqual(honoured.status, 502, f"l5d-dtab from an identity in allowContext: {honoured!r}")
+                dropped = tls_get((ip, port), "forex-rate", identity="forex-web", headers=override)
+                self.assertEqual(dropped.status, 200, f"l5d-dtab from an identity not in allowContext: {dropped!r}")
+            finally:
+                process.terminate()
+                process.wait(timeout=15)
 
 
 if __name__ == "__main__":

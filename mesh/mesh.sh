@@ -31,10 +31,16 @@
 #                         mesh-wide egress dtab is the KV key switchyard/dtabs/egress
 #                         (without CONSUL: the file $RUN_DIR/dtabs/egress). See docs/consul.md.
 #   PROMETHEUS=0          do not run Prometheus ($MESH_NET.0.1:9090, scraping every sidecar and app)
+#   MESH_TRUST_DOMAIN=switchyard.local  the mesh CA's trust domain: identities are spiffe://<it>/svc/<name>
+#   MESH_IDENTITY_VALID=24h  how long the identities `up` issues stay valid
+#
+# Every hop between sidecars (and HAProxy → forex-web's sidecar) is mutual TLS: `up` keeps a mesh CA in
+# $RUN_DIR/identity/ca, issues each service (and HAProxy, `edge`) an identity, and each ingress admits only
+# its expected caller. Admin writes need the token in $RUN_DIR/admin-token. See mesh/lib/identity.sh.
 #
 # The work is done by mesh/lib/: common.sh (logging, packages, processes), topology.sh (settings,
-# addresses), registry.sh (file registry or Consul), render.sh (configs), processes.sh, instances.sh,
-# haproxy.sh and prometheus.sh.
+# addresses), registry.sh (file registry or Consul), identity.sh (CA, identities, authorization, admin
+# token), render.sh (configs), processes.sh, instances.sh, haproxy.sh and prometheus.sh.
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -45,6 +51,8 @@ source "$REPO_ROOT/mesh/lib/common.sh"
 source "$REPO_ROOT/mesh/lib/topology.sh"
 # shellcheck source=mesh/lib/registry.sh
 source "$REPO_ROOT/mesh/lib/registry.sh"
+# shellcheck source=mesh/lib/identity.sh
+source "$REPO_ROOT/mesh/lib/identity.sh"
 # shellcheck source=mesh/lib/render.sh
 source "$REPO_ROOT/mesh/lib/render.sh"
 # shellcheck source=mesh/lib/processes.sh
@@ -76,6 +84,7 @@ build_binaries() {
 
 print_urls() {
   local service i ip first_admin=""
+  discovery_settings
   echo
   echo "forex mesh (MESH_NET=$MESH_NET, RUN_DIR=$RUN_DIR)"
   printf '  %-28s %s\n' "converter form (HAProxy)" "http://$PUBLIC_IP:$PUBLIC_PORT/"
@@ -94,8 +103,13 @@ print_urls() {
   echo
   echo "  metrics:      curl $first_admin/admin/metrics/prometheus"
   echo "  read a dtab:  curl -i $first_admin/dtab/egress"
-  echo "  change it:    curl -X PUT --data-binary '/svc=>/#/io.l5d.fs;' $first_admin/dtab/egress"
+  echo "  admin writes need: -H \"Authorization: Bearer \$(cat $ADMIN_TOKEN_FILE)\""
+  echo "                (the dashboard's Dtab tab asks for it; switchyard dtab reads \$SWITCHYARD_ADMIN_TOKEN)"
+  echo "  change it:    curl -X PUT -H \"Authorization: Bearer \$(cat $ADMIN_TOKEN_FILE)\" \\"
+  echo "                  --data-binary '$EGRESS_DTAB' $first_admin/dtab/egress"
   echo "  explain:      curl '$first_admin/delegator.json?router=egress&path=/svc/forex-rate'"
+  echo "  identities:   $IDENTITY_DIR (mesh CA for spiffe://$TRUST_DOMAIN in $CA_DIR; every sidecar hop is mTLS)"
+  echo "                $BIN_DIR/switchyard identity show $(identity_cert forex-rate)"
   echo "  logs:         $RUN_DIR/<instance>/*.log      stop: make down"
 }
 
@@ -125,6 +139,7 @@ cmd_up() {
   build_binaries
   mkdir -p "$RUN_DIR"
   registry_prepare
+  identity_prepare
   render_configs
   check_configs
   if [[ $WITH_PROMETHEUS == 1 ]]; then write_prometheus_config; fi
@@ -187,6 +202,7 @@ cmd_render() {
   validate_settings
   mkdir -p "$RUN_DIR"
   write_registry
+  identity_prepare
   render_configs
 }
 

@@ -94,7 +94,8 @@ registry_edit() {
 # What the sidecars are told, and the mesh-wide dtab
 
 # Discovery blocks of the sidecar template: the file registry, or the Consul agent at CONSUL.
-# Sets NAMERS_BLOCK, EGRESS_DTAB and DTAB_STORE_BLOCK (for render_configs).
+# Sets NAMERS_BLOCK, EGRESS_DTAB, DTAB_STORE_BLOCK and CLIENT_TLS_PREFIX (the bound names a peer's ingress has,
+# `{service}` capturing the name its certificate carries) for render_configs.
 # shellcheck disable=SC2034
 discovery_settings() {
   if [[ -n $CONSUL ]]; then
@@ -106,6 +107,7 @@ discovery_settings() {
   useHealthCheck: true
   setHost: false"
     EGRESS_DTAB="/svc => /#/io.l5d.consul/.local;"
+    CLIENT_TLS_PREFIX="/#/io.l5d.consul/*/{service}"
     DTAB_STORE_BLOCK="    kind: io.l5d.consul
     host: $CONSUL_HOST
     port: $CONSUL_PORT
@@ -116,6 +118,7 @@ discovery_settings() {
 - kind: io.l5d.fs
   rootDir: $REGISTRY_DIR"
     EGRESS_DTAB="/svc => /#/io.l5d.fs;"
+    CLIENT_TLS_PREFIX="/#/io.l5d.fs/{service}"
     DTAB_STORE_BLOCK="    kind: io.l5d.fs
     path: $DTAB_DIR/egress"
   fi

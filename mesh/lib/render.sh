@@ -2,7 +2,8 @@
 # render.sh — the files written into the run folder before anything starts: every instance's sidecar config
 # and HAProxy's config (from mesh/sidecar.yaml.tmpl and mesh/haproxy.cfg.tmpl), their checks (switchyard
 # check, haproxy -c), and mesh.env (every URL of the mesh, for scripts). Sourced by mesh/mesh.sh after
-# mesh/lib/registry.sh (discovery_settings fills the discovery blocks).
+# mesh/lib/registry.sh (discovery_settings fills the discovery blocks) and mesh/lib/identity.sh (the
+# certificates, who may call whom, the admin token).
 
 # Bash 5.2 would treat '&' in a ${var//pattern/replacement} replacement as "the match".
 shopt -u patsub_replacement 2>/dev/null || true
@@ -25,23 +26,31 @@ render() {
 }
 
 render_configs() {
-  local service i ip dir clear_context servers=""
+  local service i ip dir clear_context allow servers="" edge_tls
   discovery_settings
+  # HAProxy calls forex-web's ingress sidecars over mutual TLS as `edge`, and checks that they are forex-web.
+  edge_tls="ssl crt $(edge_haproxy_pem) ca-file $CA_DIR/ca.pem verify required verifyhost forex-web.$TRUST_DOMAIN"
+  edge_tls+=" alpn http/1.1"
   while read -r service i; do
     ip=$(instance_ip "$service" "$i")
     dir=$(instance_dir "$service" "$i")
     mkdir -p "$dir"
-    # Only forex-web's ingress faces the outside (via HAProxy): drop any l5d-* context
-    # a browser might send, so outsiders cannot reroute mesh traffic.
+    # Who may call an ingress at all is decided by identity (mutual TLS + authorization: ingress_callers in
+    # mesh/lib/identity.sh), and the allowed caller's l5d-* context is honoured. Only forex-web's ingress
+    # faces the outside (via HAProxy): it drops any l5d-* context a browser might send.
     clear_context=false
     [[ $service == forex-web ]] && clear_context=true
+    allow=$(ingress_callers "$service" | paste -sd ,)
     render "$MESH_DIR/sidecar.yaml.tmpl" "$dir/sidecar.yaml" \
       INSTANCE="$service-$i" IP="$ip" ADMIN_PORT="$ADMIN_PORT" REGISTRY_DIR="$REGISTRY_DIR" \
       APP_PORT="$APP_PORT" INGRESS_PORT="$INGRESS_PORT" EGRESS_PORT="$EGRESS_PORT" \
       INGRESS_CLEAR_CONTEXT="$clear_context" NAMERS="$NAMERS_BLOCK" EGRESS_DTAB="$EGRESS_DTAB" \
-      DTAB_STORE="$DTAB_STORE_BLOCK" LOG_DIR="$dir"
+      DTAB_STORE="$DTAB_STORE_BLOCK" LOG_DIR="$dir" ADMIN_TOKEN_FILE="$ADMIN_TOKEN_FILE" \
+      SPIFFE_ID="$(spiffe_id "$service")" IDENTITY_CERT="$(identity_cert "$service")" \
+      IDENTITY_KEY="$(identity_key "$service")" CA_CERT="$CA_DIR/ca.pem" INGRESS_ALLOW="${allow//,/, }" \
+      CLIENT_TLS_PREFIX="$CLIENT_TLS_PREFIX" TRUST_DOMAIN="$TRUST_DOMAIN"
     if [[ $service == forex-web ]]; then
-      servers+="    server $service-$i $ip:$INGRESS_PORT check"$'\n'
+      servers+="    server $service-$i $ip:$INGRESS_PORT check $edge_tls"$'\n'
     fi
   done < <(each_instance)
   mkdir -p "$HAPROXY_DIR"
@@ -78,6 +87,10 @@ write_env() {
       echo "${var}_EGRESS=http://$ip:$EGRESS_PORT"
       echo "${var}_ADMIN=http://$ip:$ADMIN_PORT"
     done < <(each_instance)
+    echo "TRUST_DOMAIN=$TRUST_DOMAIN"
+    echo "IDENTITY_DIR=$IDENTITY_DIR"
+    echo "CA_CERT=$CA_DIR/ca.pem"
+    echo "ADMIN_TOKEN_FILE=$ADMIN_TOKEN_FILE"
   } >"$RUN_DIR/mesh.env.tmp"
   mv "$RUN_DIR/mesh.env.tmp" "$RUN_DIR/mesh.env"
 }

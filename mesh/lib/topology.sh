@@ -40,6 +40,14 @@ CONSUL_IDS="$RUN_DIR/consul-registrations"
 HAPROXY_DIR="$RUN_DIR/haproxy"
 PROMETHEUS_DIR="$RUN_DIR/prometheus"
 WITH_PROMETHEUS=${PROMETHEUS:-1}
+# Zero trust (mesh/lib/identity.sh): the mesh CA, one identity per service and one for HAProxy (`edge`),
+# named spiffe://$TRUST_DOMAIN/svc/<name>, and the token admin writes need.
+TRUST_DOMAIN=${MESH_TRUST_DOMAIN:-switchyard.local}
+IDENTITY_VALID=${MESH_IDENTITY_VALID:-24h}
+IDENTITY_DIR="$RUN_DIR/identity"
+CA_DIR="$IDENTITY_DIR/ca"
+EDGE_IDENTITY=edge
+ADMIN_TOKEN_FILE="$RUN_DIR/admin-token"
 
 instance_ip() { printf '%s.%s.%s' "$MESH_NET" "${OCTET[$1]}" "$2"; }
 instance_dir() { printf '%s/%s-%s' "$RUN_DIR" "$1" "$2"; }
@@ -59,6 +67,10 @@ validate_settings() {
   [[ $WAIT_SECS =~ ^[0-9]+$ ]] || die "WAIT_SECS must be a number of seconds"
   validate_consul
   [[ $WITH_PROMETHEUS =~ ^[01]$ ]] || die "PROMETHEUS must be 0 or 1 (got '$WITH_PROMETHEUS')"
+  [[ $TRUST_DOMAIN =~ ^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$ ]] ||
+    die "MESH_TRUST_DOMAIN must be a lower-case DNS name such as switchyard.local (got '$TRUST_DOMAIN')"
+  [[ $IDENTITY_VALID =~ ^[1-9][0-9]*[smhd]$ ]] ||
+    die "MESH_IDENTITY_VALID must be a duration such as 24h, 90m or 7d (got '$IDENTITY_VALID')"
   local service
   for service in "${SERVICES[@]}"; do
     [[ ${INSTANCES[$service]} =~ ^[1-9][0-9]?$ ]] ||
