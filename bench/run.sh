@@ -192,6 +192,16 @@ memory() {
   awk -v r="$rss" -v h="$hwm" 'BEGIN { printf "%.1f / %.1f MiB", r / 1024, h / 1024 }'
 }
 
+# cpu_ticks PID... — user + system CPU time of the processes so far, in clock ticks (/proc/PID/stat 14, 15).
+cpu_ticks() {
+  local pid total=0 t
+  for pid in "$@"; do
+    t=$(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0)
+    total=$((total + ${t:-0}))
+  done
+  echo "$total"
+}
+
 # field LINE KEY — the value of KEY=value in the harness's summary line.
 field() {
   local pair
@@ -215,16 +225,24 @@ measure() {
   load "$port" --connections "$CONNECTIONS" --duration 1 >/dev/null
   flat=$(load "$port" --connections "$CONNECTIONS" --duration "$SECS")
   echo "    flat-out: $flat"
+  local ticks0 ticks1 cpu="-"
+  ticks0=$(cpu_ticks "$@")
   paced=$(load "$port" --connections "$RATE_CONNECTIONS" --duration "$SECS" --rate "$RATE")
+  ticks1=$(cpu_ticks "$@")
   echo "    paced:    $paced"
   errors=$(($(field "$flat" errors) + $(field "$paced" errors)))
-  local mem="-"
+  local mem="-" requests
   (($# > 0)) && mem=$(memory "$@")
-  ROWS+=("| $name | $(field "$flat" rps) | $(field "$paced" p50_us) | $(field "$paced" p99_us) | $(field "$paced" p999_us) | $errors | $mem |")
+  # The proxies' CPU (user + system) over the paced run, per request: what a hop costs below saturation.
+  requests=$(field "$paced" requests)
+  if (($# > 0)) && [[ $requests =~ ^[0-9]+$ ]] && ((requests > 0)); then
+    cpu=$(awk -v t=$((ticks1 - ticks0)) -v hz="$(getconf CLK_TCK)" -v n="$requests" 'BEGIN { printf "%.0f", t / hz * 1e6 / n }')
+  fi
+  ROWS+=("| $name | $(field "$flat" rps) | $(field "$paced" p50_us) | $(field "$paced" p99_us) | $(field "$paced" p999_us) | $cpu | $errors | $mem |")
 }
 
 not_available() {
-  ROWS+=("| $1 | n/a | n/a | n/a | n/a | n/a | $2 |")
+  ROWS+=("| $1 | n/a | n/a | n/a | n/a | n/a | n/a | $2 |")
 }
 
 print_table() {
@@ -235,8 +253,8 @@ print_table() {
       "flat-out with $CONNECTIONS connections; latency at $RATE rps over $RATE_CONNECTIONS" \
       "connections, measured from each request's intended send time."
     echo
-    echo "| target | flat-out rps | p50 µs @${RATE}rps | p99 µs | p99.9 µs | errors | proxy RSS / peak |"
-    echo "|---|---:|---:|---:|---:|---:|---|"
+    echo "| target | flat-out rps | p50 µs @${RATE}rps | p99 µs | p99.9 µs | proxy CPU µs/req @${RATE}rps | errors | proxy RSS / peak |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---|"
     printf '%s\n' "${ROWS[@]}"
     echo
     echo "Mutual-TLS handshakes per second accepted (bench/handshakes.py: one Python client, a new session for every connection, 5 s):"

@@ -224,6 +224,10 @@ class BrowserTest(unittest.TestCase):
         self.assertIn("100%", row, "every conversion succeeds before any dtab change")
         client = b.text(rate_row("clients", "/#/io.l5d.fs/forex-rate"))
         self.assertIn(RATE_INGRESS, client, "the bound client lists its endpoint")
+        identity = b.text("section.identity")
+        self.assertIn("spiffe://switchyard.local/svc/forex-converter", identity, "the sidecar's own identity")
+        self.assertIn("spiffe://switchyard.local/svc/forex-web", identity, "the caller its ingress admits")
+        self.assertIn("forex-rate.switchyard.local", identity, "the identity its egress requires of forex-rate")
         eventually(lambda: b.js("return document.querySelectorAll('svg.spark polyline').length") >= 2,
                    "sparklines drawn once there are two points")
         time.sleep(3)  # a few more points, so the screenshot shows a trend (not an assertion)

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use prometheus::{IntCounter, IntCounterVec};
 use switchyard_dtab::{BindError, Dtab, NameTree, Path};
-use tower::retry::budget::{Budget, TpsBudget};
 
 use super::balance::{Balancer, BalancerFamilies};
 use super::endpoint::EndpointPool;
@@ -53,26 +52,59 @@ impl BindFamilies {
     }
 }
 
-/// Finagle's retry budget (tower's implementation): over the last `ttlSecs`, retries may add `percentCanRetry` of
-/// the requests, plus `minRetriesPerSec` so that low traffic can still retry.
-pub struct RetryBudgetState(TpsBudget);
+/// Finagle's retry budget over a sliding window of one-second slots: over the last `ttlSecs`, retries may add
+/// `percentCanRetry` of the requests, plus `minRetriesPerSec` so that low traffic can still retry. (Decision 0010
+/// says why this is ours and not tower's `TpsBudget`.)
+pub struct RetryBudgetState {
+    config: RetryBudget,
+    window: Mutex<Window>,
+}
+
+struct Window {
+    start: tokio::time::Instant,
+    /// (second, requests, retries) per slot; slot = second % len.
+    slots: Vec<(u64, u64, u64)>,
+}
 
 impl RetryBudgetState {
-    /// A budget with `config`'s window, reserve and ratio (the config validator keeps them in tower's ranges).
+    /// A budget with `config`'s window, reserve and ratio.
     pub fn new(config: RetryBudget) -> Self {
-        let ttl = Duration::from_secs(config.ttl_secs.clamp(1, 60));
-        let min = config.min_retries_per_sec.min(i32::MAX as u32 - 1);
-        Self(TpsBudget::new(ttl, min, config.percent_can_retry.clamp(0.0, 1000.0) as f32))
+        let len = config.ttl_secs.clamp(1, 60) as usize;
+        let start = tokio::time::Instant::now();
+        Self { config, window: Mutex::new(Window { start, slots: vec![(u64::MAX, 0, 0); len] }) }
+    }
+
+    fn with_slot<R>(&self, f: impl FnOnce(&mut Window, usize) -> R) -> R {
+        let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        let sec = w.start.elapsed().as_secs();
+        let i = (sec % w.slots.len() as u64) as usize;
+        if w.slots[i].0 != sec {
+            w.slots[i] = (sec, 0, 0);
+        }
+        f(&mut w, i)
     }
 
     /// Counts a request (each request deposits `percentCanRetry` of a retry).
     pub fn deposit(&self) {
-        self.0.deposit();
+        self.with_slot(|w, i| w.slots[i].1 += 1);
     }
 
     /// Takes one retry from the budget if there is one.
     pub fn try_withdraw(&self) -> bool {
-        self.0.withdraw()
+        let c = self.config;
+        self.with_slot(|w, i| {
+            let now = w.slots[i].0;
+            let live = w.slots.iter().filter(|s| s.0 != u64::MAX && now.saturating_sub(s.0) < w.slots.len() as u64);
+            let (requests, retries) = live.fold((0u64, 0u64), |(r, t), s| (r + s.1, t + s.2));
+            let window = w.slots.len() as f64;
+            let allowance = f64::from(c.min_retries_per_sec) * window + c.percent_can_retry * requests as f64;
+            if (retries as f64) + 1.0 <= allowance {
+                w.slots[i].2 += 1;
+                true
+            } else {
+                false
+            }
+        })
     }
 }
 
@@ -445,6 +477,30 @@ mod tests {
         // 100 requests × 0.2 = 20 more.
         let more = (0..100).filter(|_| b.try_withdraw()).count();
         assert_eq!(more, 20);
+    }
+
+    #[test]
+    fn concurrent_callers_never_overspend() {
+        let b = Arc::new(RetryBudgetState::new(RetryBudget {
+            ttl_secs: 10,
+            min_retries_per_sec: 10,
+            percent_can_retry: 0.2,
+        }));
+        let granted = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..500 {
+                        b.deposit();
+                        while b.try_withdraw() {
+                            granted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        // 8 × 500 requests × 0.2 + a reserve of 10/s × 10 s, and not one more.
+        assert_eq!(granted.into_inner(), 900);
     }
 
     #[test]

@@ -195,10 +195,40 @@ function routerCard(r, windowStart, snap) {
     h("pre", { class: "code dtab" }, r.dtab || "(empty)"));
 }
 
+/** How long until a Unix time, in words ("in 23 h", "EXPIRED"). */
+function fmtUntil(unixSecs, nowMs) {
+  const left = unixSecs - nowMs / 1000;
+  if (left <= 0) return "EXPIRED";
+  return left >= 2 * 86400 ? `in ${Math.floor(left / 86400)} d` : left >= 3600 ? `in ${Math.floor(left / 3600)} h` : `in ${Math.floor(left / 60)} min`;
+}
+
+/** This sidecar's identities (what it presents), whom each server admits, and whom each client requires. */
+function identityCard(snap) {
+  const ids = snap.identities || [];
+  const authz = (snap.authorization || []).filter((a) => a.tls);
+  const peers = [];
+  for (const r of snap.routers) for (const c of r.clients) if (c.peerIdentity) peers.push([r.label, c.name, c.peerIdentity]);
+  if (!ids.length && !authz.length && !peers.length) {
+    return h("section", { class: "router identity" }, h("h2", {}, "Identity"), h("p", { class: "muted" }, "No TLS: this sidecar presents no identity and its hops are plaintext."));
+  }
+  const soon = (t) => t - snap.timeMs / 1000 < 6 * 3600;
+  return h("section", { class: "router identity" },
+    h("h2", {}, "Identity"),
+    h("table", { class: "stats" },
+      h("thead", {}, h("tr", {}, ["presents", "as", "expires"].map((t) => h("th", {}, t)))),
+      h("tbody", {}, ids.map((i) => h("tr", {}, h("td", {}, h("code", {}, i.identity)), h("td", {}, i.use),
+        h("td", { class: soon(i.expiresAt) ? "bad" : "" }, fmtUntil(i.expiresAt, snap.timeMs)))))),
+    authz.length ? h("h3", {}, "Callers admitted") : null,
+    authz.length ? h("ul", {}, authz.map((a) => h("li", {}, `${a.router} :${a.port} — `,
+      a.mutual ? (a.allow ? a.allow.map((x) => h("code", {}, x + " ")) : "any client certificate from the mesh CA") : "TLS without client certificates"))) : null,
+    peers.length ? h("h3", {}, "Peers required") : null,
+    peers.length ? h("ul", {}, peers.map(([router, client, id]) => h("li", {}, `${router}: `, h("code", {}, client), " must prove ", h("code", {}, id)))) : null);
+}
+
 function render(snap) {
   const windowStart = live.snaps.length > 1 ? live.snaps[Math.max(0, live.snaps.length - 1 - WINDOW)] : null;
   const root = $("routers");
-  root.replaceChildren(...snap.routers.map((r) => routerCard(r, windowStart, snap)));
+  root.replaceChildren(identityCard(snap), ...snap.routers.map((r) => routerCard(r, windowStart, snap)));
 }
 
 function setLive(ok, text) {
