@@ -269,11 +269,34 @@ print_table() {
   say "table written to $REPORT"
 }
 
+# two_hops ROW UPSTREAM plain|mtls — an egress sidecar → an ingress sidecar → UPSTREAM, measured as ROW; with
+# mtls the hop between them is mutual TLS (and the ingress's handshake rate is measured too).
+two_hops() {
+  local row=$1 upstream=$2 mode=$3 ingress egress pid_ingress server=() client=()
+  [[ $mode == mtls ]] && server=(server) && client=(client)
+  ingress=$(free_port)
+  egress=$(free_port)
+  say "starting $row: egress $LOOPBACK:$egress → ingress $LOOPBACK:$ingress"
+  if ! start_switchyard "switchyard-$mode-ingress" ingress "$ingress" "$upstream" "${server[@]}"; then
+    not_available "$row" "did not start"
+    return
+  fi
+  pid_ingress=$LAST_PID
+  if start_switchyard "switchyard-$mode-egress" egress "$egress" "$ingress" "${client[@]}"; then
+    measure "$row" "$egress" "$LAST_PID" "$pid_ingress"
+    [[ $mode == mtls ]] && HANDSHAKES+=("| switchyard ingress (rustls, ring) | $(handshakes "$ingress") |")
+    kill -TERM "$LAST_PID" 2>/dev/null || true
+  else
+    not_available "$row" "did not start"
+  fi
+  kill -TERM "$pid_ingress" 2>/dev/null || true
+}
+
 main() {
   build
   rm -rf "$WORK"
   mkdir -p "$WORK"
-  local upstream hop1 egress ingress hap pid1 pid_egress pid_ingress
+  local upstream hop1 hap pid1
 
   upstream=$(free_port)
   say "starting the bench upstream on $LOOPBACK:$upstream"
@@ -291,41 +314,9 @@ main() {
     not_available "switchyard, 1 hop" "did not start"
   fi
 
-  ingress=$(free_port)
-  egress=$(free_port)
-  say "starting two switchyard hops: egress $LOOPBACK:$egress → ingress $LOOPBACK:$ingress"
-  if start_switchyard switchyard-ingress ingress "$ingress" "$upstream"; then
-    pid_ingress=$LAST_PID
-    if start_switchyard switchyard-egress egress "$egress" "$ingress"; then
-      pid_egress=$LAST_PID
-      measure "switchyard, 2 hops (egress → ingress)" "$egress" "$pid_egress" "$pid_ingress"
-      kill -TERM "$pid_egress" 2>/dev/null || true
-    else
-      not_available "switchyard, 2 hops (egress → ingress)" "did not start"
-    fi
-    kill -TERM "$pid_ingress" 2>/dev/null || true
-  else
-    not_available "switchyard, 2 hops (egress → ingress)" "did not start"
-  fi
-
+  two_hops "switchyard, 2 hops (egress → ingress)" "$upstream" plain
   make_pki
-  ingress=$(free_port)
-  egress=$(free_port)
-  say "starting two switchyard hops with mutual TLS between them: egress $LOOPBACK:$egress → ingress $LOOPBACK:$ingress"
-  if start_switchyard switchyard-mtls-ingress ingress "$ingress" "$upstream" server; then
-    pid_ingress=$LAST_PID
-    if start_switchyard switchyard-mtls-egress egress "$egress" "$ingress" client; then
-      pid_egress=$LAST_PID
-      measure "switchyard, 2 hops with mTLS between them" "$egress" "$pid_egress" "$pid_ingress"
-      HANDSHAKES+=("| switchyard ingress (rustls, ring) | $(handshakes "$ingress") |")
-      kill -TERM "$pid_egress" 2>/dev/null || true
-    else
-      not_available "switchyard, 2 hops with mTLS between them" "did not start"
-    fi
-    kill -TERM "$pid_ingress" 2>/dev/null || true
-  else
-    not_available "switchyard, 2 hops with mTLS between them" "did not start"
-  fi
+  two_hops "switchyard, 2 hops with mTLS between them" "$upstream" mtls
 
   local two edge tls version
   hap=$(free_port)

@@ -459,3 +459,52 @@ pub fn error_reason(e: &std::io::Error) -> &'static str {
         _ => "other",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("sy-tls-keys-{}-{}", std::process::id(), fastrand::u64(..)));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn openssl(args: &[&str]) {
+        let out = std::process::Command::new("openssl").args(args).output().expect("openssl (Debian's) is installed");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    #[test]
+    fn keys_in_pkcs8_sec1_and_pkcs1_all_load() {
+        let d = dir();
+        let key = rcgen::KeyPair::generate().unwrap();
+        std::fs::write(d.join("pkcs8.pem"), key.serialize_pem()).unwrap();
+        assert!(std::fs::read_to_string(d.join("pkcs8.pem")).unwrap().starts_with("-----BEGIN PRIVATE KEY"));
+        let (pkcs8, sec1, pkcs1) = (d.join("pkcs8.pem"), d.join("sec1.pem"), d.join("pkcs1.pem"));
+        openssl(&["ec", "-in", pkcs8.to_str().unwrap(), "-out", sec1.to_str().unwrap()]);
+        assert!(std::fs::read_to_string(&sec1).unwrap().starts_with("-----BEGIN EC PRIVATE KEY"));
+        openssl(&["genrsa", "-traditional", "-out", pkcs1.to_str().unwrap(), "2048"]);
+        assert!(std::fs::read_to_string(&pkcs1).unwrap().starts_with("-----BEGIN RSA PRIVATE KEY"));
+        assert!(matches!(read_key(&pkcs8).unwrap(), PrivateKeyDer::Pkcs8(_)));
+        assert!(matches!(read_key(&sec1).unwrap(), PrivateKeyDer::Sec1(_)));
+        assert!(matches!(read_key(&pkcs1).unwrap(), PrivateKeyDer::Pkcs1(_)));
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn unreadable_files_are_named_in_the_error() {
+        let d = dir();
+        let missing = d.join("missing.pem");
+        let err = read_certs(&missing, "certificate").unwrap_err().0;
+        assert!(err.starts_with(&format!("cannot read certificate {}", missing.display())), "{err}");
+        let key_only = d.join("key.pem");
+        std::fs::write(&key_only, rcgen::KeyPair::generate().unwrap().serialize_pem()).unwrap();
+        let err = read_certs(&key_only, "certificate").unwrap_err().0;
+        assert!(err.contains(&key_only.display().to_string()) && err.contains("no PEM certificate"), "{err}");
+        std::fs::write(d.join("garbage.key"), "not a key").unwrap();
+        let err = read_key(&d.join("garbage.key")).unwrap_err().0;
+        assert!(err.contains("garbage.key") && err.contains("PKCS#8, SEC1 or PKCS#1"), "{err}");
+        let _ = std::fs::remove_dir_all(d);
+    }
+}

@@ -98,6 +98,11 @@ routers:
 /// A sidecar whose egress reaches `forex-rate` (registered in its fs registry at `target`) over TLS, checking
 /// `{service}.mesh.test` and presenting `identity` (none: no client certificate).
 async fn client_sidecar(pki: &Pki, identity: Option<&str>, target: SocketAddr) -> Sidecar {
+    client_sidecar_speaking(pki, identity, target, "http").await
+}
+
+/// [`client_sidecar`] whose egress speaks `protocol` (`http` or `h2`) upstream.
+async fn client_sidecar_speaking(pki: &Pki, identity: Option<&str>, target: SocketAddr, protocol: &str) -> Sidecar {
     let auth = identity.map_or(String::new(), |id| {
         format!("        clientAuth: {{certPath: {}, keyPath: {}}}\n", p(&pki.cert(id)), p(&pki.key(id)))
     });
@@ -107,7 +112,7 @@ namers:
 - kind: io.l5d.fs
   rootDir: {{registry}}
 routers:
-- protocol: http
+- protocol: {protocol}
   label: egress
   dtab: /svc => /#/io.l5d.fs;
   servers:
@@ -176,6 +181,25 @@ async fn a_mutual_tls_hop_with_service_identities() {
     let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
     assert_eq!(stats["routers"][0]["clients"][0]["peerIdentity"], "forex-rate.mesh.test", "{stats}");
     assert_eq!(stats["identities"][0]["identity"], "spiffe://mesh.test/svc/forex-converter", "{stats}");
+}
+
+#[tokio::test]
+async fn http2_between_sidecars_is_negotiated_over_tls() {
+    let pki = Pki::new();
+    let up = Upstream::start("rate").await;
+    let server = server_sidecar(&pki, "forex-rate", up.addr, "").await;
+    let client = client_sidecar_speaking(&pki, Some("forex-converter"), server.addr("ingress"), "h2").await;
+    for _ in 0..5 {
+        assert_eq!(call(&client, &[]).await.0, StatusCode::OK);
+    }
+    // The upstream saw each request come through the server sidecar, which says on `Via` how it got it.
+    let via = up.last_seen().headers.get_all("via").iter().map(|v| v.to_str().unwrap().to_string()).collect::<Vec<_>>();
+    assert!(
+        via.iter().any(|v| v.contains("2.0 switchyard")),
+        "the sidecar-to-sidecar hop was HTTP/2 (ALPN h2): {via:?}"
+    );
+    let connects = metric(&client, "switchyard_upstream_connects_total").await;
+    assert!(connects.contains(r#"result="ok",router="egress"} 1"#), "one multiplexed TLS connection: {connects}");
 }
 
 #[tokio::test]
