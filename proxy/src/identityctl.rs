@@ -42,7 +42,7 @@ enum Command {
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
-    let split = text.len().saturating_sub(1);
+    let split = text.char_indices().last().map_or(0, |(i, _)| i);
     let (n, unit) = text.split_at(split);
     let n: u64 = n.parse().map_err(|_| format!("{text:?} is not a duration like 90m, 24h or 30d"))?;
     let secs = match unit {
@@ -55,7 +55,10 @@ fn duration(text: &str) -> Result<Duration, String> {
     if n == 0 {
         return Err("a validity must be longer than zero".into());
     }
-    Ok(Duration::from_secs(n.saturating_mul(secs)))
+    match n.checked_mul(secs).filter(|s| *s <= 100 * 365 * 86_400) {
+        Some(s) => Ok(Duration::from_secs(s)),
+        None => Err(format!("{text:?} is longer than 100 years")),
+    }
 }
 
 /// A trust domain or service name: DNS-label characters only, so it fits both the URI and the DNS SAN.
@@ -139,15 +142,17 @@ pub fn main(args: &[&str]) -> ExitCode {
 fn write(path: &Path, text: &str, secret: bool) -> Result<(), String> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true);
     #[cfg(unix)]
     if secret {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
     let _ = secret;
-    // Write beside, then rename: a sidecar watching the file never reads half of it.
-    let tmp = path.with_extension("tmp");
+    // Write beside, then rename: a sidecar watching the file never reads half of it. A fresh temporary file each
+    // time (create_new), so the mode above always applies and a leftover file is never reused.
+    options.create_new(true);
+    let tmp = path.with_extension(format!("tmp-{}-{}", std::process::id(), fastrand::u64(..)));
     let mut f = options.open(&tmp).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
     f.write_all(text.as_bytes()).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))
@@ -171,7 +176,8 @@ pub fn create_ca(trust_domain: &str, out: &Path, valid: Duration, now: OffsetDat
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     params.not_before = now - time::Duration::minutes(5);
-    params.not_after = now + valid;
+    params.not_after =
+        now.checked_add(time::Duration::try_from(valid).map_err(|e| e.to_string())?).ok_or("validity too long")?;
     let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
     write(&out.join("ca.key"), &key.serialize_pem(), true)?;
     write(&out.join("ca.pem"), &cert.pem(), false)
@@ -203,7 +209,9 @@ pub fn issue(
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.use_authority_key_identifier_extension = true;
     params.not_before = not_before;
-    params.not_after = not_before + valid;
+    params.not_after = not_before
+        .checked_add(time::Duration::try_from(valid).map_err(|e| e.to_string())?)
+        .ok_or("validity too long")?;
     let key = KeyPair::generate().map_err(|e| e.to_string())?;
     let cert = params.signed_by(&key, &issuer).map_err(|e| e.to_string())?;
     std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
@@ -268,6 +276,9 @@ mod tests {
         assert!(parse(&["ca", "--out", "o"]).unwrap_err().contains("--trust-domain is required"));
         assert!(parse(&["ca", "--trust-domain", "a/b", "--out", "o"]).unwrap_err().contains("DNS labels"));
         assert!(parse(&["issue", "--ca", "c", "--service", "s", "--out", "o", "--valid", "2w"]).is_err());
+        assert!(parse(&["issue", "--ca", "c", "--service", "s", "--out", "o", "--valid", "5é"]).is_err());
+        let huge = parse(&["issue", "--ca", "c", "--service", "s", "--out", "o", "--valid", "99999999999999d"]);
+        assert!(huge.unwrap_err().contains("longer than 100 years"));
         assert!(parse(&["issue", "--ca", "c", "--service", "s", "--out", "o", "--bogus", "1"]).is_err());
     }
 

@@ -2,8 +2,9 @@
 //! clients cannot hold connections, and a `Host` check so a web page cannot drive the admin API through DNS
 //! rebinding (a name the page controls, resolving to this address).
 //!
-//! Accepted `Host` values: IP literals (with any port), `localhost`, this machine's host name, and the names in
-//! `admin.hosts`. A request without `Host` (HTTP/1.0 tools) is accepted: browsers always send one.
+//! Accepted names — the request's authority (HTTP/2 `:authority`, absolute-form targets), else its `Host` —
+//! are IP literals (with any port), `localhost`, this machine's host name, and the names in `admin.hosts`. A
+//! request naming no host at all (HTTP/1.0 tools) is accepted: browsers always send one.
 
 use std::convert::Infallible;
 use std::net::IpAddr;
@@ -43,14 +44,29 @@ impl AllowedHosts {
         Self { names }
     }
 
-    /// Whether a `Host` header value names this server.
+    /// Whether a `Host` (or `:authority`) value names this server.
     pub fn allows(&self, host: &str) -> bool {
-        let name = match host.strip_prefix('[') {
-            // [v6]:port
-            Some(rest) => return rest.split(']').next().is_some_and(|ip| ip.parse::<IpAddr>().is_ok()),
-            None => host.rsplit_once(':').filter(|(_, port)| port.parse::<u16>().is_ok()).map_or(host, |(n, _)| n),
+        let port_ok = |rest: &str| rest.is_empty() || rest.strip_prefix(':').is_some_and(|p| p.parse::<u16>().is_ok());
+        if let Some(rest) = host.strip_prefix('[') {
+            // [v6] or [v6]:port, and nothing else.
+            return rest.split_once(']').is_some_and(|(ip, tail)| ip.parse::<IpAddr>().is_ok() && port_ok(tail));
+        }
+        let name = match host.rsplit_once(':') {
+            Some((name, port)) if port_ok(&format!(":{port}")) => name,
+            Some(_) => return false,
+            None => host,
         };
+        // A trailing dot names the same host (`localhost.`).
+        let name = name.strip_suffix('.').unwrap_or(name);
         name.parse::<IpAddr>().is_ok() || self.names.iter().any(|n| n.eq_ignore_ascii_case(name))
+    }
+
+    /// The name a request addresses: its URI's authority (HTTP/2 `:authority`, absolute-form HTTP/1), else `Host`.
+    fn of<B>(req: &Request<B>) -> Option<String> {
+        match req.uri().authority() {
+            Some(a) => Some(a.as_str().to_string()),
+            None => req.headers().get(header::HOST).map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned()),
+        }
     }
 }
 
@@ -101,9 +117,7 @@ pub async fn serve(
             let svc = service_fn(move |req: Request<Incoming>| {
                 let (app, hosts) = (app.clone(), hosts.clone());
                 async move {
-                    let host =
-                        req.headers().get(header::HOST).map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned());
-                    if let Some(host) = host.filter(|h| !hosts.allows(h)) {
+                    if let Some(host) = AllowedHosts::of(&req).filter(|h| !hosts.allows(h)) {
                         return Ok::<_, Infallible>(misdirected(&host));
                     }
                     app.oneshot(req.map(Body::new)).await
@@ -141,7 +155,16 @@ mod tests {
         for ok in ["127.0.0.1:9990", "127.0.2.1", "[::1]:9990", "localhost:9990", "LOCALHOST", "sidecar.internal:1"] {
             assert!(hosts.allows(ok), "{ok}");
         }
-        for bad in ["evil.example", "evil.example:9990", "127.0.0.1.evil.example", "localhost.evil.example"] {
+        assert!(hosts.allows("localhost.:9990") && hosts.allows("[::1]"));
+        for bad in [
+            "evil.example",
+            "evil.example:9990",
+            "127.0.0.1.evil.example",
+            "localhost.evil.example",
+            "[::1]evil.example",
+            "[::1]:99999",
+            "localhost:notaport",
+        ] {
             assert!(!hosts.allows(bad), "{bad}");
         }
     }

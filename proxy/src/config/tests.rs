@@ -741,24 +741,6 @@ routers:
     );
 }
 
-#[test]
-fn retry_budgets_stay_within_finagles_bounds() {
-    let text = "\
-routers:
-- protocol: http
-  servers: [{port: 4141}]
-  service:
-    retries: {budget: {ttlSecs: 61, minRetriesPerSec: 4294967295}}
-";
-    let errors = errors(text);
-    assert_eq!(
-        places(&errors),
-        ["5:33 routers[0].service.retries.budget.ttlSecs", "5:55 routers[0].service.retries.budget.minRetriesPerSec"],
-        "{errors:?}"
-    );
-    assert!(errors[0].message.contains("from 1 to 60"), "{errors:?}");
-}
-
 /// The original system's outgoing sidecar config (linkerd 1): a Consul namer and a `baseDtab` into it.
 const ORIGINAL_OUTGOING: &str = "\
 admin:
@@ -942,6 +924,8 @@ routers:
       tls: {{commonName: \"{{service}}.mesh.test\", trustCerts: [{d}/ca.pem]}}
     - prefix: /#/io.l5d.fs/x
       tls: {{trustCerts: [{d}/ca.pem]}}
+    - prefix: /#/io.l5d.fs/y
+      tls: {{commonName: y.mesh.test, trustCerts: [{d}/not-there.pem]}}
 "
     );
     let errors = errors(&text);
@@ -953,6 +937,7 @@ routers:
         (12, "authorization needs mutual TLS".to_string()),
         (16, "commonName uses {service}, which this entry's prefix does not capture".to_string()),
         (18, "missing required key `commonName`".to_string()),
+        (20, format!("cannot read trusted CA certificate {d}/not-there.pem")),
     ];
     assert_eq!(errors.len(), expect.len(), "{messages:#?}");
     for (e, (line, text)) in errors.iter().zip(expect) {
@@ -987,7 +972,15 @@ fn a_plaintext_listener_beyond_loopback_that_trusts_context_is_warned_about() {
     let text = "routers: [{protocol: http, servers: [{ip: 0.0.0.0, port: 4140, clearContext: false}]}]\n";
     let warnings = loaded(text).warnings;
     assert_eq!(warnings.len(), 1, "{warnings:?}");
-    assert!(warnings[0].message.contains("anyone who can reach it may reroute"), "{warnings:?}");
+    assert!(warnings[0].message.contains("may reroute requests with l5d-dtab"), "{warnings:?}");
+    // TLS without client certificates does not say who the caller is either.
+    let d = pki();
+    let tls_only = format!(
+        "routers: [{{protocol: http, servers: [{{ip: 0.0.0.0, port: 4140, clearContext: false, \
+         tls: {{certPath: {0}/rate.pem, keyPath: {0}/rate.key}}}}]}}]\n",
+        d.display()
+    );
+    assert_eq!(loaded(&tls_only).warnings.len(), 1);
     let local = "routers: [{protocol: http, servers: [{ip: 127.0.0.1, port: 4140, clearContext: false}]}]\n";
     assert_eq!(loaded(local).warnings, vec![]);
 }

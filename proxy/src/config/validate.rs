@@ -658,7 +658,7 @@ impl Checker<'_> {
         let (ip, port) = (ip?, port?);
         self.bind(SocketAddr::new(ip, port), node.pos, path);
         let clear_context = clear.unwrap_or(defaults.clear_context);
-        self.context_exposure(ip, !clear_context, tls_node.is_some(), clear_pos, &fields.child("clearContext"));
+        self.context_exposure(ip, !clear_context, mtls, clear_pos, &fields.child("clearContext"));
         Some(ServerConfig { ip, port, clear_context, max_concurrent_requests: max_concurrent, tls, authorization })
     }
 
@@ -702,7 +702,7 @@ impl Checker<'_> {
             ..ClientParams::default()
         };
         if let Some(node) = fields.take_present("tls") {
-            params.tls = self.client_tls(node, &fields.child("tls"), captures);
+            params.tls = self.client_tls(node, &fields.child("tls"), captures, false);
         }
         if let Some(node) = fields.take_present("loadBalancer") {
             params.load_balancer = self.load_balancer(node, &fields.child("loadBalancer"));
@@ -878,13 +878,8 @@ impl Checker<'_> {
             Some(b) => {
                 let d = RetryBudget::default();
                 let mut bf = self.fields(b, &f.child("budget"));
-                // Finagle's (and tower's) budget keeps at most a minute of history.
-                let ttl = self.optional(&mut bf, "ttlSecs", "a whole number of seconds from 1 to 60", |t| {
-                    parse_ms(t).filter(|s| (1..=60).contains(s))
-                });
-                let min = self.optional(&mut bf, "minRetriesPerSec", "a whole number below 2^31", |t| {
-                    t.parse::<u32>().ok().filter(|m| i32::try_from(*m).is_ok())
-                });
+                let ttl = self.optional(&mut bf, "ttlSecs", "a whole number of seconds, at least 1", parse_ms);
+                let min = self.optional(&mut bf, "minRetriesPerSec", "a whole number", |t| t.parse::<u32>().ok());
                 let pct = self.optional(&mut bf, "percentCanRetry", "a number from 0 to 1000", |t| {
                     t.parse::<f64>().ok().filter(|p| (0.0..=1000.0).contains(p))
                 });

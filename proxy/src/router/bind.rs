@@ -69,7 +69,7 @@ struct Window {
 impl RetryBudgetState {
     /// A budget with `config`'s window, reserve and ratio.
     pub fn new(config: RetryBudget) -> Self {
-        let len = config.ttl_secs.clamp(1, 60) as usize;
+        let len = config.ttl_secs.clamp(1, 3600) as usize;
         let start = tokio::time::Instant::now();
         Self { config, window: Mutex::new(Window { start, slots: vec![(u64::MAX, 0, 0); len] }) }
     }
@@ -243,7 +243,8 @@ impl Binder {
         service_label: &str,
         caller_deadline: Option<tokio::time::Instant>,
     ) -> Binding {
-        let mut deadline = tokio::time::Instant::now() + self.settings.binding_timeout;
+        let now = tokio::time::Instant::now();
+        let mut deadline = now.checked_add(self.settings.binding_timeout).unwrap_or(now + Duration::from_secs(86_400));
         if let Some(caller) = caller_deadline {
             deadline = deadline.min(caller);
         }

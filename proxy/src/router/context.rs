@@ -65,7 +65,8 @@ pub struct Deadline {
 impl Deadline {
     /// The deadline of a request that arrived at `start`.
     pub fn new(start: Instant, total: Option<Duration>, caller: Option<Instant>) -> Self {
-        let at = [total.map(|t| start + t), caller].into_iter().flatten().min();
+        // A timeout too large to add to the clock is no deadline at all (never a panic).
+        let at = [total.and_then(|t| start.checked_add(t)), caller].into_iter().flatten().min();
         Self { at, total, start }
     }
 

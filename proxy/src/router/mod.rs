@@ -195,7 +195,8 @@ impl Router {
         let mut trail = Trail::default();
         let result = match admission {
             Admission::Route { trusted } => self.forward(req, peer, trusted, &mut trail, start).await,
-            Admission::Busy { limit } => Err(ProxyError::ServerBusy { limit }.into()),
+            // Never reached an upstream: a proxy further out may retry it elsewhere.
+            Admission::Busy { limit } => Err(Failure::retryable(ProxyError::ServerBusy { limit })),
             Admission::Denied { caller } => Err(ProxyError::Forbidden { caller }.into()),
         };
         let mut resp = match result {

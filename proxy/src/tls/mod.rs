@@ -181,6 +181,11 @@ pub fn client_config(c: &ClientTlsConfig, h2: bool) -> Result<rustls::ClientConf
     Ok(config)
 }
 
+/// The system's CA bundle: `$SSL_CERT_FILE`, else Debian's `/etc/ssl/certs/ca-certificates.crt`.
+pub fn system_trust_bundle() -> PathBuf {
+    std::env::var_os("SSL_CERT_FILE").map_or_else(|| PathBuf::from("/etc/ssl/certs/ca-certificates.crt"), PathBuf::from)
+}
+
 /// `disableValidation: true`: accepts any server certificate (signatures are still checked). For tests and
 /// migrations only; `switchyard check` warns about it.
 #[derive(Debug)]
@@ -267,6 +272,8 @@ pub struct Reloading<T> {
     build: Box<dyn Fn() -> Result<T, TlsError> + Send + Sync>,
     /// The certificate whose expiry is exported (the one this side presents), if any.
     presented: Option<PathBuf>,
+    /// The identity label its expiry series carries now (replaced on reload, others' series untouched).
+    exported: Mutex<Option<String>>,
     metrics: TlsMetrics,
 }
 
@@ -293,6 +300,7 @@ impl<T: Send + Sync + 'static> Reloading<T> {
             stamps: Mutex::new(stamps),
             build: Box::new(build),
             presented,
+            exported: Mutex::new(None),
             metrics,
         });
         this.export_expiry();
@@ -309,9 +317,14 @@ impl<T: Send + Sync + 'static> Reloading<T> {
     fn export_expiry(&self) {
         let Some(path) = &self.presented else { return };
         let Ok(certs) = read_certs(path, "certificate") else { return };
-        if let Some(info) = certs.first().and_then(|c| identity::CertInfo::parse(c).ok()) {
-            self.metrics.expiry.with_label_values(&[&self.usage, &info.identity()]).set(info.not_after as f64);
+        let Some(info) = certs.first().and_then(|c| identity::CertInfo::parse(c).ok()) else { return };
+        let identity = info.identity();
+        let mut exported = self.exported.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = exported.as_ref().filter(|old| **old != identity) {
+            let _ = self.metrics.expiry.remove_label_values(&[&self.usage, old]);
         }
+        self.metrics.expiry.with_label_values(&[&self.usage, &identity]).set(info.not_after as f64);
+        *exported = Some(identity);
     }
 
     /// Rebuilds when a file changed since the last look; returns whether a new config is in force.
@@ -328,7 +341,6 @@ impl<T: Send + Sync + 'static> Reloading<T> {
             Ok(next) => {
                 self.current.store(Arc::new(next));
                 self.metrics.reloads.with_label_values(&[&self.usage, "ok"]).inc();
-                self.metrics.expiry.reset();
                 self.export_expiry();
                 tracing::info!(usage = %self.usage, "TLS certificates reloaded");
                 true
@@ -489,6 +501,37 @@ mod tests {
         assert!(matches!(read_key(&pkcs8).unwrap(), PrivateKeyDer::Pkcs8(_)));
         assert!(matches!(read_key(&sec1).unwrap(), PrivateKeyDer::Sec1(_)));
         assert!(matches!(read_key(&pkcs1).unwrap(), PrivateKeyDer::Pkcs1(_)));
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[tokio::test]
+    async fn a_reload_replaces_only_its_own_expiry_series() {
+        let d = dir();
+        let now = time::OffsetDateTime::now_utc();
+        crate::identityctl::create_ca("mesh.test", &d, Duration::from_secs(86_400), now).unwrap();
+        for svc in ["rate", "web"] {
+            crate::identityctl::issue(&d, svc, &d, Duration::from_secs(3600), now).unwrap();
+        }
+        let server = |svc: &str| ServerTlsConfig {
+            cert_path: d.join(format!("{svc}.pem")),
+            key_path: d.join(format!("{svc}.key")),
+            intermediate_certs_path: None,
+            ca_cert_path: None,
+            require_client_auth: false,
+            protocols: Vec::new(),
+        };
+        let registry = Registry::empty();
+        let metrics = TlsMetrics::register(&registry);
+        let rate = ServerTls::start("server:ingress".into(), &server("rate"), metrics.clone()).unwrap();
+        let _web = ServerTls::start("admin".into(), &server("web"), metrics.clone()).unwrap();
+        // Renew rate's identity for longer; the file's size may not change, so wait for a new modification time.
+        std::thread::sleep(Duration::from_millis(20));
+        crate::identityctl::issue(&d, "rate", &d, Duration::from_secs(7200), now).unwrap();
+        assert!(rate.config.reload_if_changed(), "the renewed certificate is loaded");
+        let text = registry.render();
+        let series: Vec<&str> = text.lines().filter(|l| l.starts_with(names::TLS_CERT_EXPIRY)).collect();
+        assert_eq!(series.len(), 2, "{text}");
+        assert!(series.iter().any(|l| l.contains(r#"use="admin""#)), "the other certificate's series stays: {text}");
         let _ = std::fs::remove_dir_all(d);
     }
 

@@ -118,6 +118,7 @@ routers:
     assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(busy.headers()["l5d-err"].to_str().unwrap().contains("limit of 1 concurrent requests"));
     assert!(busy.headers().contains_key("l5d-reqid"));
+    assert_eq!(busy.headers()["l5d-retryable"], "true", "it never reached an upstream: safe to retry elsewhere");
     assert_eq!(slow.await.unwrap(), StatusCode::OK);
     assert_eq!(get(addr, "forex-rate", "/", &[]).await.status(), StatusCode::OK, "the slot is free again");
 

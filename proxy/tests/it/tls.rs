@@ -366,6 +366,9 @@ async fn the_admin_answers_only_to_its_own_names() {
     assert!(body.contains("evil.example"), "{body}");
     let (status, _, _) = admin(a, "PUT", "/dtab/http", &[("host", "rebound.evil.example")], "/svc=>/$/nil;").await;
     assert_eq!(status, StatusCode::MISDIRECTED_REQUEST, "a rebinding page cannot write either");
+    let absolute = format!("http://evil.example:{}/admin/ping", a.port());
+    let (status, _, _) = admin(a, "GET", &absolute, &[("host", "localhost")], "").await;
+    assert_eq!(status, StatusCode::MISDIRECTED_REQUEST, "the absolute-form target names the host, not Host");
     for host in ["localhost:9990".to_string(), a.to_string(), format!("[::1]:{}", a.port())] {
         let (status, _, body) = admin(a, "GET", "/admin/ping", &[("host", host.as_str())], "").await;
         assert_eq!((status, body.as_str()), (StatusCode::OK, "pong"), "{host}");

@@ -92,7 +92,8 @@ impl Checker<'_> {
         let port = self.optional_or(fields, "port", PORT, parse_port, 8500);
         let token = self.optional(fields, "token", "a non-empty token", non_empty);
         let mode = self.optional(fields, "consistencyMode", CONSISTENCY, ConsistencyMode::parse);
-        let tls = fields.take_present("tls").and_then(|n| self.client_tls(n, &fields.child("tls"), &[])).map(Box::new);
+        let tls =
+            fields.take_present("tls").and_then(|n| self.client_tls(n, &fields.child("tls"), &[], true)).map(Box::new);
         (host.unwrap_or_default(), port.unwrap_or(8500), token, mode.unwrap_or_default(), tls)
     }
 

@@ -91,12 +91,15 @@ impl Checker<'_> {
         Some(config)
     }
 
-    /// A client's `tls`; `captures` are the variables its `configs` prefix captures (none for `client.tls`).
+    /// A client's `tls`; `captures` are the variables its `configs` prefix captures (none for `client.tls`);
+    /// `named_by_host`: the server name defaults to the host it connects to (the Consul agent's), so `commonName`
+    /// is optional. Without `trustCerts`/`trustCertsBundle` the system's CA bundle is trusted, as in linkerd.
     pub(super) fn client_tls(
         &mut self,
         node: &Node,
         path: &str,
         captures: &[(usize, String)],
+        named_by_host: bool,
     ) -> Option<ClientTlsConfig> {
         let mut f = self.fields(node, path);
         let cn_node = f.take_present("commonName");
@@ -130,12 +133,8 @@ impl Checker<'_> {
             let message = "disableValidation: any server certificate is accepted, so TLS here stops eavesdroppers \
                            but not impostors; use it only for tests";
             self.warn(disable_pos.unwrap_or(node.pos), &f.child("disableValidation"), message.into());
-        } else if config.common_name.is_none() {
+        } else if config.common_name.is_none() && !named_by_host {
             self.error(node.pos, path, "missing required key `commonName` (the name the server's certificate must carry; or disableValidation: true)".into());
-            return None;
-        } else if config.trust_certs.is_empty() && config.trust_certs_bundle.is_none() {
-            let message = "missing `trustCerts` or `trustCertsBundle`: the CA that signs the servers' certificates";
-            self.error(node.pos, path, message.into());
             return None;
         }
         if let Err(e) = crate::tls::client_config(&config, false) {
@@ -237,11 +236,11 @@ impl Checker<'_> {
     }
 
     /// A plaintext listener beyond loopback that honours `l5d-dtab` trusts whoever can reach it.
-    pub(super) fn context_exposure(&mut self, ip: IpAddr, trusted: bool, tls: bool, pos: Pos, path: &str) {
-        if trusted && !tls && !ip.is_loopback() {
+    pub(super) fn context_exposure(&mut self, ip: IpAddr, trusted: bool, mtls: bool, pos: Pos, path: &str) {
+        if trusted && !mtls && !ip.is_loopback() {
             let message = format!(
-                "clearContext: false on a plaintext listener at {ip}: anyone who can reach it may reroute requests \
-                 with l5d-dtab; use mutual TLS with authorization, or listen on loopback"
+                "clearContext: false on a listener at {ip} without client certificates: anyone who can reach it \
+                 may reroute requests with l5d-dtab; use mutual TLS with authorization, or listen on loopback"
             );
             self.warn(pos, path, message);
         }
