@@ -321,12 +321,22 @@ fn fastrand_u64() -> u64 {
         ^ (N.fetch_add(1, Ordering::SeqCst) as u64) << 48
 }
 
+/// How long a test waits for any one answer: a hang becomes a failure that says where, never a stuck CI run.
+const ANSWER_WITHIN: Duration = Duration::from_secs(30);
+
 /// A minimal HTTP/1.1 client over a fresh connection per call (no pooling: tests want each request independent).
 pub async fn send(addr: SocketAddr, req: Request<Body>) -> Response<Incoming> {
-    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
-    tokio::spawn(conn);
-    sender.send_request(req).await.expect("response")
+    let what = format!("{} {} {:?} to {addr}", req.method(), req.uri(), req.headers().get("host"));
+    let exchange = async move {
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+        tokio::spawn(conn);
+        sender.send_request(req).await.expect("response")
+    };
+    match tokio::time::timeout(ANSWER_WITHIN, exchange).await {
+        Ok(resp) => resp,
+        Err(_) => panic!("no response within {ANSWER_WITHIN:?}: {what}"),
+    }
 }
 
 /// GET `path` with `Host: host` (and extra headers).
@@ -339,7 +349,9 @@ pub async fn get(addr: SocketAddr, host: &str, path: &str, headers: &[(&str, &st
 }
 
 pub async fn text(resp: Response<Incoming>) -> String {
-    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    let body = tokio::time::timeout(ANSWER_WITHIN, resp.into_body().collect()).await;
+    let bytes =
+        body.unwrap_or_else(|_| panic!("the body did not end within {ANSWER_WITHIN:?}")).expect("body").to_bytes();
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
