@@ -429,8 +429,10 @@ class MeshTest(unittest.TestCase):
         self.assertEqual(reply.status, 421, f"foreign Host: {reply!r}")
 
     def test_11_plaintext_to_an_ingress_is_refused(self):
+        # Refused with a 400 that says why; never forex-rate's own answer.
         data = plaintext_get(RATE_INGRESS, "forex-rate")
-        self.assertFalse(data.startswith(b"HTTP/"), f"forex-rate's ingress answered plain HTTP: {data[:200]!r}")
+        self.assertTrue(data.startswith(b"HTTP/1.1 400 "), f"forex-rate's ingress answered plain HTTP: {data[:200]!r}")
+        self.assertIn(b"l5d-err: this port requires mutual TLS", data)
 
     def test_12_tls_without_a_client_certificate_fails(self):
         # TLS 1.3: the client may finish its side before the server refuses, so the failure can come with

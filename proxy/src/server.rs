@@ -184,6 +184,18 @@ impl Server {
             let admission = self.limits.admission(None);
             return self.http(stream, peer, admission, watcher).await;
         };
+        // A TLS connection opens with a handshake record (0x16); anything else is a plaintext client, which gets
+        // a plain 400 saying why instead of a bare reset.
+        let mut first = [0u8; 1];
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
+            Ok(Ok(1)) if first[0] != 0x16 => return self.refuse_plaintext(stream, peer).await,
+            Ok(Ok(1)) => {}
+            Ok(_) => return,
+            Err(_) => {
+                self.tls_metrics.handshake_error(&self.label, "timeout");
+                return;
+            }
+        }
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await {
             Ok(Ok(stream)) => {
                 let identity = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|cert| {
@@ -207,6 +219,38 @@ impl Server {
                 tracing::info!(router = %self.label, %peer, "TLS handshake timed out");
             }
         }
+    }
+
+    /// Answers a plaintext client on a TLS port: 400 with `l5d-err`, then close. Nothing is read or forwarded.
+    async fn refuse_plaintext(&self, mut stream: TcpStream, peer: SocketAddr) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        self.tls_metrics.handshake_error(&self.label, "not_tls");
+        tracing::info!(router = %self.label, %peer, "plaintext request on a TLS port refused");
+        let why = if self.limits.tls.as_ref().is_some_and(|t| t.requires_client_cert) {
+            "this port requires mutual TLS with a certificate from the mesh CA"
+        } else {
+            "this port requires TLS"
+        };
+        let answer = format!(
+            "HTTP/1.1 400 Bad Request\r\nl5d-err: {why}\r\ncontent-type: text/plain; charset=utf-8\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n{why}\n",
+            why.len() + 1
+        );
+        let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.write_all(answer.as_bytes())).await;
+        let _ = stream.shutdown().await;
+        // Lingering close: read (and drop) what the client already sent, briefly, so closing with unread bytes
+        // does not reset the connection before the client has read the answer.
+        let mut sink = [0u8; 4096];
+        let linger = async {
+            let mut left: usize = 64 * 1024;
+            while left > 0 {
+                match stream.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => left = left.saturating_sub(n),
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), linger).await;
     }
 
     /// Serves HTTP/1.1 or HTTP/2 on a (plaintext or TLS) connection whose requests are admitted as `admission`.

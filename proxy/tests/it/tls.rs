@@ -235,12 +235,14 @@ async fn every_handshake_failure_is_refused_with_its_own_error_and_nothing_is_fo
     let refused = metric(&server, "switchyard_tls_handshake_errors_total").await;
     assert!(refused.contains(r#"reason="no_client_certificate",router="ingress""#), "{refused}");
 
-    // Plaintext HTTP to the TLS port: no HTTP answer, counted as not TLS.
+    // Plaintext HTTP to the TLS port: a 400 that says why (never the upstream's answer), counted as not TLS.
     let mut conn = tokio::net::TcpStream::connect(server.addr("ingress")).await.unwrap();
     conn.write_all(b"GET / HTTP/1.1\r\nHost: forex-rate\r\n\r\n").await.unwrap();
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut buf)).await;
-    assert!(!buf.starts_with(b"HTTP/"), "a plaintext request gets no HTTP answer: {:?}", String::from_utf8_lossy(&buf));
+    let answer = String::from_utf8_lossy(&buf);
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    assert!(answer.contains("l5d-err: this port requires mutual TLS with a certificate from the mesh CA"), "{answer}");
     let refused = metric(&server, "switchyard_tls_handshake_errors_total").await;
     assert!(refused.contains(r#"reason="not_tls",router="ingress""#), "{refused}");
 
