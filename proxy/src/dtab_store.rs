@@ -41,9 +41,6 @@ enum Version {
     At(u64),
 }
 
-/// Why a write through the store failed (the same refusals as a local write).
-pub type StoreWriteError = DtabWriteError;
-
 enum Backend {
     // Boxed: the client is large next to a path.
     Consul { client: Box<ConsulClient>, key: String },
@@ -195,7 +192,7 @@ impl DtabStore {
     }
 
     /// Writes `dtab` through to the store (check-and-set when `if_match` is given) and applies it here.
-    pub async fn write(&self, dtab: Dtab, if_match: Option<&str>) -> Result<Arc<RoutingTable>, StoreWriteError> {
+    pub async fn write(&self, dtab: Dtab, if_match: Option<&str>) -> Result<Arc<RoutingTable>, DtabWriteError> {
         let _writer = self.writing.lock().await;
         let current = self.table.current();
         if let Err(stale) = check_if_match(&current, if_match) {
@@ -212,14 +209,14 @@ impl DtabStore {
                 let expect = if_match.map(|_| seen);
                 tokio::task::spawn_blocking(move || write_file(&path, &text2, expect))
                     .await
-                    .unwrap_or_else(|e| Err(StoreWriteError::Unavailable(e.to_string())))
+                    .unwrap_or_else(|e| Err(DtabWriteError::Unavailable(e.to_string())))
             }
         };
         match written {
             Ok(version) => self.offer(Some(&text), version),
-            Err(StoreWriteError::Stale { .. }) => {
+            Err(DtabWriteError::Stale { .. }) => {
                 self.table.record_conflict();
-                return Err(StoreWriteError::Stale { current: current.etag.clone() });
+                return Err(DtabWriteError::Stale { current: current.etag.clone() });
             }
             Err(e) => return Err(e),
         }
@@ -232,17 +229,17 @@ impl DtabStore {
         key: &str,
         text: &str,
         expect: Option<Version>,
-    ) -> Result<Version, StoreWriteError> {
+    ) -> Result<Version, DtabWriteError> {
         let key_path = kv_path(key);
         let cas = match expect {
             None => String::new(),
             Some(Version::At(index)) => format!("?cas={index}"),
             Some(Version::Missing) => "?cas=0".to_string(),
             Some(Version::Unknown) => {
-                return Err(StoreWriteError::Unavailable("the store has not been read yet; retry".into()))
+                return Err(DtabWriteError::Unavailable("the store has not been read yet; retry".into()))
             }
         };
-        let unavailable = |e: String| StoreWriteError::Unavailable(format!("consul KV {key}: {e}"));
+        let unavailable = |e: String| DtabWriteError::Unavailable(format!("consul KV {key}: {e}"));
         let answer = client
             .put(&format!("{key_path}{cas}"), Bytes::from(text.to_string()))
             .await
@@ -251,7 +248,7 @@ impl DtabStore {
             return Err(unavailable(format!("{} {}", answer.status, String::from_utf8_lossy(&answer.body).trim())));
         }
         if answer.body.as_ref() != b"true" {
-            return Err(StoreWriteError::Stale { current: String::new() });
+            return Err(DtabWriteError::Stale { current: String::new() });
         }
         // Learn the new ModifyIndex so the next check-and-set compares against our own write.
         match client.get(&key_path, None).await.map(|a| read_kv(&a)) {
@@ -353,17 +350,17 @@ fn read_file(path: &FsPath) -> Result<(Option<String>, Version), String> {
 }
 
 /// Compare-and-rename under `<file>.lock`: replaces the file only if it still holds version `expect`.
-fn write_file(path: &FsPath, text: &str, expect: Option<Version>) -> Result<Version, StoreWriteError> {
-    let unavailable = |e: std::io::Error| StoreWriteError::Unavailable(format!("{}: {e}", path.display()));
+fn write_file(path: &FsPath, text: &str, expect: Option<Version>) -> Result<Version, DtabWriteError> {
+    let unavailable = |e: std::io::Error| DtabWriteError::Unavailable(format!("{}: {e}", path.display()));
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(unavailable)?;
     }
     let lock = path.with_extension("lock");
     let _lock = FileLock::acquire(&lock).map_err(unavailable)?;
     if let Some(expect) = expect {
-        let (_, now) = read_file(path).map_err(StoreWriteError::Unavailable)?;
+        let (_, now) = read_file(path).map_err(DtabWriteError::Unavailable)?;
         if now != expect {
-            return Err(StoreWriteError::Stale { current: String::new() });
+            return Err(DtabWriteError::Stale { current: String::new() });
         }
     }
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("dtab");
@@ -415,11 +412,11 @@ mod tests {
         assert_eq!(read_file(&file).unwrap().1, v1);
         assert_eq!(
             write_file(&file, "/a => /b;", Some(Version::Missing)),
-            Err(StoreWriteError::Stale { current: String::new() })
+            Err(DtabWriteError::Stale { current: String::new() })
         );
         let v2 = write_file(&file, "/a => /b;", Some(v1)).unwrap();
         assert_ne!(v1, v2);
-        assert_eq!(write_file(&file, "/c => /d;", Some(v1)), Err(StoreWriteError::Stale { current: String::new() }));
+        assert_eq!(write_file(&file, "/c => /d;", Some(v1)), Err(DtabWriteError::Stale { current: String::new() }));
         assert!(!file.with_extension("lock").exists(), "the lock is released");
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -209,16 +209,9 @@ async fn call(
         .map_err(|e| format!("cannot reach the admin server at {addr}: {e}"))?;
     let mut sender = if https {
         let name = std::env::var("SWITCHYARD_ADMIN_TLS_NAME").unwrap_or_else(|_| authority.host().to_string());
-        let stream = tls_connect(&name, stream).await?;
-        let (sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("{addr}: {e}"))?;
-        tokio::spawn(conn);
-        sender
+        handshake(tls_connect(&name, stream).await?, &addr).await?
     } else {
-        let (sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("{addr}: {e}"))?;
-        tokio::spawn(conn);
-        sender
+        handshake(stream, &addr).await?
     };
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let mut req = Request::builder().method(method).uri(path).header("host", authority.as_str());
@@ -234,6 +227,17 @@ async fn call(
     let etag = resp.headers().get("etag").and_then(|v| v.to_str().ok()).map(String::from);
     let bytes = resp.into_body().collect().await.map_err(|e| format!("{addr}: {e}"))?.to_bytes();
     Ok((status, etag, String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+/// An HTTP/1.1 connection over `io` (plaintext or TLS), driven in its own task.
+async fn handshake<I>(io: I, addr: &str) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, String>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(|e| format!("{addr}: {e}"))?;
+    tokio::spawn(conn);
+    Ok(sender)
 }
 
 /// TLS to an `https://` admin server, trusting the CA in `$SWITCHYARD_ADMIN_CA` (the mesh CA, usually) and checking

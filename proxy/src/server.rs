@@ -108,6 +108,28 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await.is_ok();
 }
 
+/// The next connection on `listener`, or `None` once `shutdown` turns true. A failed accept (out of file
+/// descriptors and the like) is logged as `what`'s and backed off instead of spun on. The routers' servers and
+/// the admin server share it.
+pub(crate) async fn accept(
+    listener: &TcpListener,
+    shutdown: &mut watch::Receiver<bool>,
+    what: &str,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            res = listener.accept() => match res {
+                Ok(conn) => return Some(conn),
+                Err(e) => {
+                    tracing::warn!(server = what, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = stopped(shutdown) => return None,
+        }
+    }
+}
+
 /// One listening server of a router, shared by its connections.
 struct Server {
     router: Arc<Router>,
@@ -147,19 +169,8 @@ pub async fn serve(
     });
     let graceful = GracefulShutdown::new();
     let local = listener.local_addr().ok();
-    loop {
-        let (stream, peer): (_, SocketAddr) = tokio::select! {
-            res = listener.accept() => match res {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(router = %server.label, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stopped(&mut shutdown) => break,
-        };
+    let what = format!("router {}", server.label);
+    while let Some((stream, peer)) = accept(&listener, &mut shutdown, &what).await {
         let _ = stream.set_nodelay(true);
         accepted.inc();
         open.inc();

@@ -80,11 +80,6 @@ fn misdirected(host: &str) -> Response<Body> {
     resp
 }
 
-/// Resolves once shutdown is signalled (or its sender is gone); holds no borrow across the await's end.
-async fn stopped(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stop| *stop).await.is_ok();
-}
-
 /// Serves `app` on `listener` until `shutdown` turns true, then drains for at most `grace`.
 pub async fn serve(
     listener: TcpListener,
@@ -99,18 +94,7 @@ pub async fn serve(
     let builder = Arc::new(builder);
     let hosts = Arc::new(hosts);
     let graceful = GracefulShutdown::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            res = listener.accept() => match res {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stopped(&mut shutdown) => break,
-        };
+    while let Some((stream, peer)) = crate::server::accept(&listener, &mut shutdown, "admin").await {
         let (app, hosts, builder, tls, watcher) =
             (app.clone(), hosts.clone(), builder.clone(), tls.clone(), graceful.watcher());
         tokio::spawn(async move {

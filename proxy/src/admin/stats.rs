@@ -198,15 +198,16 @@ fn router_json(router: &Router, mut stats: RouterStats) -> Value {
 pub fn snapshot(s: &AdminState) -> Value {
     let mut routers: BTreeMap<String, RouterStats> =
         s.routers.iter().map(|r| (r.label().to_string(), RouterStats::default())).collect();
-    for family in s.metrics.gather() {
-        fold(&family, &mut routers);
+    let families = s.metrics.gather();
+    for family in &families {
+        fold(family, &mut routers);
     }
     let routers: Vec<_> =
         s.routers.iter().map(|r| router_json(r, routers.remove(r.label()).unwrap_or_default())).collect();
     let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     json!({
         "timeMs": now_ms,
-        "identities": identities(&s.metrics.gather()),
+        "identities": identities(&families),
         "authorization": authorization(s),
         "version": env!("CARGO_PKG_VERSION"),
         "namerGeneration": s.namers.generation(),
