@@ -788,23 +788,20 @@ class ZeroTrust(unittest.TestCase):
         # What the Dockerfiles copy from the build context holds no private key, certificate or
         # token; identities and the token are mounted at run time.
         patterns = dockerignore_patterns()
-        for name, dockerfile, _ in images_list():
-            for *sources, _dest in copies(os.path.join(REPO, dockerfile)):
-                for source in sources:
-                    with self.subTest(image=name, source=source):
-                        source = source.replace("${SERVICE}", "forex-rate")
-                        self.assertNotRegex(source, r"(\.key|\.pem|\.crt|secret|token)$")
-                        for match in glob.glob(os.path.join(REPO, source)):
-                            files = [match] if os.path.isfile(match) else [
-                                os.path.join(root, f) for root, _, fs in os.walk(match) for f in fs
-                            ]
-                            for f in files:
-                                rel = os.path.relpath(f, REPO)
-                                if ignored(rel, patterns):
-                                    continue
-                                self.assertFalse(re.search(r"\.(key|pem|crt|p12)$", f), rel)
-                                with open(f, "rb") as fh:
-                                    self.assertNotIn(b"PRIVATE KEY-----", fh.read(), rel)
+        for name, dockerfile, source in copied_sources():
+            with self.subTest(image=name, source=source):
+                self.assertNotRegex(source, r"(\.key|\.pem|\.crt|secret|token)$")
+                for match in glob.glob(os.path.join(REPO, source)):
+                    files = [match] if os.path.isfile(match) else [
+                        os.path.join(root, f) for root, _, fs in os.walk(match) for f in fs
+                    ]
+                    for f in files:
+                        rel = os.path.relpath(f, REPO)
+                        if ignored(rel, patterns):
+                            continue
+                        self.assertFalse(re.search(r"\.(key|pem|crt|p12)$", f), rel)
+                        with open(f, "rb") as fh:
+                            self.assertNotIn(b"PRIVATE KEY-----", fh.read(), rel)
         for path in ("compose/secrets", "compose/secrets/admin-token"):
             self.assertTrue(ignored(path, patterns), f"{path} is not .dockerignored")
 
@@ -844,6 +841,15 @@ def copies(dockerfile, from_stage=False):
     return found
 
 
+def copied_sources():
+    """(image, Dockerfile, source) for every path each image's Dockerfile COPYs from the build context (with
+    ${SERVICE} set to one service, forex-rate)."""
+    for name, dockerfile, _ in images_list():
+        for *sources, _dest in copies(os.path.join(REPO, dockerfile)):
+            for source in sources:
+                yield name, dockerfile, source.replace("${SERVICE}", "forex-rate")
+
+
 def dockerignore_patterns():
     path = os.path.join(REPO, ".dockerignore")
     with open(path, encoding="utf-8") as f:
@@ -863,14 +869,11 @@ def ignored(relpath, patterns):
 class Dockerfiles(unittest.TestCase):
     def test_build_contexts_hold_what_the_dockerfiles_copy(self):
         patterns = dockerignore_patterns()
-        for name, dockerfile, _ in images_list():
-            for *sources, _dest in copies(os.path.join(REPO, dockerfile)):
-                for source in sources:
-                    with self.subTest(image=name, source=source):
-                        source = source.replace("${SERVICE}", "forex-rate")
-                        matches = glob.glob(os.path.join(REPO, source))
-                        self.assertTrue(matches, f"{dockerfile}: COPY {source}: not in the build context")
-                        self.assertFalse(ignored(source.rstrip("/"), patterns), f"{source} is .dockerignored")
+        for name, dockerfile, source in copied_sources():
+            with self.subTest(image=name, source=source):
+                matches = glob.glob(os.path.join(REPO, source))
+                self.assertTrue(matches, f"{dockerfile}: COPY {source}: not in the build context")
+                self.assertFalse(ignored(source.rstrip("/"), patterns), f"{source} is .dockerignored")
 
     def test_dockerignore_keeps_build_output_out(self):
         patterns = dockerignore_patterns()
