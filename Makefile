@@ -8,7 +8,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help up down status build test test-prometheus fault-test bench check clean-run stop-instance kill-instance start-instance restart-instance
+.PHONY: help up down status build test test-prometheus fault-test abuse-test fuzz soak bench check clean-run stop-instance kill-instance start-instance restart-instance
 
 help: ## List the targets
 	@echo "switchyard: a linkerd-style service mesh, run locally"
@@ -28,19 +28,33 @@ build: ## Build the release binaries (proxy, services, load harness)
 	@echo "==> cargo build --release --bins -p switchyard -p forex -p switchyard-bench"
 	@$(CARGO) build --release --bins -p switchyard -p forex -p switchyard-bench
 
-test: ## Run every test: promtool, cargo test --workspace, end-to-end and fault tests on private meshes, container checks
+test: ## Run every test: promtool, cargo test, end-to-end, abuse and fault tests, a short fuzz run, container checks
 	@mesh/mesh.sh install-haproxy
 	@$(MAKE) --no-print-directory test-prometheus
 	@echo "==> cargo test --workspace (unit and integration tests)"
 	@$(CARGO) test --workspace
 	@echo "==> end-to-end test (mesh/e2e.sh)"
 	@mesh/e2e.sh
+	@echo "==> abuse suite: raw hostile bytes against a sidecar (mesh/abuse.sh)"
+	@mesh/abuse.sh
 	@echo "==> fault tests over a mesh with 3 forex-rate instances (mesh/fault.sh)"
 	@mesh/fault.sh
+	@echo "==> a short run of every fuzz target (fuzz/run.sh, FUZZ_SECONDS=15)"
+	@FUZZ_SECONDS=15 fuzz/run.sh
 	@$(MAKE) --no-print-directory test-containers
 
 fault-test: ## Kill, slow, break and roll forex-rate instances under load; figures in target/fault/report.md
 	@mesh/fault.sh
+
+abuse-test: ## Hostile clients in raw bytes (slowloris, h2 floods, smuggling, bad uploads) against a sidecar
+	@$(CARGO) build --release -p switchyard
+	@mesh/abuse.sh
+
+fuzz: ## Run every libFuzzer target for FUZZ_SECONDS (default 120) each; crashes land in fuzz/artifacts/
+	@fuzz/run.sh
+
+soak: ## A bounded long run under load (SOAK_MINUTES=20): dtab swaps, restarts, abuse; target/soak/report.md
+	@mesh/soak.sh
 
 test-containers: ## Static proof of compose/, rancher/ and the images (no Docker engine needed)
 	@compose/check/run.sh

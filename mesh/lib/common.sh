@@ -135,9 +135,12 @@ pid_alive() {
 start_process() {
   local dir=$1 program=$2
   shift 2
-  local name
+  local name cmd=("$program")
   name=$(basename "$program")
-  (cd "${REPO_ROOT:-.}" && exec setsid nohup "$program" "$@" >"$dir/$name.log" 2>&1 </dev/null) &
+  # A Python script runs under its interpreter directly, not through env and pyenv's shims: while those run, the
+  # command line does not name the script, and pid_alive would take the process for gone.
+  if [[ $program == *.py ]]; then cmd=("$(python3 -c 'import sys; print(sys.executable)')" "$program"); fi
+  (cd "${REPO_ROOT:-.}" && exec setsid nohup "${cmd[@]}" "$@" >"$dir/$name.log" 2>&1 </dev/null) &
   local pid=$! deadline=$((SECONDS + 5))
   printf '%s\n' "$pid" >"$dir/$name.pid"
   # Until exec completes, the pid still shows the shell, setsid or nohup; wait for it so that from now on

@@ -26,7 +26,7 @@ render() {
 }
 
 render_configs() {
-  local service i ip dir clear_context allow servers="" edge_tls
+  local service i ip dir clear_context error_detail allow servers="" edge_tls
   discovery_settings
   # HAProxy calls forex-web's ingress sidecars over mutual TLS as `edge`, and checks that they are forex-web.
   edge_tls="ssl crt $(edge_haproxy_pem) ca-file $CA_DIR/ca.pem verify required verifyhost forex-web.$TRUST_DOMAIN"
@@ -38,13 +38,13 @@ render_configs() {
     # Who may call an ingress at all is decided by identity (mutual TLS + authorization: ingress_callers in
     # mesh/lib/identity.sh), and the allowed caller's l5d-* context is honoured. Only forex-web's ingress
     # faces the outside (via HAProxy): it drops any l5d-* context a browser might send.
-    clear_context=false
-    [[ $service == forex-web ]] && clear_context=true
+    clear_context=false error_detail=full
+    [[ $service == forex-web ]] && clear_context=true error_detail=generic
     allow=$(ingress_callers "$service" | paste -sd ,)
     render "$MESH_DIR/sidecar.yaml.tmpl" "$dir/sidecar.yaml" \
       INSTANCE="$service-$i" IP="$ip" ADMIN_PORT="$ADMIN_PORT" REGISTRY_DIR="$REGISTRY_DIR" \
       APP_PORT="$APP_PORT" INGRESS_PORT="$INGRESS_PORT" EGRESS_PORT="$EGRESS_PORT" \
-      INGRESS_CLEAR_CONTEXT="$clear_context" NAMERS="$NAMERS_BLOCK" EGRESS_DTAB="$EGRESS_DTAB" \
+      INGRESS_CLEAR_CONTEXT="$clear_context" INGRESS_ERROR_DETAIL="$error_detail" NAMERS="$NAMERS_BLOCK" EGRESS_DTAB="$EGRESS_DTAB" \
       DTAB_STORE="$DTAB_STORE_BLOCK" LOG_DIR="$dir" ADMIN_TOKEN_FILE="$ADMIN_TOKEN_FILE" \
       SPIFFE_ID="$(spiffe_id "$service")" IDENTITY_CERT="$(identity_cert "$service")" \
       IDENTITY_KEY="$(identity_key "$service")" CA_CERT="$CA_DIR/ca.pem" INGRESS_ALLOW="${allow//,/, }" \

@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 
 use crate::admin::{self, AdminState};
 use crate::config::{Config, NamerConfig};
+use crate::listener::{ConnectionRules, Listener, ListenerFamilies};
 use crate::metrics::Registry;
 use crate::namer::{consul::ConsulNamer, fs::FsNamer, Namer, NamerSet};
 use crate::router::{Families, Router};
@@ -95,6 +96,7 @@ pub async fn start(config: Config, grace: Duration) -> Result<Running, StartErro
     let namers = start_namers(&config, &registry);
     let families = Families::register(&registry);
     let server_metrics = ServerMetrics::register(&registry);
+    let listener_families = ListenerFamilies::register(&registry);
 
     // Listen on every port first: all or nothing.
     let mut listeners = Vec::new();
@@ -102,7 +104,10 @@ pub async fn start(config: Config, grace: Duration) -> Result<Running, StartErro
     for rc in &config.routers {
         let router = Arc::new(Router::new(rc, namers.clone(), &families).map_err(StartError)?);
         for s in &rc.servers {
-            let listener = listen(SocketAddr::new(s.ip, s.port), &format!("router {}", rc.label)).await?;
+            let what = format!("router {}", rc.label);
+            let tcp = listen(SocketAddr::new(s.ip, s.port), &what).await?;
+            let rules = ConnectionRules::from(&s.connections);
+            let listener = Listener::new(tcp, &rc.label, what, rules, &listener_families);
             let tls = match &s.tls {
                 Some(t) => Some(Arc::new(
                     ServerTls::start(format!("server:{}", rc.label), t, families.tls().clone())
@@ -116,6 +121,7 @@ pub async fn start(config: Config, grace: Duration) -> Result<Running, StartErro
                 trusted: !s.clear_context,
                 tls,
                 authorization: s.authorization.clone(),
+                error_detail: s.error_detail,
             };
             listeners.push((router.clone(), listener, limits));
         }
@@ -134,12 +140,15 @@ pub async fn start(config: Config, grace: Duration) -> Result<Running, StartErro
         None => None,
     };
     let admin_addr = admin_listener.local_addr().map_err(|e| StartError(e.to_string()))?;
+    let admin_rules = ConnectionRules::from(&config.admin.connections);
+    let admin_listener =
+        Listener::new(admin_listener, "admin", "the admin server".into(), admin_rules, &listener_families);
 
     let (stop_servers, stop_rx) = watch::channel(false);
     let mut servers_done = JoinSet::new();
     let mut servers = Vec::new();
     for (router, listener, limits) in listeners {
-        let addr = listener.local_addr().map_err(|e| StartError(e.to_string()))?;
+        let addr = listener.local_addr().ok_or_else(|| StartError("listener has no address".into()))?;
         let (trusted, tls) = (limits.trusted, limits.tls.is_some());
         tracing::info!(router = %router.label(), %addr, trusted, tls, "serving");
         servers.push((router.label().to_string(), addr));

@@ -177,7 +177,13 @@ impl ConsulClient {
                 self.http.request(req).await.map_err(|e| ConsulError(format!("{}: {}", self.base, chain(&e))))?;
             let status = resp.status();
             let index = resp.headers().get("x-consul-index").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-            let body = resp.into_body().collect().await.map_err(|e| ConsulError(format!("{}: {e}", self.base)))?;
+            let limited = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER_BYTES);
+            let body = limited.collect().await.map_err(|e| match e.is::<http_body_util::LengthLimitError>() {
+                true => {
+                    ConsulError(format!("{}: answer larger than {} MiB refused", self.base, MAX_ANSWER_BYTES >> 20))
+                }
+                false => ConsulError(format!("{}: {e}", self.base)),
+            })?;
             Ok(Answer { status, index, body: body.to_bytes() })
         };
         tokio::time::timeout(timeout, exchange)
@@ -185,6 +191,10 @@ impl ConsulClient {
             .unwrap_or_else(|_| Err(ConsulError(format!("{}: no answer within {timeout:?}", self.base))))
     }
 }
+
+/// The largest answer read from Consul (16 MiB: thousands of instances of one service fit many times over); a
+/// larger one is an error, and the last good answer stays in force.
+pub const MAX_ANSWER_BYTES: usize = 16 << 20;
 
 /// A plaintext connector: the same client type, with a TLS config that is never used (`http://` URIs).
 fn plain(

@@ -24,7 +24,10 @@ pub mod config;
 pub mod consul;
 pub mod dtab_store;
 pub mod dtabctl;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identityctl;
+pub mod listener;
 pub mod metrics;
 pub mod namer;
 pub mod router;

@@ -32,6 +32,8 @@ pub mod names {
     pub const SERVER_REQUESTS: &str = "switchyard_server_requests_total";
     pub const SERVER_CONNECTIONS_OPEN: &str = "switchyard_server_connections_open";
     pub const SERVER_CONNECTIONS: &str = "switchyard_server_connections_total";
+    pub const SERVER_CONNECTION_LIMIT: &str = "switchyard_server_connection_limit_reached_total";
+    pub const SERVER_CONNECTIONS_CLOSED: &str = "switchyard_server_connections_closed_total";
     pub const PROXY_ERRORS: &str = "switchyard_proxy_errors_total";
     pub const DTAB_GENERATION: &str = "switchyard_dtab_generation";
     pub const DTAB_UPDATES: &str = "switchyard_dtab_updates_total";
@@ -39,6 +41,8 @@ pub mod names {
     pub const UPSTREAM_CONNECTS: &str = "switchyard_upstream_connects_total";
     pub const RETRIES: &str = "switchyard_retries_total";
     pub const RETRY_BUDGET_EXHAUSTED: &str = "switchyard_retry_budget_exhausted_total";
+    pub const HEDGES: &str = "switchyard_hedges_total";
+    pub const HEDGE_WINS: &str = "switchyard_hedge_wins_total";
     pub const ENDPOINT_AVAILABLE: &str = "switchyard_endpoint_available";
     pub const ENDPOINT_EJECTIONS: &str = "switchyard_failure_accrual_ejections_total";
     pub const ENDPOINT_LATENCY_EWMA: &str = "switchyard_endpoint_latency_ewma_seconds";

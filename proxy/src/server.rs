@@ -3,9 +3,8 @@
 //!
 //! With mutual TLS the caller's identity comes from its verified certificate; the server's `authorization`
 //! decides per connection whether it may call at all (else every request gets 403 through the router's rescue
-//! point) and whether its `l5d-dtab` / `l5d-ctx-*` headers are honoured. Connections are tracked by hyper-util's
-//! graceful-shutdown watcher: on shutdown the accept loop stops, every connection is told to finish its
-//! in-flight requests (HTTP/1 stops keep-alive, HTTP/2 sends GOAWAY), and the caller waits up to a deadline.
+//! point) and whether its `l5d-dtab` / `l5d-ctx-*` headers are honoured. Accepting, the connection cap, the
+//! per-connection deadlines and the drain on shutdown are the shared [`crate::listener`]'s.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -14,49 +13,30 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
+use prometheus::{IntCounter, IntCounterVec};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::config::AuthorizationConfig;
+use crate::config::{AuthorizationConfig, ErrorDetail};
+use crate::listener::{self, Listener};
 use crate::metrics::{names, Registry};
-use crate::router::{Admission, Router};
+use crate::router::{Admission, Downstream, Router};
 use crate::tls::identity::CertInfo;
 use crate::tls::{ServerTls, TlsMetrics};
 
-/// How long a client may take to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The servers' families: requests received and connections, per router.
+/// The servers' own family: requests received, per router (connections are the listener's).
 #[derive(Clone)]
 pub struct ServerMetrics {
     requests: IntCounterVec,
-    connections_open: IntGaugeVec,
-    connections: IntCounterVec,
 }
 
 impl ServerMetrics {
-    /// Registers the families.
+    /// Registers the family.
     pub fn register(r: &Registry) -> Self {
-        let router = &["router"];
-        Self {
-            requests: r.int_counter_vec(names::SERVER_REQUESTS, "Requests received per router.", router),
-            connections_open: r.int_gauge_vec(names::SERVER_CONNECTIONS_OPEN, "Open downstream connections.", router),
-            connections: r.int_counter_vec(names::SERVER_CONNECTIONS, "Downstream connections accepted.", router),
-        }
-    }
-}
-
-/// Counts an open connection for as long as it lives.
-struct OpenConnection(IntGauge);
-
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        self.0.dec();
+        Self { requests: r.int_counter_vec(names::SERVER_REQUESTS, "Requests received per router.", &["router"]) }
     }
 }
 
@@ -74,6 +54,8 @@ pub struct Limits {
     pub tls: Option<Arc<ServerTls>>,
     /// Which verified identities may call (needs mutual TLS).
     pub authorization: Option<AuthorizationConfig>,
+    /// What error answers say.
+    pub error_detail: ErrorDetail,
 }
 
 impl Limits {
@@ -103,33 +85,6 @@ impl Drop for Slot {
     }
 }
 
-/// Resolves once shutdown is signalled (or its sender is gone).
-async fn stopped(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stop| *stop).await.is_ok();
-}
-
-/// The next connection on `listener`, or `None` once `shutdown` turns true. A failed accept (out of file
-/// descriptors and the like) is logged as `what`'s and backed off instead of spun on. The routers' servers and
-/// the admin server share it.
-pub(crate) async fn accept(
-    listener: &TcpListener,
-    shutdown: &mut watch::Receiver<bool>,
-    what: &str,
-) -> Option<(TcpStream, SocketAddr)> {
-    loop {
-        tokio::select! {
-            res = listener.accept() => match res {
-                Ok(conn) => return Some(conn),
-                Err(e) => {
-                    tracing::warn!(server = what, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            _ = stopped(shutdown) => return None,
-        }
-    }
-}
-
 /// One listening server of a router, shared by its connections.
 struct Server {
     router: Arc<Router>,
@@ -138,12 +93,13 @@ struct Server {
     in_flight: Arc<AtomicUsize>,
     requests: IntCounter,
     builder: auto::Builder<TokioExecutor>,
+    rules: listener::ConnectionRules,
     tls_metrics: TlsMetrics,
 }
 
 /// Serves `router` on `listener` until `shutdown` turns true, then drains for at most `grace`.
 pub async fn serve(
-    listener: TcpListener,
+    listener: Listener,
     router: Arc<Router>,
     limits: Limits,
     (metrics, tls_metrics): (&ServerMetrics, TlsMetrics),
@@ -151,54 +107,47 @@ pub async fn serve(
     grace: Duration,
 ) {
     let label = router.label().to_owned();
-    let open: IntGauge = metrics.connections_open.with_label_values(&[&label]);
-    let accepted: IntCounter = metrics.connections.with_label_values(&[&label]);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // hyper answers 431 itself when a request head outgrows this buffer (it needs at least 8 KiB).
-    let head = limits.max_header_bytes.max(8192);
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30)).max_buf_size(head);
-    builder.http2().timer(TokioTimer::new()).max_header_list_size(u32::try_from(head).unwrap_or(u32::MAX));
+    let rules = *listener.rules();
     let server = Arc::new(Server {
         requests: metrics.requests.with_label_values(&[&label]),
+        builder: rules.builder(limits.max_header_bytes),
+        rules,
         router,
         limits,
         label,
         in_flight: Arc::new(AtomicUsize::new(0)),
-        builder,
         tls_metrics,
     });
-    let graceful = GracefulShutdown::new();
-    let local = listener.local_addr().ok();
-    let what = format!("router {}", server.label);
-    while let Some((stream, peer)) = accept(&listener, &mut shutdown, &what).await {
-        let _ = stream.set_nodelay(true);
-        accepted.inc();
-        open.inc();
-        let guard = OpenConnection(open.clone());
-        let (server, watcher) = (server.clone(), graceful.watcher());
+    while let Some(conn) = listener.next(&mut shutdown).await {
+        let (server, activity, stop) = (server.clone(), listener.activity(), shutdown.clone());
         tokio::spawn(async move {
-            let _guard = guard;
-            server.connection(stream, peer, watcher).await;
+            let _slot = conn.slot;
+            server.connection(conn.stream, conn.peer, activity, stop).await;
         });
     }
-    drop(listener);
-    tracing::info!(router = %server.label, addr = ?local, "draining connections");
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
-        tracing::warn!(router = %server.label, "drain deadline reached; closing remaining connections");
-    }
+    listener.drain(grace).await;
 }
 
 impl Server {
     /// One accepted connection: the TLS handshake when configured, then HTTP until it closes.
-    async fn connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, watcher: Watcher) {
+    async fn connection(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        activity: Arc<listener::Activity>,
+        stop: watch::Receiver<bool>,
+    ) {
+        let conn = (activity, stop);
         let Some(tls) = &self.limits.tls else {
             let admission = self.limits.admission(None);
-            return self.http(stream, peer, admission, watcher).await;
+            return self.http(stream, peer, admission, conn).await;
         };
+        // The handshake is part of the first request head's deadline.
+        let handshake_timeout = self.rules.header;
         // A TLS connection opens with a handshake record (0x16); anything else is a plaintext client, which gets
         // a plain 400 saying why instead of a bare reset.
         let mut first = [0u8; 1];
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first)).await {
+        match tokio::time::timeout(handshake_timeout, stream.peek(&mut first)).await {
             Ok(Ok(1)) if first[0] != 0x16 => return self.refuse_plaintext(stream, peer).await,
             Ok(Ok(1)) => {}
             Ok(_) => return,
@@ -207,7 +156,7 @@ impl Server {
                 return;
             }
         }
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await {
+        match tokio::time::timeout(handshake_timeout, tls.acceptor().accept(stream)).await {
             Ok(Ok(stream)) => {
                 let identity = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|cert| {
                     CertInfo::parse(cert)
@@ -218,7 +167,7 @@ impl Server {
                 if let Admission::Denied { caller } = &admission {
                     tracing::info!(router = %self.label, %peer, %caller, "caller not allowed by authorization");
                 }
-                self.http(stream, peer, admission, watcher).await;
+                self.http(stream, peer, admission, conn).await;
             }
             Ok(Err(e)) => {
                 let reason = crate::tls::error_reason(&e);
@@ -247,7 +196,7 @@ impl Server {
              content-length: {}\r\nconnection: close\r\n\r\n{why}\n",
             why.len() + 1
         );
-        let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.write_all(answer.as_bytes())).await;
+        let _ = tokio::time::timeout(self.rules.header, stream.write_all(answer.as_bytes())).await;
         let _ = stream.shutdown().await;
         // Lingering close: read (and drop) what the client already sent, briefly, so closing with unread bytes
         // does not reset the connection before the client has read the answer.
@@ -264,29 +213,42 @@ impl Server {
         let _ = tokio::time::timeout(Duration::from_secs(1), linger).await;
     }
 
-    /// Serves HTTP/1.1 or HTTP/2 on a (plaintext or TLS) connection whose requests are admitted as `admission`.
-    async fn http<I>(self: Arc<Self>, io: I, peer: SocketAddr, admission: Admission, watcher: Watcher)
-    where
+    /// Serves HTTP/1.1 or HTTP/2 on a (plaintext or TLS) connection whose requests are admitted as `admission`,
+    /// under the listener's deadlines.
+    async fn http<I>(
+        self: Arc<Self>,
+        io: I,
+        peer: SocketAddr,
+        admission: Admission,
+        (activity, mut stop): (Arc<listener::Activity>, watch::Receiver<bool>),
+    ) where
         I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
-        let this = self.clone();
+        let downstream = Arc::new(Downstream {
+            peer,
+            admission,
+            body_idle: self.rules.body_idle,
+            error_detail: self.limits.error_detail,
+        });
+        let (this, tracker) = (self.clone(), activity.clone());
         let svc = service_fn(move |req| {
-            let (this, admission) = (this.clone(), admission.clone());
+            let (this, downstream, in_flight) = (this.clone(), downstream.clone(), tracker.begin());
             this.requests.inc();
             async move {
                 let Some(max) = this.limits.max_concurrent else {
-                    return Ok::<_, Infallible>(this.router.serve(req, peer, admission).await);
+                    return Ok::<_, Infallible>(in_flight.until_sent(this.router.serve(req, &downstream).await));
                 };
                 if this.in_flight.fetch_add(1, Ordering::AcqRel) >= max {
                     this.in_flight.fetch_sub(1, Ordering::AcqRel);
-                    return Ok(this.router.serve(req, peer, Admission::Busy { limit: max }).await);
+                    let busy = Downstream { admission: Admission::Busy { limit: max }, ..(*downstream).clone() };
+                    return Ok(in_flight.until_sent(this.router.serve(req, &busy).await));
                 }
                 let _slot = Slot(this.in_flight.clone());
-                Ok(this.router.serve(req, peer, admission).await)
+                Ok(in_flight.until_sent(this.router.serve(req, &downstream).await))
             }
         });
-        let conn = watcher.watch(self.builder.serve_connection(TokioIo::new(io), svc).into_owned());
-        if let Err(e) = conn.await {
+        let conn = self.builder.serve_connection(TokioIo::new(io), svc);
+        if let Err(e) = listener::drive(conn, |c| c.graceful_shutdown(), &activity, &self.rules, &mut stop).await {
             tracing::debug!(%peer, error = %e, "downstream connection ended with error");
         }
     }

@@ -1,4 +1,5 @@
-//! `/delegator.json`: how a path resolves under a router's current dtab (or one supplied), step by step.
+//! `/delegator.json`: how a path resolves under a router's current dtab (or one supplied), step by step, with
+//! what the namers know right now (a name no request has bound yet shows as neg until one does).
 
 use std::sync::Arc;
 
@@ -33,7 +34,9 @@ pub async fn delegate(
         Some(text) => Dtab::parse(text).map_err(AdminError::BadDtab)?,
         None => router.table().dtab.clone(),
     };
-    let tree = explain(&dtab, &path, &*s.namers);
+    // Explaining is side-effect free: it never starts a watch or interns an address (a GET must not be able to
+    // fill the namers' tables).
+    let tree = explain(&dtab, &path, &s.namers.explaining());
     Ok(Json(json!({
         "router": router.label(),
         "path": path.to_string(),

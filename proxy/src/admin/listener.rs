@@ -1,5 +1,6 @@
-//! The admin server's listener: optional TLS (linkerd's `admin.tls`), a deadline for request heads so slow
-//! clients cannot hold connections, and a `Host` check so a web page cannot drive the admin API through DNS
+//! The admin server's listener: optional TLS (linkerd's `admin.tls`), the shared listener's connection cap and
+//! deadlines (`admin.headerTimeoutMs`, `idleTimeoutMs`, `maxConnections`: slow or idle clients cannot hold
+//! connections), and a `Host` check so a web page cannot drive the admin API through DNS
 //! rebinding (a name the page controls, resolving to this address).
 //!
 //! Accepted names — the request's authority (HTTP/2 `:authority`, absolute-form targets), else its `Host` —
@@ -15,17 +16,13 @@ use axum::body::Body;
 use axum::http::{header, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
 use tower::ServiceExt;
 
+use crate::listener::{self, Listener};
+use crate::router::body::ClientBody;
 use crate::tls::ServerTls;
-
-/// How long a client may take to send a request head (and to finish a TLS handshake).
-const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The host names the admin server answers to.
 #[derive(Clone, Debug)]
@@ -82,36 +79,42 @@ fn misdirected(host: &str) -> Response<Body> {
 
 /// Serves `app` on `listener` until `shutdown` turns true, then drains for at most `grace`.
 pub async fn serve(
-    listener: TcpListener,
+    listener: Listener,
     app: axum::Router,
     tls: Option<Arc<ServerTls>>,
     hosts: AllowedHosts,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEAD_TIMEOUT);
-    let builder = Arc::new(builder);
+    let rules = *listener.rules();
+    // Admin requests are small: heads up to 64 KiB.
+    let builder = Arc::new(rules.builder(64 * 1024));
     let hosts = Arc::new(hosts);
-    let graceful = GracefulShutdown::new();
-    while let Some((stream, peer)) = crate::server::accept(&listener, &mut shutdown, "admin").await {
-        let (app, hosts, builder, tls, watcher) =
-            (app.clone(), hosts.clone(), builder.clone(), tls.clone(), graceful.watcher());
+    while let Some(conn) = listener.next(&mut shutdown).await {
+        let (app, hosts, builder, tls) = (app.clone(), hosts.clone(), builder.clone(), tls.clone());
+        let (activity, mut stop) = (listener.activity(), shutdown.clone());
         tokio::spawn(async move {
+            let (_slot, peer) = (conn.slot, conn.peer);
+            let tracker = activity.clone();
             let svc = service_fn(move |req: Request<Incoming>| {
-                let (app, hosts) = (app.clone(), hosts.clone());
+                let (app, hosts, in_flight) = (app.clone(), hosts.clone(), tracker.begin());
                 async move {
                     if let Some(host) = AllowedHosts::of(&req).filter(|h| !hosts.allows(h)) {
-                        return Ok::<_, Infallible>(misdirected(&host));
+                        return Ok::<_, Infallible>(in_flight.until_sent(misdirected(&host)));
                     }
-                    app.oneshot(req.map(Body::new)).await
+                    let resp = app.oneshot(req.map(|b| Body::new(ClientBody::new(b, rules.body_idle)))).await?;
+                    Ok(in_flight.until_sent(resp))
                 }
             });
             let result = match tls {
-                None => watcher.watch(builder.serve_connection(TokioIo::new(stream), svc).into_owned()).await,
-                Some(tls) => match tokio::time::timeout(HEAD_TIMEOUT, tls.acceptor().accept(stream)).await {
+                None => {
+                    let conn = builder.serve_connection(TokioIo::new(conn.stream), svc);
+                    listener::drive(conn, |c| c.graceful_shutdown(), &activity, &rules, &mut stop).await
+                }
+                Some(tls) => match tokio::time::timeout(rules.header, tls.acceptor().accept(conn.stream)).await {
                     Ok(Ok(stream)) => {
-                        watcher.watch(builder.serve_connection(TokioIo::new(stream), svc).into_owned()).await
+                        let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                        listener::drive(conn, |c| c.graceful_shutdown(), &activity, &rules, &mut stop).await
                     }
                     Ok(Err(e)) => {
                         tracing::debug!(%peer, error = %crate::tls::describe(&e), "admin TLS handshake refused");
@@ -125,8 +128,7 @@ pub async fn serve(
             }
         });
     }
-    drop(listener);
-    let _ = tokio::time::timeout(grace, graceful.shutdown()).await;
+    listener.drain(grace).await;
 }
 
 #[cfg(test)]

@@ -21,8 +21,8 @@ use serde::{Serialize, Serializer};
 use switchyard_dtab::{Dtab, Path};
 
 pub use policy::{
-    Backoff, Classifier, ClientParams, ClientPolicy, FailureAccrual, LoadBalancer, Override, Retries, RetryBudget,
-    ServiceParams, ServicePolicy,
+    Backoff, Classifier, ClientParams, ClientPolicy, FailureAccrual, Hedging, LoadBalancer, Override, Retries,
+    RetryBudget, ServiceParams, ServicePolicy,
 };
 
 /// The whole sidecar configuration: one admin server, the namers, and the routers.
@@ -56,12 +56,68 @@ pub struct AdminConfig {
     /// is refused, so a web page cannot reach the admin API through DNS rebinding.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
+    /// Deadlines and the connection cap of the admin listener.
+    #[serde(flatten)]
+    pub connections: ConnectionLimits,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig { ip: IpAddr::V4(Ipv4Addr::LOCALHOST), port: 9990, token: None, tls: None, hosts: Vec::new() }
+        AdminConfig {
+            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 9990,
+            token: None,
+            tls: None,
+            hosts: Vec::new(),
+            connections: ConnectionLimits { max_connections: 128, ..ConnectionLimits::default() },
+        }
     }
+}
+
+/// What a listener allows one connection (switchyard keys on `servers` entries and `admin`): how long it may
+/// take to say something, how long it may sit idle, and how many connections may be open at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionLimits {
+    /// A new connection's first request head (TLS handshake and HTTP/2 preface included) must arrive within this
+    /// (`headerTimeoutMs`, default 10 s); else the connection is closed. Later request heads on a kept-alive
+    /// connection have the idle time.
+    pub header_timeout_ms: u64,
+    /// A connection with no request in flight for this long is closed (HTTP/2: GOAWAY first) —
+    /// `idleTimeoutMs`, default 60 s.
+    pub idle_timeout_ms: u64,
+    /// A request body that sends nothing for this long is cut off and answered 408 (`bodyIdleTimeoutMs`,
+    /// default 10 s).
+    pub body_idle_timeout_ms: u64,
+    /// Connections open at once (`maxConnections`, default 10,000; admin 128); more wait in the kernel's accept
+    /// backlog until one closes.
+    pub max_connections: usize,
+    /// HTTP/2 keep-alive: a PING after this much silence, and the connection closed if its ACK does not come
+    /// within the same time again (`h2KeepAliveMs`, default 20 s).
+    #[serde(rename = "h2KeepAliveMs")]
+    pub h2_keep_alive_ms: u64,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            body_idle_timeout_ms: 10_000,
+            max_connections: 10_000,
+            h2_keep_alive_ms: 20_000,
+        }
+    }
+}
+
+/// How much an error answer the proxy writes itself says (`errorDetail`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ErrorDetail {
+    /// The whole reason, addresses included: for callers inside the mesh and operators.
+    Full,
+    /// Only the kind of failure and the request id, never an internal address or name: for the edge.
+    Generic,
 }
 
 /// A TLS protocol version (`protocols: [TLSv1.3, TLSv1.2]`).
@@ -305,6 +361,9 @@ pub struct RouterConfig {
     /// Append one line per request to this file (`httpAccessLog`); off by default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_access_log: Option<PathBuf>,
+    /// A request that already passed through this many switchyard proxies (its `Via`) is refused with 508: a
+    /// routing loop (`maxHops`, default 16).
+    pub max_hops: usize,
 }
 
 /// A listening socket of a router.
@@ -327,6 +386,23 @@ pub struct ServerConfig {
     /// Which verified caller identities may send requests (needs mutual TLS).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub authorization: Option<AuthorizationConfig>,
+    /// Deadlines and the connection cap.
+    #[serde(flatten)]
+    pub connections: ConnectionLimits,
+    /// What error answers say (`errorDetail`). Default: `full` on loopback or with mutual TLS (callers are the
+    /// local app or mesh members), `generic` on any other address.
+    pub error_detail: ErrorDetail,
+}
+
+impl ServerConfig {
+    /// The `errorDetail` a server gets when its config says nothing.
+    pub fn default_error_detail(ip: IpAddr, mtls: bool) -> ErrorDetail {
+        if ip.is_loopback() || mtls {
+            ErrorDetail::Full
+        } else {
+            ErrorDetail::Generic
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -338,6 +414,8 @@ impl Default for ServerConfig {
             max_concurrent_requests: None,
             tls: None,
             authorization: None,
+            connections: ConnectionLimits::default(),
+            error_detail: ErrorDetail::Full,
         }
     }
 }
@@ -431,6 +509,9 @@ pub struct ServiceConfig {
     pub classifier: Classifier,
     /// Retry budget and backoff (`retries`).
     pub retries: Retries,
+    /// Hedged requests (`hedging`); off by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hedging: Option<Hedging>,
     /// `kind: io.l5d.static` entries: overrides for logical names matching a prefix.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub configs: Vec<Override<ServiceParams>>,

@@ -198,6 +198,20 @@ pub struct ServiceParams {
     pub classifier: Option<Classifier>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retries: Option<Retries>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hedging: Option<Hedging>,
+}
+
+/// Hedged requests (`hedging`, a switchyard key): when an idempotent request has had no answer for as long as
+/// `percentile` of this service's recent answers took (but at least `minMs`), a second attempt goes to another
+/// endpoint and the first answer wins — paid from the retry budget, so hedging can never double the load.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Hedging {
+    /// Which recent latency to wait for before hedging (e.g. 90 for p90).
+    pub percentile: f64,
+    /// Never hedge sooner than this.
+    pub min_ms: u64,
 }
 
 /// One `configs:` entry: a prefix and the parameters it overrides.
@@ -245,6 +259,7 @@ pub struct ServicePolicy {
     pub total_timeout: Option<Duration>,
     pub classifier: Classifier,
     pub retries: Retries,
+    pub hedging: Option<Hedging>,
 }
 
 impl super::ClientConfig {
@@ -282,6 +297,7 @@ impl super::ServiceConfig {
             total_timeout: self.total_timeout_ms.map(Duration::from_millis),
             classifier: self.classifier,
             retries: self.retries,
+            hedging: self.hedging,
         };
         for o in self.configs.iter().filter(|o| o.prefix.matches(path)) {
             let q = &o.params;
@@ -290,6 +306,7 @@ impl super::ServiceConfig {
             }
             p.classifier = q.classifier.unwrap_or(p.classifier);
             p.retries = q.retries.unwrap_or(p.retries);
+            p.hedging = q.hedging.or(p.hedging);
         }
         p
     }

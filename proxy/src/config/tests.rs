@@ -107,7 +107,10 @@ fn original_ingress_config_runs_as_written() {
     assert_eq!(router.identifiers, vec![IdentifierConfig::MethodAndHost { http_uri_in_dst: false }]);
     assert_eq!(router.dst_prefix, path("/http"));
     assert_eq!(router.dtab, dtab("/local => /$/inet/127.1/80;\n/http/1.1/*/* => /local;\n"));
-    assert_eq!(router.servers, vec![ServerConfig { ip: ip(0, 0, 0, 0), port: 4140, ..ServerConfig::default() }]);
+    // On a non-loopback address with no mutual TLS, error answers are generic by default.
+    let server =
+        ServerConfig { ip: ip(0, 0, 0, 0), port: 4140, error_detail: ErrorDetail::Generic, ..Default::default() };
+    assert_eq!(router.servers, vec![server]);
     assert_eq!(router.client, ClientConfig::default());
     assert_eq!(router.service, ServiceConfig { total_timeout_ms: None, ..ServiceConfig::default() });
 }
@@ -575,7 +578,8 @@ fn effective_config_serialises_in_linkerd_shape() {
     let config = loaded(MODERN).config;
     let json = serde_json::to_value(&config).expect("config serialises");
     let expected = serde_json::json!({
-        "admin": {"ip": "127.0.2.1", "port": 9990, "token": "<redacted>"},
+        "admin": {"ip": "127.0.2.1", "port": 9990, "token": "<redacted>", "headerTimeoutMs": 10000,
+                  "idleTimeoutMs": 60000, "bodyIdleTimeoutMs": 10000, "maxConnections": 128, "h2KeepAliveMs": 20000},
         "namers": [{"kind": "io.l5d.fs", "prefix": "/io.l5d.fs", "rootDir": "/var/run/switchyard/disco"}],
         "routers": [
             {
@@ -600,7 +604,7 @@ fn effective_config_serialises_in_linkerd_shape() {
     });
     // Resilience defaults are shown explicitly, so /config.json says what is in force.
     let defaults = serde_json::json!({
-        "bindingTimeoutMs": 10000, "maxHeadersKB": 64,
+        "bindingTimeoutMs": 10000, "maxHeadersKB": 64, "maxHops": 16,
         "client": {
             "loadBalancer": {"kind": "ewma", "decayTimeMs": 10000},
             "failureAccrual": {"kind": "io.l5d.consecutiveFailures", "failures": 5,
@@ -612,9 +616,16 @@ fn effective_config_serialises_in_linkerd_shape() {
                         "backoff": {"kind": "jittered", "minMs": 10, "maxMs": 10000}},
         },
     });
+    let server_defaults = serde_json::json!({
+        "headerTimeoutMs": 10000, "idleTimeoutMs": 60000, "bodyIdleTimeoutMs": 10000, "maxConnections": 10000,
+        "h2KeepAliveMs": 20000, "errorDetail": "full",
+    });
     let mut expected = expected;
     for router in expected["routers"].as_array_mut().unwrap() {
         merge(router, &defaults);
+        for server in router["servers"].as_array_mut().unwrap() {
+            merge(server, &server_defaults);
+        }
     }
     assert_eq!(json, expected);
     assert!(!serde_json::to_string(&config).unwrap_or_default().contains("s3cret"));
@@ -983,4 +994,38 @@ fn a_plaintext_listener_beyond_loopback_that_trusts_context_is_warned_about() {
     assert_eq!(loaded(&tls_only).warnings.len(), 1);
     let local = "routers: [{protocol: http, servers: [{ip: 127.0.0.1, port: 4140, clearContext: false}]}]\n";
     assert_eq!(loaded(local).warnings, vec![]);
+}
+
+#[test]
+fn listener_limits_error_detail_and_hop_limit() {
+    let text = "\
+admin: {port: 9991, headerTimeoutMs: 2000, maxConnections: 8}
+routers:
+- protocol: http
+  maxHops: 4
+  servers:
+  - {port: 4141, headerTimeoutMs: 1500, idleTimeoutMs: 30000, bodyIdleTimeoutMs: 500, maxConnections: 99,
+     h2KeepAliveMs: 7000, errorDetail: generic}
+  - {ip: 10.0.0.1, port: 4142}
+  - {ip: 10.0.0.1, port: 4143, errorDetail: full}
+";
+    let config = loaded(text).config;
+    assert_eq!(config.admin.connections.header_timeout_ms, 2000);
+    assert_eq!(config.admin.connections.max_connections, 8);
+    assert_eq!(config.admin.connections.idle_timeout_ms, 60_000, "unset keys keep their defaults");
+    let r = &config.routers[0];
+    assert_eq!(r.max_hops, 4);
+    let c = r.servers[0].connections;
+    assert_eq!(
+        (c.header_timeout_ms, c.idle_timeout_ms, c.body_idle_timeout_ms, c.max_connections, c.h2_keep_alive_ms),
+        (1500, 30_000, 500, 99, 7000)
+    );
+    let details: Vec<ErrorDetail> = r.servers.iter().map(|s| s.error_detail).collect();
+    assert_eq!(details, vec![ErrorDetail::Generic, ErrorDetail::Generic, ErrorDetail::Full]);
+
+    let bad =
+        errors("routers:\n- protocol: http\n  servers: [{port: 4141, errorDetail: verbose, maxConnections: 0}]\n");
+    let text: Vec<String> = bad.iter().map(|e| format!("{}:{} {}", e.line, e.column, e.message)).collect();
+    assert!(text.iter().any(|t| t.contains("unknown errorDetail") && t.contains("full, generic")), "{text:?}");
+    assert!(text.iter().any(|t| t.starts_with("3:64 expected a whole number")), "{text:?}");
 }

@@ -16,11 +16,12 @@ use super::yaml::{self, Kind, Node, Pos};
 mod consul;
 mod tls;
 use super::policy::{
-    Backoff, Classifier, ClientParams, FailureAccrual, LoadBalancer, Override, Retries, RetryBudget, ServiceParams,
+    Backoff, Classifier, ClientParams, FailureAccrual, Hedging, LoadBalancer, Override, Retries, RetryBudget,
+    ServiceParams,
 };
 use super::{
-    AdminConfig, ClientConfig, Config, Diagnostic, FsNamerConfig, IdentifierConfig, Loaded, NamerConfig, Protocol,
-    RouterConfig, ServerConfig, ServiceConfig,
+    AdminConfig, ClientConfig, Config, ConnectionLimits, Diagnostic, ErrorDetail, FsNamerConfig, IdentifierConfig,
+    Loaded, NamerConfig, Protocol, RouterConfig, ServerConfig, ServiceConfig,
 };
 
 const NAMER_KINDS: &[&str] = &["io.l5d.fs", "io.l5d.consul"];
@@ -35,7 +36,20 @@ const PROTOCOLS: &[&str] = &["http", "h2"];
 // (the latter get a gentler warning than typos, which list the keys that would work).
 const TOP: &[&str] = &["admin", "namers", "routers"];
 const TOP_LINKERD: &[&str] = &["telemetry", "usage"];
-const ADMIN: &[&str] = &["ip", "port", "token", "tokenFile", "tokenEnv", "tls", "hosts"];
+const ADMIN: &[&str] = &[
+    "ip",
+    "port",
+    "token",
+    "tokenFile",
+    "tokenEnv",
+    "tls",
+    "hosts",
+    "headerTimeoutMs",
+    "idleTimeoutMs",
+    "bodyIdleTimeoutMs",
+    "maxConnections",
+    "h2KeepAliveMs",
+];
 const ADMIN_LINKERD: &[&str] = &["httpInterfaceWhitelist", "socketOptions", "shutdownGraceMs", "workerThreads"];
 const FS_NAMER: &[&str] = &["kind", "prefix", "rootDir"];
 const NAMER_LINKERD: &[&str] = &["experimental", "transformers"];
@@ -54,6 +68,7 @@ const ROUTER: &[&str] = &[
     "maxHeadersKB",
     "maxRequestKB",
     "httpAccessLog",
+    "maxHops",
 ];
 const ROUTER_LINKERD: &[&str] = &[
     "interpreter",
@@ -75,7 +90,21 @@ const ROUTER_LINKERD: &[&str] = &[
     "compressionLevel",
     "socketOptions",
 ];
-const SERVER: &[&str] = &["ip", "port", "clearContext", "maxConcurrentRequests", "tls", "authorization"];
+const SERVER: &[&str] = &[
+    "ip",
+    "port",
+    "clearContext",
+    "maxConcurrentRequests",
+    "tls",
+    "authorization",
+    "headerTimeoutMs",
+    "idleTimeoutMs",
+    "bodyIdleTimeoutMs",
+    "maxConnections",
+    "h2KeepAliveMs",
+    "errorDetail",
+];
+const ERROR_DETAILS: &[&str] = &["full", "generic"];
 const SERVER_LINKERD: &[&str] = &[
     "announce",
     "socketOptions",
@@ -101,8 +130,8 @@ const CLIENT_OVERRIDE: &[&str] =
 const CLIENT_LINKERD: &[&str] = &["socketOptions", "clientSession"];
 const POOL: &[&str] = &["idleTimeMs", "maxSize"];
 const POOL_LINKERD: &[&str] = &["minSize", "maxWaiters"];
-const SERVICE: &[&str] = &["kind", "totalTimeoutMs", "responseClassifier", "retries", "configs"];
-const SERVICE_OVERRIDE: &[&str] = &["prefix", "totalTimeoutMs", "responseClassifier", "retries"];
+const SERVICE: &[&str] = &["kind", "totalTimeoutMs", "responseClassifier", "retries", "hedging", "configs"];
+const SERVICE_OVERRIDE: &[&str] = &["prefix", "totalTimeoutMs", "responseClassifier", "retries", "hedging"];
 const SERVICE_LINKERD: &[&str] = &[];
 const NONE: &[&str] = &[];
 
@@ -463,13 +492,34 @@ impl Checker<'_> {
         let tls = fields.take_present("tls").and_then(|n| self.server_tls(n, "admin.tls"));
         let hosts_node = fields.take_present("hosts");
         let hosts = self.strings(hosts_node, "admin.hosts", "a host name");
+        let connections = self.connection_limits(&mut fields, defaults.connections);
         self.finish(&fields, ADMIN, ADMIN_LINKERD);
         if let (Some(ip), Some(port)) = (ip, port) {
             self.bind(SocketAddr::new(ip, port), node.pos, "admin");
             // A token that failed to load was reported already; don't pile a second error on it.
             self.admin_exposure(ip, token.is_some() || token_set, ip_pos);
         }
-        AdminConfig { ip: ip.unwrap_or(defaults.ip), port: port.unwrap_or(defaults.port), token, tls, hosts }
+        AdminConfig {
+            ip: ip.unwrap_or(defaults.ip),
+            port: port.unwrap_or(defaults.port),
+            token,
+            tls,
+            hosts,
+            connections,
+        }
+    }
+
+    /// The listener keys servers and admin share; each falls back to `defaults`.
+    fn connection_limits(&mut self, fields: &mut Fields<'_>, defaults: ConnectionLimits) -> ConnectionLimits {
+        let mut ms = |key: &str, default: u64| self.optional(fields, key, MS, parse_ms).unwrap_or(default);
+        let header_timeout_ms = ms("headerTimeoutMs", defaults.header_timeout_ms);
+        let idle_timeout_ms = ms("idleTimeoutMs", defaults.idle_timeout_ms);
+        let body_idle_timeout_ms = ms("bodyIdleTimeoutMs", defaults.body_idle_timeout_ms);
+        let h2_keep_alive_ms = ms("h2KeepAliveMs", defaults.h2_keep_alive_ms);
+        let count = "a whole number of at least 1";
+        let max_connections =
+            self.optional(fields, "maxConnections", count, parse_count).unwrap_or(defaults.max_connections);
+        ConnectionLimits { header_timeout_ms, idle_timeout_ms, body_idle_timeout_ms, max_connections, h2_keep_alive_ms }
     }
 
     fn namer(&mut self, node: &Node, path: &str) -> Option<NamerConfig> {
@@ -536,6 +586,7 @@ impl Checker<'_> {
             Some(PathBuf::from(t)).filter(|_| !t.trim().is_empty())
         });
         let dtab_store = self.dtab_store(fields.take_present("dtabStore"), &fields.child("dtabStore"), &label);
+        let max_hops = self.optional(&mut fields, "maxHops", "a whole number of at least 1", parse_count);
         self.finish(&fields, ROUTER, ROUTER_LINKERD);
         let (dtab, dst_prefix) = (dtab?, dst_prefix?);
         Some(RouterConfig {
@@ -553,6 +604,7 @@ impl Checker<'_> {
             max_headers_kb: max_headers_kb.unwrap_or(64),
             max_request_kb,
             http_access_log: access_log,
+            max_hops: max_hops.unwrap_or(16),
         })
     }
 
@@ -653,13 +705,30 @@ impl Checker<'_> {
             .take_present("authorization")
             .and_then(|n| self.authorization(n, &fields.child("authorization"), mtls));
         let clear_pos = fields.key_pos("clearContext").unwrap_or(node.pos);
+        let connections = self.connection_limits(&mut fields, defaults.connections);
+        let detail = fields.take("errorDetail");
+        let detail = detail.and_then(|n| self.one_of(n, &fields.child("errorDetail"), "errorDetail", ERROR_DETAILS));
         self.finish(&fields, SERVER, SERVER_LINKERD);
         // A bad ip or port was reported already; binding a fallback would add a false clash.
         let (ip, port) = (ip?, port?);
         self.bind(SocketAddr::new(ip, port), node.pos, path);
         let clear_context = clear.unwrap_or(defaults.clear_context);
         self.context_exposure(ip, !clear_context, mtls, clear_pos, &fields.child("clearContext"));
-        Some(ServerConfig { ip, port, clear_context, max_concurrent_requests: max_concurrent, tls, authorization })
+        let error_detail = match detail {
+            Some("generic") => ErrorDetail::Generic,
+            Some(_) => ErrorDetail::Full,
+            None => ServerConfig::default_error_detail(ip, mtls),
+        };
+        Some(ServerConfig {
+            ip,
+            port,
+            clear_context,
+            max_concurrent_requests: max_concurrent,
+            tls,
+            authorization,
+            connections,
+            error_detail,
+        })
     }
 
     /// `kind: io.l5d.global` is linkerd's explicit spelling of "one policy for all".
@@ -847,6 +916,7 @@ impl Checker<'_> {
             total_timeout_ms: params.total_timeout_ms,
             classifier: params.classifier.unwrap_or_default(),
             retries: params.retries.unwrap_or_default(),
+            hedging: params.hedging,
             configs,
         }
     }
@@ -868,7 +938,18 @@ impl Checker<'_> {
             found
         });
         let retries = fields.take_present("retries").map(|node| self.retries(node, &fields.child("retries")));
-        ServiceParams { total_timeout_ms, classifier, retries }
+        let hedging = fields.take_present("hedging").and_then(|node| self.hedging(node, &fields.child("hedging")));
+        ServiceParams { total_timeout_ms, classifier, retries, hedging }
+    }
+
+    fn hedging(&mut self, node: &Node, path: &str) -> Option<Hedging> {
+        let mut f = self.fields(node, path);
+        let percentile = self.optional(&mut f, "percentile", "a number from 50 to 99.9", |t| {
+            t.parse::<f64>().ok().filter(|p| (50.0..=99.9).contains(p))
+        });
+        let min_ms = self.optional(&mut f, "minMs", MS, parse_ms);
+        self.finish(&f, &["percentile", "minMs"], NONE);
+        Some(Hedging { percentile: percentile.unwrap_or(90.0), min_ms: min_ms.unwrap_or(1) })
     }
 
     fn retries(&mut self, node: &Node, path: &str) -> Retries {

@@ -73,6 +73,22 @@ struct Watch {
     /// Becomes true with the first answer (or the first failure under `failFast`); pending lookups wait on it.
     answered: tokio::sync::watch::Sender<bool>,
     last_lookup: Mutex<Instant>,
+    /// Set when the watch is evicted to make room: its task stops, even mid-query.
+    evicted: tokio::sync::watch::Sender<bool>,
+}
+
+impl Watch {
+    /// Whether the watch may be evicted to make room for another name: Consul says the name does not exist (or
+    /// gave up under `failFast`), and no binding holds its endpoints.
+    fn evictable(&self) -> bool {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let unbound = st.known == Known::Missing || (st.known == Known::Unknown && st.gave_up);
+        unbound && Arc::strong_count(&self.endpoints) == 1
+    }
+
+    fn last_lookup(&self) -> Instant {
+        *self.last_lookup.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Settings the watch tasks read.
@@ -161,16 +177,24 @@ impl ConsulNamer {
         }
     }
 
-    /// The shared watch for `key`, started on first use; `None` once [`MAX_WATCHES`] names are watched, so names
-    /// made up by callers (Host headers) cannot start unbounded blocking queries.
+    /// The shared watch for `key`, started on first use. At most [`MAX_WATCHES`] names are watched, so names made
+    /// up by callers (Host headers) cannot start unbounded blocking queries; at the cap, the least recently used
+    /// watch of a name Consul says does not exist makes room — so a flood of names that never resolve cannot
+    /// crowd out one that does. `None` only when every watched name exists or is still in use.
     fn watch_for(&self, key: &WatchKey) -> Option<Arc<Watch>> {
         let mut watches = self.shared.watches.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(w) = watches.get(key) {
             return Some(w.clone());
         }
         if watches.len() >= MAX_WATCHES {
-            tracing::debug!(name = %key.path(), "consul namer: watch limit reached; answering neg");
-            return None;
+            let victim = watches.values().filter(|w| w.evictable()).min_by_key(|w| w.last_lookup()).cloned();
+            let Some(victim) = victim else {
+                tracing::debug!(name = %key.path(), "consul namer: watch limit reached; answering neg");
+                return None;
+            };
+            watches.remove(&victim.key);
+            let _ = victim.evicted.send(true);
+            tracing::debug!(evicted = %victim.key.path(), name = %key.path(), "consul namer: watch limit reached");
         }
         let watch = Arc::new(Watch {
             key: key.clone(),
@@ -184,6 +208,7 @@ impl ConsulNamer {
             }),
             answered: tokio::sync::watch::channel(false).0,
             last_lookup: Mutex::new(Instant::now()),
+            evicted: tokio::sync::watch::channel(false).0,
         });
         watches.insert(key.clone(), watch.clone());
         tracing::debug!(namer = %self.shared.prefix, name = %key.path(), "consul namer: watch started");
@@ -193,6 +218,28 @@ impl ConsulNamer {
             Err(_) => tracing::warn!(name = %key.path(), "consul namer: no runtime to watch on"),
         }
         Some(watch)
+    }
+}
+
+impl ConsulNamer {
+    /// What a watched name binds to, from its state.
+    fn answer(
+        &self,
+        watch: &Watch,
+        state: &WatchState,
+        id_prefix: &Path,
+        rest: &Path,
+        used: usize,
+    ) -> NameTree<BoundName> {
+        match state.known {
+            Known::Exists => NameTree::Leaf(BoundName {
+                id: id_prefix.concat(&rest.take(used)),
+                residual: rest.drop(used),
+                endpoints: watch.endpoints.clone(),
+                host: self.shared.settings.set_host.then(|| consul_host(&watch.key)),
+            }),
+            Known::Missing | Known::Unknown => NameTree::Neg,
+        }
     }
 }
 
@@ -215,21 +262,22 @@ impl Namer for ConsulNamer {
         *watch.last_lookup.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
         let state = watch.state.lock().unwrap_or_else(|e| e.into_inner());
         match state.known {
-            Known::Exists => NamerAnswer::Ready(NameTree::Leaf(BoundName {
-                id: id_prefix.concat(&rest.take(used)),
-                residual: rest.drop(used),
-                endpoints: watch.endpoints.clone(),
-                host: self.shared.settings.set_host.then(|| consul_host(&key)),
-            })),
-            Known::Missing => NamerAnswer::Ready(NameTree::Neg),
-            Known::Unknown if state.gave_up => NamerAnswer::Ready(NameTree::Neg),
-            Known::Unknown => {
+            Known::Unknown if !state.gave_up => {
                 let mut rx = watch.answered.subscribe();
                 NamerAnswer::Pending(Box::pin(async move {
                     let _ = rx.wait_for(|answered| *answered).await;
                 }))
             }
+            _ => NamerAnswer::Ready(self.answer(&watch, &state, id_prefix, rest, used)),
         }
+    }
+
+    fn peek(&self, id_prefix: &Path, rest: &Path) -> NameTree<BoundName> {
+        let Some((key, used)) = self.parse(rest) else { return NameTree::Neg };
+        let watch = self.shared.watches.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
+        let Some(watch) = watch else { return NameTree::Neg };
+        let state = watch.state.lock().unwrap_or_else(|e| e.into_inner());
+        self.answer(&watch, &state, id_prefix, rest, used)
     }
 
     fn state(&self) -> serde_json::Value {
@@ -277,14 +325,21 @@ fn watch_json(w: &Watch) -> serde_json::Value {
 /// The watch loop of one name: blocking queries until the namer is dropped or the watch goes idle.
 async fn run_watch(shared: Weak<Shared>, watch: Arc<Watch>) {
     let mut watcher = Watcher::default();
+    let mut evicted = watch.evicted.subscribe();
     loop {
         let Some(sh) = shared.upgrade() else { return };
+        if *evicted.borrow() {
+            return;
+        }
         if is_idle(&sh, &watch) {
             stop_watch(&sh, &watch);
             return;
         }
         let path = query_path(&sh.settings, &watch.key);
-        let result = sh.client.get(&path, Some((watcher.index(), sh.settings.wait))).await;
+        let result = tokio::select! {
+            r = sh.client.get(&path, Some((watcher.index(), sh.settings.wait))) => r,
+            _ = evicted.wait_for(|e| *e) => return,
+        };
         let delay = match result.and_then(|a| parse_answer(&sh.settings, a)) {
             Ok((consul_index, set)) => {
                 let (step, pause) = watcher.answered(consul_index);
@@ -466,6 +521,28 @@ fn parse_answer(
     Ok((answer.index, (!endpoints.is_empty()).then_some(EndpointSet { endpoints })))
 }
 
+/// Settings with every parsing feature on (health checks or the catalog, a tag weight): the fuzzers' and the
+/// unit tests'.
+fn example_settings(health: bool) -> Settings {
+    Settings {
+        include_tag: false,
+        use_health_check: health,
+        health_statuses: vec!["passing".into()],
+        prefer_service_address: true,
+        weights: vec![TagWeight { tag: "canary".into(), weight: 0.25 }],
+        fail_fast: false,
+        set_host: false,
+        wait: Duration::from_secs(1),
+        idle_after: IDLE_AFTER,
+    }
+}
+
+/// Parses a Consul answer body as the namer would (catalog or health shape), for the fuzzers.
+pub(crate) fn parse_body_for_fuzzing(body: &[u8], health: bool) -> Option<usize> {
+    let answer = crate::consul::Answer { status: http::StatusCode::OK, index: Some(1), body: body.to_vec().into() };
+    parse_answer(&example_settings(health), answer).ok().map(|(_, set)| set.map_or(0, |s| s.endpoints.len()))
+}
+
 fn endpoint_of(s: &Settings, i: &Instance) -> Option<Endpoint> {
     if let Some(status) = &i.status {
         if !s.health_statuses.iter().any(|h| h == status) {
@@ -612,17 +689,7 @@ mod tests {
     use super::*;
 
     fn settings(health: bool) -> Settings {
-        Settings {
-            include_tag: false,
-            use_health_check: health,
-            health_statuses: vec!["passing".into()],
-            prefer_service_address: true,
-            weights: vec![TagWeight { tag: "canary".into(), weight: 0.25 }],
-            fail_fast: false,
-            set_host: false,
-            wait: Duration::from_secs(1),
-            idle_after: IDLE_AFTER,
-        }
+        example_settings(health)
     }
 
     fn answer(body: &str) -> crate::consul::Answer {

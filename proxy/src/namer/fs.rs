@@ -5,6 +5,9 @@
 //! and `#` comments are skipped, and a bad line is logged and skipped rather than poisoning the whole file.
 //! A missing file is Neg (so `|` falls through); a file with no addresses binds to an empty set (503).
 //! Dot-files are ignored, so writers can create `.name.tmp` and rename it into place atomically.
+//! A file is re-parsed (and its bad lines warned about) only when its content changes; a file that cannot be read
+//! (permissions, not UTF-8, a symlink leading out of `rootDir`) is warned about once and keeps the name's last
+//! known endpoints.
 //!
 //! The directory is re-scanned every [`POLL_INTERVAL`] on the blocking pool: polling a handful of small files
 //! is cheaper and more portable than inotify, and it survives the directory being deleted and recreated.
@@ -13,7 +16,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -33,14 +36,37 @@ pub struct FsNamer {
     root: PathBuf,
     names: ArcSwap<HashMap<Label, Arc<EndpointWatch>>>,
     generation: Arc<AtomicU64>,
+    /// What the last scan saw of each file (so unchanged files are not re-parsed or re-warned about).
+    last_scan: Mutex<Scan>,
+}
+
+/// What a scan saw of one file: a fingerprint of its content (or of the problem reading it) and its endpoints
+/// (`None`: unreadable and never read before).
+#[derive(Clone)]
+struct FileState {
+    fingerprint: u64,
+    set: Option<EndpointSet>,
+}
+
+type Scan = HashMap<Label, FileState>;
+
+/// FNV-1a, 64-bit: enough to notice that a small file changed.
+fn fingerprint(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 impl FsNamer {
     /// A namer over `root`, scanned once now so it can answer before its watch task runs.
     pub fn new(prefix: Path, root: PathBuf, generation: Arc<AtomicU64>) -> Arc<Self> {
-        let namer = Arc::new(Self { prefix, root, names: ArcSwap::default(), generation });
-        namer.apply(scan_dir(&namer.root));
+        let namer = Arc::new(Self { prefix, root, names: ArcSwap::default(), generation, last_scan: Mutex::default() });
+        namer.rescan();
         namer
+    }
+
+    /// Scans the directory now (on this thread) and applies what changed.
+    fn rescan(&self) {
+        let previous = self.last_scan.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        self.apply(scan_dir(&self.root, &previous));
     }
 
     /// Starts the polling task; it ends when the namer is dropped.
@@ -53,7 +79,8 @@ impl FsNamer {
                 tick.tick().await;
                 let Some(namer) = weak.upgrade() else { return };
                 let root = namer.root.clone();
-                match tokio::task::spawn_blocking(move || scan_dir(&root)).await {
+                let previous = namer.last_scan.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                match tokio::task::spawn_blocking(move || scan_dir(&root, &previous)).await {
                     Ok(scan) => namer.apply(scan),
                     Err(e) => tracing::warn!(error = %e, "fs namer scan task failed"),
                 }
@@ -62,13 +89,16 @@ impl FsNamer {
     }
 
     /// Folds a directory scan into the live state; bumps the generation if a name appeared or vanished.
-    fn apply(&self, scan: Option<HashMap<Label, EndpointSet>>) {
+    fn apply(&self, scan: Option<Scan>) {
         // An unreadable directory keeps the last known state: better stale routes than none.
         let Some(scan) = scan else { return };
+        let sets: Vec<(Label, EndpointSet)> =
+            scan.iter().filter_map(|(name, f)| Some((name.clone(), f.set.clone()?))).collect();
+        *self.last_scan.lock().unwrap_or_else(|e| e.into_inner()) = scan;
         let current = self.names.load();
-        let mut next = HashMap::with_capacity(scan.len());
-        let mut existence_changed = scan.len() != current.len();
-        for (name, set) in scan {
+        let mut next = HashMap::with_capacity(sets.len());
+        let mut existence_changed = sets.len() != current.len();
+        for (name, set) in sets {
             let watch = match current.get(&name) {
                 Some(w) => {
                     if w.store(set) {
@@ -105,8 +135,12 @@ impl Namer for FsNamer {
 
     fn lookup(&self, id_prefix: &Path, rest: &Path) -> NamerAnswer {
         // The directory is always fully known (scanned at start-up), so there is never a pending answer.
-        let Some(name) = rest.labels().first() else { return NamerAnswer::Ready(NameTree::Neg) };
-        NamerAnswer::Ready(match self.names.load().get(name) {
+        NamerAnswer::Ready(self.peek(id_prefix, rest))
+    }
+
+    fn peek(&self, id_prefix: &Path, rest: &Path) -> NameTree<BoundName> {
+        let Some(name) = rest.labels().first() else { return NameTree::Neg };
+        match self.names.load().get(name) {
             Some(watch) => NameTree::Leaf(BoundName {
                 id: id_prefix.append(name.clone()),
                 residual: rest.drop(1),
@@ -114,7 +148,7 @@ impl Namer for FsNamer {
                 host: None,
             }),
             None => NameTree::Neg,
-        })
+        }
     }
 
     fn state(&self) -> serde_json::Value {
@@ -132,8 +166,9 @@ impl Namer for FsNamer {
     }
 }
 
-/// Reads every registry file in `root`; `None` if the directory itself cannot be read.
-fn scan_dir(root: &FsPath) -> Option<HashMap<Label, EndpointSet>> {
+/// Reads every registry file in `root`; `None` if the directory itself cannot be read. Files whose content is
+/// unchanged since `previous` are not parsed again; problems are logged once per change.
+fn scan_dir(root: &FsPath, previous: &Scan) -> Option<Scan> {
     let entries = match std::fs::read_dir(root) {
         Ok(e) => e,
         Err(e) => {
@@ -141,26 +176,64 @@ fn scan_dir(root: &FsPath) -> Option<HashMap<Label, EndpointSet>> {
             return None;
         }
     };
+    let canonical_root = std::fs::canonicalize(root).ok()?;
     let mut out = HashMap::new();
     for entry in entries.flatten() {
         let file_name = entry.file_name();
         let Some(name) = file_name.to_str() else { continue };
-        if name.starts_with('.') {
-            continue;
-        }
+        let Some(label) = Label::new(name).filter(|_| !name.starts_with('.')) else { continue };
         let path = entry.path();
-        match std::fs::metadata(&path) {
-            Ok(m) if m.is_file() && m.len() <= MAX_FILE_BYTES => {}
-            Ok(m) if m.is_file() => {
-                tracing::warn!(file = %path.display(), "fs namer: file too large, skipped");
-                continue;
+        let state = match read_registry_file(&canonical_root, &path) {
+            Ok(None) => continue,
+            Ok(Some(bytes)) => {
+                let fingerprint = fingerprint(&bytes);
+                match previous.get(&label) {
+                    Some(prev) if prev.fingerprint == fingerprint => prev.clone(),
+                    _ => match String::from_utf8(bytes) {
+                        Ok(text) => FileState { fingerprint, set: Some(parse_registry_file(&path, &text)) },
+                        Err(_) => problem(&path, previous.get(&label), "not UTF-8 text".into()),
+                    },
+                }
             }
-            _ => continue,
-        }
-        let (Ok(text), Some(label)) = (std::fs::read_to_string(&path), Label::new(name)) else { continue };
-        out.insert(label, parse_registry_file(&path, &text));
+            Err(why) => problem(&path, previous.get(&label), why),
+        };
+        out.insert(label, state);
     }
     Some(out)
+}
+
+/// A file that cannot be used: warned about once (per distinct problem), keeping the name's last known endpoints.
+fn problem(path: &FsPath, previous: Option<&FileState>, why: String) -> FileState {
+    let fingerprint = fingerprint(why.as_bytes()) ^ 0x5bd1_e995;
+    match previous {
+        Some(prev) if prev.fingerprint == fingerprint => prev.clone(),
+        _ => {
+            let kept = previous.and_then(|p| p.set.clone());
+            let what = if kept.is_some() { "keeping its last known endpoints" } else { "name left out" };
+            tracing::warn!(file = %path.display(), "fs namer: cannot use file: {why}; {what}");
+            FileState { fingerprint, set: kept }
+        }
+    }
+}
+
+/// The bytes of one registry file; `Ok(None)` for what is not a registry file (a directory); `Err` why a file
+/// cannot be used — unreadable, too large, or a symlink leading out of `rootDir`.
+fn read_registry_file(canonical_root: &FsPath, path: &FsPath) -> Result<Option<Vec<u8>>, String> {
+    let link = std::fs::symlink_metadata(path).map_err(|e| e.to_string())?;
+    if link.file_type().is_symlink() {
+        let target = std::fs::canonicalize(path).map_err(|e| format!("broken symlink: {e}"))?;
+        if !target.starts_with(canonical_root) {
+            return Err(format!("a symlink to {} (outside rootDir) is not followed", target.display()));
+        }
+    }
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Ok(None);
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(format!("larger than {} KiB", MAX_FILE_BYTES / 1024));
+    }
+    std::fs::read(path).map(Some).map_err(|e| e.to_string())
 }
 
 /// Parses one registry file; bad lines are logged with their line number and skipped.
@@ -248,7 +321,7 @@ mod tests {
 
         std::fs::write(dir.join("forex-rate"), "127.0.3.1:4140\n").unwrap();
         std::fs::write(dir.join(".forex-rate.tmp"), "ignored").unwrap();
-        namer.apply(scan_dir(&dir));
+        namer.rescan();
         assert_eq!(generation.load(Ordering::Acquire), 1);
         let NameTree::Leaf(bound) = tree(&namer) else { panic!("expected bound") };
         assert_eq!(bound.id.to_string(), "/#/io.l5d.fs/forex-rate");
@@ -256,15 +329,42 @@ mod tests {
         let v = bound.endpoints.version();
 
         std::fs::write(dir.join("forex-rate"), "127.0.3.1:4140\n127.0.3.2:4140\n").unwrap();
-        namer.apply(scan_dir(&dir));
+        namer.rescan();
         assert_eq!(generation.load(Ordering::Acquire), 1, "address change must not force a re-bind");
         assert!(bound.endpoints.version() > v);
         assert_eq!(bound.endpoints.load().endpoints.len(), 2);
 
         std::fs::remove_file(dir.join("forex-rate")).unwrap();
-        namer.apply(scan_dir(&dir));
+        namer.rescan();
         assert_eq!(generation.load(Ordering::Acquire), 2);
         assert_eq!(tree(&namer), NameTree::Neg);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn unreadable_files_keep_the_last_endpoints_and_symlinks_stay_inside_root_dir() {
+        let base = std::env::temp_dir().join(format!("sy-fs-link-{}-{}", std::process::id(), fastrand::u64(..)));
+        let (dir, outside) = (base.join("root"), base.join("secret"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(&outside, "10.9.9.9:22\n").unwrap();
+        std::fs::write(dir.join("inside-target"), "127.0.0.1:80\n").unwrap();
+        std::os::unix::fs::symlink(&outside, dir.join("escape")).unwrap();
+        std::os::unix::fs::symlink(dir.join("inside-target"), dir.join("alias")).unwrap();
+        std::fs::write(dir.join("forex-rate"), "127.0.3.1:4140\n").unwrap();
+        let namer = FsNamer::new(Path::read("/io.l5d.fs").unwrap(), dir.clone(), Arc::new(AtomicU64::new(0)));
+        let names = namer.names.load();
+        assert!(!names.contains_key(&Label::new("escape").unwrap()), "a symlink out of rootDir is not followed");
+        assert!(names.contains_key(&Label::new("alias").unwrap()), "a symlink inside rootDir is");
+
+        // Not UTF-8: the name keeps what it had, and the scan after that changes nothing (warned once).
+        std::fs::write(dir.join("forex-rate"), [0xff, 0xfe, b'\n']).unwrap();
+        namer.rescan();
+        let fr = Label::new("forex-rate").unwrap();
+        let eps = namer.names.load().get(&fr).map(|w| w.load().endpoints.len());
+        assert_eq!(eps, Some(1), "the last known endpoints stay");
+        let seen = namer.last_scan.lock().unwrap().get(&fr).map(|f| f.fingerprint);
+        namer.rescan();
+        assert_eq!(namer.last_scan.lock().unwrap().get(&fr).map(|f| f.fingerprint), seen);
+        std::fs::remove_dir_all(&base).unwrap();
     }
 }

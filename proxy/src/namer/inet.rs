@@ -4,23 +4,34 @@
 //! use), or `localhost`; `/$/inet/<port>` means localhost. Anything after the port is the bound name's residual.
 //! Host names needing DNS are not resolved here (a later namer can); they bind to Neg with a logged reason.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
-
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex, Weak};
+
 use switchyard_dtab::{NameTree, Path};
 
 use super::{BoundName, Endpoint, EndpointSet, EndpointWatch};
 
-/// Interns one [`EndpointWatch`] per address so every binding of the same literal shares it.
+/// Interns one [`EndpointWatch`] per address so every binding of the same literal shares it — weakly: an address
+/// no binding holds any more is forgotten, so a stream of distinct addresses cannot grow memory.
 #[derive(Default)]
 pub struct InetNamer {
-    watches: Mutex<HashMap<SocketAddr, Arc<EndpointWatch>>>,
+    watches: Mutex<HashMap<SocketAddr, Weak<EndpointWatch>>>,
 }
 
 impl InetNamer {
     /// Binds a full `/$/inet/…` path.
     pub fn lookup(&self, path: &Path) -> NameTree<BoundName> {
+        Self::bind_with(path, |addr| self.watch(addr))
+    }
+
+    /// Binds a path for an explanation: the same answer, with an address that is not interned.
+    pub fn peek(path: &Path) -> NameTree<BoundName> {
+        let fresh = |addr| EndpointWatch::new(EndpointSet { endpoints: vec![Endpoint { addr, weight: 1.0 }] });
+        Self::bind_with(path, fresh)
+    }
+
+    fn bind_with(path: &Path, watch: impl FnOnce(SocketAddr) -> Arc<EndpointWatch>) -> NameTree<BoundName> {
         let labels = path.labels();
         let strs: Vec<Option<&str>> = labels.iter().skip(2).map(|l| l.as_str()).collect();
         let (addr, used) = match strs.as_slice() {
@@ -35,15 +46,26 @@ impl InetNamer {
         };
         let id = path.take(2 + used);
         let residual = path.drop(2 + used);
-        NameTree::Leaf(BoundName { id, residual, endpoints: self.watch(addr), host: None })
+        NameTree::Leaf(BoundName { id, residual, endpoints: watch(addr), host: None })
     }
 
     fn watch(&self, addr: SocketAddr) -> Arc<EndpointWatch> {
         let mut watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
-        watches
-            .entry(addr)
-            .or_insert_with(|| EndpointWatch::new(EndpointSet { endpoints: vec![Endpoint { addr, weight: 1.0 }] }))
-            .clone()
+        if let Some(live) = watches.get(&addr).and_then(Weak::upgrade) {
+            return live;
+        }
+        // Forget the addresses nothing holds any more, once the table has doubled since the last sweep.
+        if watches.len() >= 64 && watches.len().is_power_of_two() {
+            watches.retain(|_, w| w.strong_count() > 0);
+        }
+        let watch = EndpointWatch::new(EndpointSet { endpoints: vec![Endpoint { addr, weight: 1.0 }] });
+        watches.insert(addr, Arc::downgrade(&watch));
+        watch
+    }
+
+    /// Addresses interned now (for tests and the admin API).
+    pub fn interned(&self) -> usize {
+        self.watches.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 }
 
@@ -103,6 +125,25 @@ mod tests {
         let (id, residual, addr) = bound("/$/inet/9990").unwrap();
         assert_eq!((id.as_str(), residual.as_str()), ("/$/inet/9990", "/"));
         assert_eq!(addr, "127.0.0.1:9990".parse().unwrap());
+    }
+
+    #[test]
+    fn addresses_nothing_holds_are_forgotten_and_peeking_interns_nothing() {
+        let namer = InetNamer::default();
+        for port in 1..=2000u16 {
+            let path = Path::read(&format!("/$/inet/10.0.0.1/{port}")).unwrap();
+            let _ = namer.lookup(&path);
+        }
+        assert!(namer.interned() <= 1024, "{} addresses kept", namer.interned());
+        let held = namer.lookup(&Path::read("/$/inet/10.0.0.2/80").unwrap());
+        let again = namer.lookup(&Path::read("/$/inet/10.0.0.2/80").unwrap());
+        match (held, again) {
+            (NameTree::Leaf(a), NameTree::Leaf(b)) => assert!(Arc::ptr_eq(&a.endpoints, &b.endpoints), "shared"),
+            _ => panic!("expected leaves"),
+        }
+        let before = namer.interned();
+        let _ = InetNamer::peek(&Path::read("/$/inet/10.9.9.9/80").unwrap());
+        assert_eq!(namer.interned(), before);
     }
 
     #[test]

@@ -120,6 +120,9 @@ pub trait Namer: Send + Sync + 'static {
     /// What `rest` (the path after `/#/<prefix>`) binds to now. `id_prefix` is `/#/<prefix>`.
     /// Must not block: answer from memory, and start a watch (returning `Pending`) for names not seen before.
     fn lookup(&self, id_prefix: &Path, rest: &Path) -> NamerAnswer;
+    /// What `rest` binds to as far as the namer knows *now*, for explaining (the delegator): never starts a
+    /// watch, never caches or touches anything. Names it has no answer for are Neg.
+    fn peek(&self, id_prefix: &Path, rest: &Path) -> NameTree<BoundName>;
     /// A JSON summary of what the namer currently knows, for the admin API.
     fn state(&self) -> serde_json::Value;
 }
@@ -161,6 +164,11 @@ impl NamerSet {
 }
 
 impl NamerSet {
+    /// What an explanation sees: the namers' current answers, with no side effects.
+    pub fn explaining(&self) -> Explaining<'_> {
+        Explaining(self)
+    }
+
     fn answer(&self, path: &Path) -> Option<NamerAnswer> {
         let labels = path.labels();
         match labels.first().map(|l| l.as_bytes()) {
@@ -185,15 +193,24 @@ impl NamerSet {
     }
 }
 
-/// Present answers as they are; pending ones as Neg (for the delegator, which explains the state right now).
-impl Namers for NamerSet {
+/// The namers as the delegator sees them: what they know right now, through [`Namer::peek`] — explaining a path
+/// never starts a watch or interns an address, so a flood of made-up paths costs nothing that lasts.
+pub struct Explaining<'a>(&'a NamerSet);
+
+impl Namers for Explaining<'_> {
     type Bound = BoundName;
 
     fn lookup(&self, path: &Path) -> NamerLookup<BoundName> {
-        match self.answer(path) {
-            Some(NamerAnswer::Ready(tree)) => NamerLookup::Tree(tree),
-            Some(NamerAnswer::Pending(_)) => NamerLookup::Tree(NameTree::Neg),
-            None => NamerLookup::NotMine,
+        let labels = path.labels();
+        match labels.first().map(|l| l.as_bytes()) {
+            Some(b"$") if labels.get(1).map(|l| l.as_bytes()) == Some(b"inet") => {
+                NamerLookup::Tree(inet::InetNamer::peek(path))
+            }
+            Some(b"#") => match self.0.namers.iter().find(|(prefix, _)| path.starts_with(prefix)) {
+                Some((prefix, namer)) => NamerLookup::Tree(namer.peek(prefix, &path.drop(prefix.len()))),
+                None => NamerLookup::NotMine,
+            },
+            _ => NamerLookup::NotMine,
         }
     }
 }

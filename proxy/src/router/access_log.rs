@@ -60,6 +60,24 @@ impl AccessLog {
     }
 }
 
+/// A field as the log writes it: `"`, `\`, spaces, control and non-ASCII bytes become `\xHH`, so that no
+/// value a client sent can end a quoted field or forge another `key=value`.
+pub fn escape(field: &str) -> std::borrow::Cow<'_, str> {
+    let plain = |b: u8| b.is_ascii_graphic() && b != b'"' && b != b'\\';
+    if field.bytes().all(plain) {
+        return std::borrow::Cow::Borrowed(field);
+    }
+    let mut out = String::with_capacity(field.len() + 8);
+    for b in field.bytes() {
+        if plain(b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Seconds and milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC), without a date crate.
 pub fn now_rfc3339() -> String {
     let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -87,6 +105,14 @@ pub fn now_rfc3339() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fields_cannot_break_out() {
+        assert_eq!(escape("/svc/forex-rate"), "/svc/forex-rate");
+        assert_eq!(escape("/a\"b c"), "/a\\x22b\\x20c");
+        assert_eq!(escape("x\\y\n"), "x\\x5cy\\x0a");
+        assert_eq!(escape("é"), "\\xc3\\xa9");
+    }
 
     #[test]
     fn timestamps_look_right() {

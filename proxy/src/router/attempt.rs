@@ -6,8 +6,16 @@
 //! has room. A retryable failure that is not retried is returned with `l5d-retryable: true`, so a proxy further
 //! out can retry it. Each retry may pick another endpoint (and another union branch); the endpoint the last
 //! attempt failed on is avoided while another is usable.
+//!
+//! With `hedging` on, an idempotent request with a kept body that has had no answer for as long as the service's
+//! recent percentile ([`super::hedge`]) gets a second attempt at another endpoint, paid from the retry budget; the
+//! first answer wins. A first attempt beaten by its hedge finishes in the background and is charged its real
+//! latency, so the balancer learns the endpoint is slow and sends it less; a beaten hedge is cancelled.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{HeaderValue, Response};
 use http_body_util::Either;
@@ -44,6 +52,39 @@ pub struct Attempts<'a> {
     last_endpoint: Option<Arc<Endpoint>>,
 }
 
+/// An attempt on its way: when it left, and where to.
+struct Sent {
+    at: Instant,
+    target: Arc<Target>,
+    endpoint: Arc<Endpoint>,
+}
+
+type SendResult = Result<Response<Incoming>, SendError>;
+
+/// The endpoint step, bounded by the attempt timeout and what is left of the deadline. Owns what it needs, so a
+/// hedge can run beside it.
+fn send(
+    deadline: Deadline,
+    sent: &Sent,
+    req: http::Request<ReqBody>,
+) -> impl Future<Output = SendResult> + Send + 'static {
+    let endpoint = sent.endpoint.clone();
+    let per_attempt = sent.target.balancer.policy.request_attempt_timeout;
+    async move {
+        let limit = [per_attempt, deadline.remaining()].into_iter().flatten().min();
+        let Some(t) = limit else { return endpoint.send(req).await };
+        tokio::time::timeout(t, endpoint.send(req)).await.unwrap_or_else(|_| {
+            // Report the configured timeout that ran out, not the remainder this attempt happened to get.
+            let error = if Some(t) == per_attempt {
+                ProxyError::Timeout { kind: TimeoutKind::Attempt, after: t }
+            } else {
+                deadline.timed_out(TimeoutKind::Request)
+            };
+            Err(SendError { error, unsent: None, sent: true })
+        })
+    }
+}
+
 /// What one attempt came back with, as judged.
 enum Outcome {
     /// The upstream answered; `failure` and `retryable` are the classifier's verdict.
@@ -72,13 +113,19 @@ impl<'a> Attempts<'a> {
     pub async fn run(mut self, sent_to: &mut Option<Arc<Balancer>>) -> Result<Response<ProxyBody>, Failure> {
         loop {
             let (target, endpoint) = self.pick()?;
-            let balancer = &target.balancer;
-            *sent_to = Some(balancer.clone());
+            *sent_to = Some(target.balancer.clone());
             let req = self.build(&target, &endpoint)?;
-            let sent_at = Instant::now();
-            let outcome = match self.send(&endpoint, balancer, req).await {
-                Ok(resp) => self.judge_answer(resp, &endpoint, balancer, sent_at),
-                Err(e) => self.judge_error(e, &endpoint, balancer, sent_at),
+            let sent = Sent { at: Instant::now(), target, endpoint };
+            let attempt = send(self.deadline, &sent, req);
+            let (sent, result) = match self.hedge_delay() {
+                Some(delay) => self.race(sent, Box::pin(attempt), delay).await,
+                None => (sent, attempt.await),
+            };
+            let (endpoint, balancer) = (&sent.endpoint, &sent.target.balancer);
+            *sent_to = Some(balancer.clone());
+            let outcome = match result {
+                Ok(resp) => self.judge_answer(resp, endpoint, balancer, sent.at),
+                Err(e) => self.judge_error(e, endpoint, balancer, sent.at),
             };
             let wanted = match &outcome {
                 Outcome::Answered { retryable, .. } => *retryable,
@@ -86,7 +133,7 @@ impl<'a> Attempts<'a> {
             };
             if wanted && self.may_retry().await {
                 self.retries += 1;
-                self.last_endpoint = Some(endpoint);
+                self.last_endpoint = Some(sent.endpoint.clone());
                 if let Outcome::Failed { error, .. } = outcome {
                     self.last_error = Some(error);
                 }
@@ -138,25 +185,77 @@ impl<'a> Attempts<'a> {
         Ok(req)
     }
 
-    /// The endpoint step, bounded by the attempt timeout and what is left of the deadline.
-    async fn send(
-        &self,
-        endpoint: &Arc<Endpoint>,
-        balancer: &Balancer,
-        req: http::Request<ReqBody>,
-    ) -> Result<Response<Incoming>, SendError> {
-        let per_attempt = balancer.policy.request_attempt_timeout;
-        let limit = [per_attempt, self.deadline.remaining()].into_iter().flatten().min();
-        let Some(t) = limit else { return endpoint.send(req).await };
-        tokio::time::timeout(t, endpoint.send(req)).await.unwrap_or_else(|_| {
-            // Report the configured timeout that ran out, not the remainder this attempt happened to get.
-            let error = if Some(t) == per_attempt {
-                ProxyError::Timeout { kind: TimeoutKind::Attempt, after: t }
-            } else {
-                self.deadline.timed_out(TimeoutKind::Request)
-            };
-            Err(SendError { error, unsent: None, sent: true })
-        })
+    /// How long the first attempt may go unanswered before it is hedged: the service's `hedging` percentile of
+    /// recent answers (at least its `minMs`), for requests that may be sent twice — idempotent for the classifier,
+    /// body kept. `None`: no hedging.
+    fn hedge_delay(&self) -> Option<Duration> {
+        let hedging = self.binding.policy.hedging?;
+        let may = self.retries == 0
+            && self.request.replayable()
+            && self.binding.policy.classifier.retryable_method(&self.request.method);
+        let p = if may { self.binding.latency.percentile(hedging.percentile)? } else { return None };
+        Some(p.max(Duration::from_millis(hedging.min_ms)))
+    }
+
+    /// Runs the first attempt; if it has not answered within `delay`, sends a hedge to another endpoint (budget
+    /// permitting) and takes whichever answers first — or, if one fails outright, the other. When the hedge wins,
+    /// the first attempt is left to finish in the background (bounded by its timeouts) so that its endpoint's
+    /// latency estimate learns how slow it really was; its answer is dropped.
+    async fn race<F>(&mut self, first: Sent, mut attempt: Pin<Box<F>>, delay: Duration) -> (Sent, SendResult)
+    where
+        F: Future<Output = SendResult> + Send + 'static,
+    {
+        tokio::select! {
+            r = &mut attempt => return (first, r),
+            _ = tokio::time::sleep(delay) => {}
+        }
+        let Some((second, req)) = self.hedge(&first.endpoint) else { return (first, attempt.await) };
+        self.binding.hedges.inc();
+        let hedge = send(self.deadline, &second, req);
+        tokio::pin!(hedge);
+        tokio::select! {
+            r = &mut attempt => match r {
+                Ok(resp) => (first, Ok(resp)),
+                Err(e) => {
+                    // The first failed outright: book it, and wait for the hedge.
+                    self.judge_error(e, &first.endpoint, &first.target.balancer, first.at);
+                    self.binding.hedge_wins.inc();
+                    (second, hedge.await)
+                }
+            },
+            r = &mut hedge => match r {
+                Ok(resp) => {
+                    self.binding.hedge_wins.inc();
+                    let (endpoint, decay, at) = (first.endpoint.clone(), first.target.balancer.ewma_decay(), first.at);
+                    tokio::spawn(async move {
+                        if attempt.await.is_ok() {
+                            endpoint.health.observe_latency(at.elapsed(), decay);
+                        }
+                    });
+                    (second, Ok(resp))
+                }
+                Err(e) => {
+                    self.judge_error(e, &second.endpoint, &second.target.balancer, second.at);
+                    (first, attempt.await)
+                }
+            },
+        }
+    }
+
+    /// A hedge for a request whose first attempt went to `avoid`: another endpoint (of any branch), if there is
+    /// one and the retry budget has room.
+    fn hedge(&mut self, avoid: &Arc<Endpoint>) -> Option<(Sent, http::Request<ReqBody>)> {
+        let Choice::Target(target) = choose(self.tree) else { return None };
+        let endpoint = target.balancer.pick(Some(avoid)).ok().filter(|e| !Arc::ptr_eq(e, avoid))?;
+        if !self.binding.budget.try_withdraw() {
+            self.binding.budget_exhausted.inc();
+            return None;
+        }
+        let target = target.clone();
+        target.balancer.metrics.request();
+        let mut req = self.request.attempt(true)?;
+        context::prepare_attempt(&mut req, &target, &self.deadline, self.h2);
+        Some((Sent { at: Instant::now(), target, endpoint }, req))
     }
 
     /// Judges an upstream answer: records it in the endpoint's health and the balancer's metrics.
@@ -177,6 +276,7 @@ impl<'a> Attempts<'a> {
             endpoint.health.observe_failure(balancer.ewma_decay());
         } else {
             endpoint.health.observe_latency(elapsed, balancer.ewma_decay());
+            self.binding.latency.record(elapsed);
         }
         balancer.metrics.response_classified(status, failure, elapsed);
         // Honoured only from a proxy's own error (it carries l5d-err): an app's header must never make a request it
@@ -197,6 +297,13 @@ impl<'a> Attempts<'a> {
         balancer: &Balancer,
         sent_at: Instant,
     ) -> Outcome {
+        if let Some(fault) = self.request.client_fault() {
+            // The client's body broke or stalled while it streamed upstream: the client's failure (400/408),
+            // not the endpoint's — no failure accrual, no latency penalty, nothing to retry.
+            let error = ProxyError::ClientBody(fault.clone());
+            balancer.metrics.response(error.status(), sent_at.elapsed());
+            return Outcome::Failed { error, retryable: false, pointless: true };
+        }
         if e.error.blames_endpoint() {
             endpoint.health.record(false, &balancer.policy.failure_accrual, balancer.others_live(endpoint), sent_at);
             endpoint.health.observe_failure(balancer.ewma_decay());

@@ -15,6 +15,7 @@ use switchyard_dtab::{BindError, Dtab, NameTree, Path};
 
 use super::balance::{Balancer, BalancerFamilies};
 use super::endpoint::EndpointPool;
+use super::hedge::LatencyWindow;
 use crate::config::{
     ClientConfig, ClientPolicy, ClientTlsConfig, Protocol, RetryBudget, RouterConfig, ServiceConfig, ServicePolicy,
 };
@@ -24,7 +25,15 @@ use crate::tls::{ClientTls, TlsMetrics, TlsTarget};
 
 /// Names cached per table (and so distinct `service` label values per router). Past this, names are bound per
 /// request and their metrics share the `service="overflow"` series, so hostile Host headers cannot grow memory.
+/// Names that bind to nothing never take a label (they share `service="unbound"`) and fill at most half the
+/// cache, so made-up names cannot crowd out real ones.
 pub const MAX_CACHED_NAMES: usize = 1000;
+
+/// A logical name's label and retry budget unused for this long may be dropped to make room for another name.
+pub const LABEL_IDLE: Duration = Duration::from_secs(600);
+
+/// The `service` label of every name that binds to nothing.
+pub const UNBOUND_LABEL: &str = "unbound";
 
 /// The bind stage's families: per logical service, its traffic, retries and spent budget.
 #[derive(Clone)]
@@ -32,6 +41,8 @@ pub struct BindFamilies {
     routes: RequestFamilies,
     retries: IntCounterVec,
     budget_exhausted: IntCounterVec,
+    hedges: IntCounterVec,
+    hedge_wins: IntCounterVec,
     balancers: BalancerFamilies,
 }
 
@@ -45,6 +56,12 @@ impl BindFamilies {
             budget_exhausted: r.int_counter_vec(
                 names::RETRY_BUDGET_EXHAUSTED,
                 "Retryable failures not retried because the retry budget was spent.",
+                rs,
+            ),
+            hedges: r.int_counter_vec(names::HEDGES, "Hedged requests sent per logical service.", rs),
+            hedge_wins: r.int_counter_vec(
+                names::HEDGE_WINS,
+                "Hedged requests whose hedge answered first, per logical service.",
                 rs,
             ),
             balancers: BalancerFamilies::register(r),
@@ -89,6 +106,14 @@ impl RetryBudgetState {
         self.with_slot(|w, i| w.slots[i].1 += 1);
     }
 
+    /// How long since the last request was counted (or since the budget was made).
+    pub fn idle(&self) -> Duration {
+        let w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        let now = w.start.elapsed().as_secs();
+        let last = w.slots.iter().filter(|s| s.0 != u64::MAX).map(|s| s.0).max().unwrap_or(0);
+        Duration::from_secs(now.saturating_sub(last))
+    }
+
     /// Takes one retry from the budget if there is one.
     pub fn try_withdraw(&self) -> bool {
         let c = self.config;
@@ -128,8 +153,19 @@ pub struct Binding {
     pub policy: ServicePolicy,
     /// The logical name's retry budget (shared by every binding of the name in this router).
     pub budget: Arc<RetryBudgetState>,
+    /// The logical name's recent answer latencies (hedging's clock), shared like the budget.
+    pub latency: Arc<LatencyWindow>,
     pub retries: IntCounter,
     pub budget_exhausted: IntCounter,
+    pub hedges: IntCounter,
+    pub hedge_wins: IntCounter,
+}
+
+/// What a router keeps per logical name beyond one dtab: its retry budget and recent latencies.
+#[derive(Clone)]
+struct NameState {
+    budget: Arc<RetryBudgetState>,
+    latency: Arc<LatencyWindow>,
 }
 
 /// What a router's [`Binder`] is built from.
@@ -191,7 +227,7 @@ pub struct Binder {
     families: BindFamilies,
     settings: BinderSettings,
     balancers: Mutex<HashMap<Path, Arc<Balancer>>>,
-    budgets: Mutex<HashMap<String, Arc<RetryBudgetState>>>,
+    budgets: Mutex<HashMap<String, NameState>>,
 }
 
 impl Binder {
@@ -221,16 +257,27 @@ impl Binder {
 
     /// The service label to use and its retry budget. Distinct labels are capped at [`MAX_CACHED_NAMES`] per
     /// router whether or not bindings are cached (a namer that never answers would otherwise let every new Host
-    /// header mint a series); past the cap, names share `overflow`.
-    fn label_and_budget(&self, proposed: &str, policy: &ServicePolicy) -> (String, Arc<RetryBudgetState>) {
+    /// header mint a series); at the cap, names unused for [`LABEL_IDLE`] make room, and only past that do
+    /// names share `overflow`.
+    ///
+    /// A name that binds to nothing (`bound` false) and never did shares [`UNBOUND_LABEL`]; one that did keeps its
+    /// own label while it fails, so a service that vanished from the registry shows as failing, not as gone.
+    fn label_and_budget(&self, proposed: &str, bound: bool, policy: &ServicePolicy) -> (String, NameState) {
         let mut budgets = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
+        let proposed = if bound || budgets.contains_key(proposed) { proposed } else { UNBOUND_LABEL };
+        if !budgets.contains_key(proposed) && budgets.len() >= MAX_CACHED_NAMES {
+            budgets.retain(|label, n| label == UNBOUND_LABEL || n.budget.idle() < LABEL_IDLE);
+        }
         let label =
             if budgets.contains_key(proposed) || budgets.len() < MAX_CACHED_NAMES { proposed } else { "overflow" };
-        let budget = budgets
+        let state = budgets
             .entry(label.to_string())
-            .or_insert_with(|| Arc::new(RetryBudgetState::new(policy.retries.budget)))
+            .or_insert_with(|| NameState {
+                budget: Arc::new(RetryBudgetState::new(policy.retries.budget)),
+                latency: Arc::default(),
+            })
             .clone();
-        (label.to_string(), budget)
+        (label.to_string(), state)
     }
 
     /// Binds `path` under `dtab` through the namers, resolving every bound leaf to its (interned) balancer. Waits
@@ -255,17 +302,20 @@ impl Binder {
             if !incomplete || tokio::time::Instant::now() >= deadline {
                 let tree = tree.map(|t| t.map(&mut |b: &BoundName| self.target(b)));
                 let policy = self.settings.service_config.resolve(path);
-                let (label, budget) = self.label_and_budget(service_label, &policy);
+                let (label, name) = self.label_and_budget(service_label, binds_something(&tree), &policy);
                 let labels = [&*self.router, label.as_str()];
                 return Binding {
                     tree,
                     route: self.families.routes.stats(&self.router, &label),
                     namer_generation,
                     incomplete,
-                    budget,
+                    budget: name.budget,
+                    latency: name.latency,
                     policy,
                     retries: self.families.retries.with_label_values(&labels),
                     budget_exhausted: self.families.budget_exhausted.with_label_values(&labels),
+                    hedges: self.families.hedges.with_label_values(&labels),
+                    hedge_wins: self.families.hedge_wins.with_label_values(&labels),
                 };
             }
             for ready in pending {
@@ -278,6 +328,11 @@ impl Binder {
 
     fn target(&self, bound: &BoundName) -> Arc<Target> {
         let mut balancers = self.balancers.lock().unwrap_or_else(|e| e.into_inner());
+        if !balancers.contains_key(&bound.id) && balancers.len() >= 64 && balancers.len().is_power_of_two() {
+            // Forget the clients no binding holds any more (names bound per request, through a per-request dtab
+            // or past the cache): their endpoints, connections and namer watches can then go too.
+            balancers.retain(|_, b| Arc::strong_count(b) > 1);
+        }
         let balancer = balancers
             .entry(bound.id.clone())
             .or_insert_with(|| {
@@ -302,6 +357,19 @@ impl Binder {
         v.sort_by(|a, b| a.id.cmp(&b.id));
         v
     }
+}
+
+/// Whether a bound tree leads anywhere (has a leaf), rather than only to Neg, Fail, an empty set or an error.
+pub fn binds_something<T, E>(tree: &Result<NameTree<T>, E>) -> bool {
+    fn walk<T>(t: &NameTree<T>) -> bool {
+        match t {
+            NameTree::Leaf(_) => true,
+            NameTree::Alt(alts) => alts.iter().any(walk),
+            NameTree::Union(branches) => branches.iter().any(|w| walk(&w.tree)),
+            NameTree::Neg | NameTree::Fail | NameTree::Empty => false,
+        }
+    }
+    tree.as_ref().is_ok_and(walk)
 }
 
 /// What a request's bound tree yields: a target, or why there is none.
@@ -371,6 +439,9 @@ mod tests {
         fn lookup(&self, _: &Path, _: &Path) -> NamerAnswer {
             NamerAnswer::Pending(Box::pin(std::future::pending()))
         }
+        fn peek(&self, _: &Path, _: &Path) -> NameTree<BoundName> {
+            NameTree::Neg
+        }
         fn state(&self) -> serde_json::Value {
             serde_json::Value::Null
         }
@@ -438,14 +509,52 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn service_labels_are_capped() {
+    async fn service_labels_are_capped_and_idle_ones_make_room() {
         let (b, _) = binder(Duration::from_secs(1));
         let policy = ServiceConfig::default().resolve(&Path::read("/svc/x").unwrap());
         for i in 0..MAX_CACHED_NAMES {
-            assert_eq!(b.label_and_budget(&format!("/svc/{i}"), &policy).0, format!("/svc/{i}"));
+            assert_eq!(b.label_and_budget(&format!("/svc/{i}"), true, &policy).0, format!("/svc/{i}"));
         }
-        assert_eq!(b.label_and_budget("/svc/one-too-many", &policy).0, "overflow");
-        assert_eq!(b.label_and_budget("/svc/7", &policy).0, "/svc/7", "names already seen keep their label");
+        assert_eq!(b.label_and_budget("/svc/one-too-many", true, &policy).0, "overflow");
+        assert_eq!(b.label_and_budget("/svc/7", true, &policy).0, "/svc/7", "names already seen keep their label");
+        // Ten minutes later, with only /svc/7 still in use, a new name gets its own label again.
+        tokio::time::advance(LABEL_IDLE - Duration::from_secs(5)).await;
+        b.label_and_budget("/svc/7", true, &policy).1.budget.deposit();
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(b.label_and_budget("/svc/new", true, &policy).0, "/svc/new");
+        assert_eq!(b.label_and_budget("/svc/7", true, &policy).0, "/svc/7", "a name in use is never dropped");
+        assert_eq!(b.budgets.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn clients_no_binding_holds_are_forgotten() {
+        let (b, _) = binder(Duration::from_millis(10));
+        let path = Path::read("/svc/x").unwrap();
+        let kept = b.resolve(&Dtab::parse("/svc=>/$/inet/10.0.0.1/1").unwrap(), &path, "/svc/x", None).await;
+        for port in 2..=1000 {
+            let dtab = Dtab::parse(&format!("/svc=>/$/inet/10.0.0.1/{port}")).unwrap();
+            drop(b.resolve(&dtab, &path, "/svc/x", None).await);
+        }
+        let n = b.balancers().len();
+        assert!(n <= 512, "{n} clients kept for 999 one-off bindings");
+        assert!(b.balancers().iter().any(|c| &*c.id_text == "/$/inet/10.0.0.1/1"), "a held one stays");
+        drop(kept);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn names_that_bind_to_nothing_share_one_label() {
+        let (b, _) = binder(Duration::from_millis(10));
+        let dtab = Dtab::parse("/svc/real=>/$/inet/127.0.0.1/4140").unwrap();
+        for i in 0..(2 * MAX_CACHED_NAMES) {
+            let made_up = Path::read(&format!("/svc/made-up-{i}")).unwrap();
+            b.resolve(&dtab, &made_up, &made_up.to_string(), None).await;
+        }
+        let real = Path::read("/svc/real").unwrap();
+        let binding = b.resolve(&dtab, &real, "/svc/real", None).await;
+        assert!(binds_something(&binding.tree));
+        let labels: Vec<String> = b.budgets.lock().unwrap().keys().cloned().collect();
+        assert_eq!(labels.len(), 2, "{labels:?}");
+        assert!(labels.contains(&"/svc/real".to_string()) && labels.contains(&UNBOUND_LABEL.to_string()));
     }
 
     #[tokio::test(start_paused = true)]

@@ -35,8 +35,14 @@ impl RequestContext {
     /// `l5d-ctx-dtab`, only when honoured).
     pub fn read(h: &mut HeaderMap, trusted: bool) -> Result<Self, ProxyError> {
         if !trusted {
-            let dropped = h.remove(L5D_DTAB).is_some() | h.remove(L5D_CTX_DTAB).is_some();
-            return Ok(Self { dropped, ..Self::default() });
+            // Every `l5d-ctx-*` header is context from a caller this hop does not trust: none is passed on.
+            let before = h.len();
+            let ctx: Vec<http::HeaderName> = h.keys().filter(|k| k.as_str().starts_with("l5d-ctx-")).cloned().collect();
+            for name in ctx {
+                h.remove(name);
+            }
+            h.remove(L5D_DTAB);
+            return Ok(Self { dropped: h.len() != before, ..Self::default() });
         }
         let mut local = Dtab::empty();
         for name in [L5D_CTX_DTAB, L5D_DTAB] {
@@ -120,10 +126,10 @@ fn parse_deadline(h: &HeaderMap) -> Option<Instant> {
 
 /// Headers every attempt shares: hygiene, `Via`, `X-Forwarded-For`, the logical name, the dtab override, and the
 /// request target for the upstream protocol.
+/// (Hop-by-hop headers were removed when the request arrived, before the proxy added any of its own.)
 pub fn prepare_request<B>(req: &mut Request<B>, peer: SocketAddr, service: &Path, local: Option<&Dtab>, h2: bool) {
     let version = req.version();
     let h = req.headers_mut();
-    headers::strip_hop_by_hop(h, h2);
     headers::append_via(h, version);
     headers::append_forwarded_for(h, peer.ip());
     h.remove(L5D_DST_CLIENT);
@@ -164,8 +170,13 @@ mod tests {
     #[test]
     fn overrides_are_read_only_when_trusted_and_stripped_always() {
         let mut h = with(L5D_DTAB, "/svc=>/$/inet/127.0.0.1/1");
+        h.insert("l5d-ctx-trace", HeaderValue::from_static("x"));
+        h.insert("l5d-ctx-anything", HeaderValue::from_static("y"));
+        h.insert("l5d-reqid", HeaderValue::from_static("kept"));
         let ctx = RequestContext::read(&mut h, false).unwrap();
         assert!(ctx.local_dtab.is_none() && !h.contains_key(L5D_DTAB));
+        assert!(h.keys().all(|k| !k.as_str().starts_with("l5d-ctx-")), "{h:?}");
+        assert_eq!(h.len(), 1, "only the request id stays: {h:?}");
         assert!(ctx.dropped, "counted as dropped");
         assert!(!RequestContext::read(&mut HeaderMap::new(), false).unwrap().dropped);
 

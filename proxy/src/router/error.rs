@@ -16,8 +16,9 @@ use http::{header, HeaderValue, Response, StatusCode};
 use switchyard_dtab::{BindError, Path};
 
 use super::balance::Balancer;
-use super::body::{full_body, ProxyBody};
+use super::body::{full_body, BodyFault, ProxyBody};
 use super::headers::{L5D_ERR, L5D_RETRYABLE};
+use crate::config::ErrorDetail;
 
 /// Which clock ran out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,8 +70,12 @@ pub enum ProxyError {
     Forbidden { caller: Arc<str> },
     /// The request body is larger than `maxRequestKB`.
     BodyTooLarge { limit_kb: u64 },
-    /// The client's request body could not be read.
-    BadBody(String),
+    /// The client's request body broke (malformed, or the client went away) or stalled.
+    ClientBody(BodyFault),
+    /// The request itself is malformed in a way the proxy must not guess about (two `Host` headers).
+    BadRequest(&'static str),
+    /// The request already passed through `maxHops` switchyard proxies: a routing loop.
+    LoopDetected { hops: usize },
     /// Connecting to the chosen endpoint failed.
     Connect { addr: SocketAddr, error: String },
     /// The upstream reset or closed the connection, or spoke invalid HTTP.
@@ -83,7 +88,10 @@ impl ProxyError {
     /// The status this failure maps to.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Unidentified(_) | Self::BadDtabHeader { .. } | Self::BadBody(_) => StatusCode::BAD_REQUEST,
+            Self::Unidentified(_) | Self::BadDtabHeader { .. } | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::ClientBody(BodyFault::Broken(_)) => StatusCode::BAD_REQUEST,
+            Self::ClientBody(BodyFault::Stalled(_)) => StatusCode::REQUEST_TIMEOUT,
+            Self::LoopDetected { .. } => StatusCode::LOOP_DETECTED,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::AllEndpointsDead { .. } | Self::EndpointsBusy { .. } | Self::ServerBusy { .. } => {
@@ -110,7 +118,10 @@ impl ProxyError {
             Self::ServerBusy { .. } => "server_busy",
             Self::Forbidden { .. } => "forbidden",
             Self::BodyTooLarge { .. } => "body_too_large",
-            Self::BadBody(_) => "bad_body",
+            Self::ClientBody(BodyFault::Broken(_)) => "bad_body",
+            Self::ClientBody(BodyFault::Stalled(_)) => "body_timeout",
+            Self::BadRequest(_) => "bad_request",
+            Self::LoopDetected { .. } => "loop_detected",
             Self::Connect { .. } => "connect_failed",
             Self::Upstream { .. } => "upstream_failed",
             Self::Timeout { .. } => "timeout",
@@ -127,13 +138,42 @@ impl ProxyError {
     /// a deadline that was the caller's or the whole request's rather than the attempt's.
     pub fn blames_endpoint(&self) -> bool {
         !matches!(self, Self::Timeout { kind, .. } if *kind != TimeoutKind::Attempt)
+            && !matches!(self, Self::ClientBody(_))
+    }
+
+    /// What a caller outside the mesh is told (`errorDetail: generic`): `None` when the full message only
+    /// describes the caller's own request and may be shown as it is; else a reason naming no internal address,
+    /// name or dtab.
+    pub fn generic_reason(&self) -> Option<&'static str> {
+        Some(match self {
+            Self::Unidentified(_)
+            | Self::BadDtabHeader { .. }
+            | Self::ClientBody(_)
+            | Self::BadRequest(_)
+            | Self::BodyTooLarge { .. }
+            | Self::LoopDetected { .. }
+            | Self::ServerBusy { .. }
+            | Self::Timeout { kind: TimeoutKind::CallerDeadline | TimeoutKind::RequestBody, .. } => return None,
+            Self::Unbound { .. } | Self::BindFailed { .. } | Self::Delegation { .. } => "no route for this request",
+            Self::NoEndpoints { .. } | Self::AllEndpointsDead { .. } | Self::EndpointsBusy { .. } => {
+                "service unavailable"
+            }
+            Self::Forbidden { .. } => "caller not allowed",
+            Self::Connect { .. } | Self::Upstream { .. } => "upstream unavailable",
+            Self::Timeout { .. } => "upstream timed out",
+        })
     }
 
     /// The response the client gets: status, `l5d-err`, a one-line plain-text body, and `l5d-retryable: true`
-    /// when `retryable` (the failure never reached an upstream, or the classifier allows a retry).
-    pub fn into_response(self, retryable: bool) -> Response<ProxyBody> {
+    /// when `retryable` (the failure never reached an upstream, or the classifier allows a retry). With
+    /// [`ErrorDetail::Generic`], failures inside the mesh are described without internals, and with the request
+    /// id (`reqid`) an operator can find the whole reason by in the logs.
+    pub fn into_response(self, retryable: bool, detail: ErrorDetail, reqid: &str) -> Response<ProxyBody> {
         let status = self.status();
-        let msg = self.to_string();
+        let msg = match (detail, self.generic_reason()) {
+            (ErrorDetail::Generic, Some(reason)) => format!("{reason} (request id {reqid})"),
+            _ => self.to_string(),
+        };
         let header_value = HeaderValue::from_str(&sanitize(&msg)).unwrap_or(HeaderValue::from_static("proxy error"));
         let mut resp = Response::new(full_body(Bytes::from(format!("{msg}\n"))));
         *resp.status_mut() = status;
@@ -195,7 +235,14 @@ impl fmt::Display for ProxyError {
                 write!(f, "caller {caller} is not allowed to call this service (the server's authorization.allow)")
             }
             Self::BodyTooLarge { limit_kb } => write!(f, "request body is larger than {limit_kb} KiB"),
-            Self::BadBody(why) => write!(f, "cannot read the request body: {why}"),
+            Self::ClientBody(BodyFault::Broken(why)) => write!(f, "cannot read the request body: {why}"),
+            Self::ClientBody(BodyFault::Stalled(idle)) => {
+                write!(f, "the request body sent nothing for {} ms (bodyIdleTimeoutMs)", idle.as_millis())
+            }
+            Self::BadRequest(why) => write!(f, "bad request: {why}"),
+            Self::LoopDetected { hops } => {
+                write!(f, "routing loop: the request already passed through {hops} switchyard proxies (maxHops)")
+            }
             Self::Connect { addr, error } => write!(f, "connection to {addr} failed: {error}"),
             Self::Upstream { addr, error } => write!(f, "upstream {addr} failed: {error}"),
             Self::Timeout { kind, after } => write!(f, "{} timed out after {} ms", kind.describe(), after.as_millis()),
@@ -222,13 +269,32 @@ mod tests {
         ];
         for (err, code) in cases {
             let text = err.to_string();
-            let resp = err.into_response(false);
+            let resp = err.into_response(false, ErrorDetail::Full, "r1");
             assert_eq!(resp.status().as_u16(), code, "{text}");
             assert_eq!(resp.headers()["l5d-err"].to_str().unwrap(), text);
             assert!(resp.headers().get("l5d-retryable").is_none());
         }
-        let resp = ProxyError::NoEndpoints { client: path }.into_response(true);
+        let resp = ProxyError::NoEndpoints { client: path }.into_response(true, ErrorDetail::Full, "r1");
         assert_eq!(resp.headers()["l5d-retryable"], "true");
+    }
+
+    #[test]
+    fn generic_detail_names_no_address_but_the_request_id() {
+        let addr: SocketAddr = "10.1.2.3:8080".parse().unwrap();
+        let err = ProxyError::Connect { addr, error: "Connection refused (os error 111)".into() };
+        let resp = err.into_response(false, ErrorDetail::Generic, "abc123");
+        assert_eq!(resp.status(), 502);
+        assert_eq!(resp.headers()["l5d-err"], "upstream unavailable (request id abc123)");
+        let dtab = ProxyError::Unbound { path: Path::read("/svc/internal-thing").unwrap() };
+        let resp = dtab.into_response(false, ErrorDetail::Generic, "r");
+        assert!(!resp.headers()["l5d-err"].to_str().unwrap().contains("internal-thing"));
+        // The caller's own mistakes are explained in full either way.
+        let own = ProxyError::BadRequest("two Host headers").into_response(false, ErrorDetail::Generic, "r");
+        assert_eq!(own.headers()["l5d-err"], "bad request: two Host headers");
+        let stalled = ProxyError::ClientBody(BodyFault::Stalled(Duration::from_secs(1)));
+        assert_eq!(stalled.status(), 408);
+        assert!(!stalled.blames_endpoint(), "a client's stalled upload is never the endpoint's fault");
+        assert_eq!(ProxyError::LoopDetected { hops: 16 }.status(), 508);
     }
 
     #[test]

@@ -54,8 +54,9 @@ const HOP_BY_HOP: &[HeaderName] = &[
     header::UPGRADE,
 ];
 
-/// Removes hop-by-hop headers, including every header named in `Connection`.
-/// `TE: trailers` survives towards HTTP/2 upstreams, where gRPC needs it.
+/// Removes hop-by-hop headers, including every header named in `Connection` — but never `Host`, which names the
+/// message's target, not the connection. `TE: trailers` survives towards HTTP/2 upstreams, where gRPC needs it.
+/// Runs before the proxy adds headers of its own, so `Connection` cannot remove those either.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -63,6 +64,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|name| name != header::HOST)
         .collect();
     let te_trailers = keep_te_trailers
         && headers
@@ -89,6 +91,27 @@ pub fn append_via(headers: &mut HeaderMap, version: Version) {
     headers.append(header::VIA, HeaderValue::from_static(v));
 }
 
+/// How many switchyard proxies a request has passed through already: its `Via` entries that this proxy wrote.
+pub fn own_hops(headers: &HeaderMap) -> usize {
+    headers
+        .get_all(header::VIA)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter(|entry| entry.split_whitespace().nth(1).is_some_and(|by| by.eq_ignore_ascii_case("switchyard")))
+        .count()
+}
+
+/// Refuses a request whose target is ambiguous: two `Host` headers (RFC 9112 §3.2 asks for a 400: proxies that
+/// pick different ones can be made to route and check different hosts).
+pub fn check_host<B>(req: &Request<B>) -> Result<(), &'static str> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => Err("more than one Host header"),
+        _ => Ok(()),
+    }
+}
+
 /// Appends the downstream peer to `X-Forwarded-For`.
 pub fn append_forwarded_for(headers: &mut HeaderMap, peer: IpAddr) {
     let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
@@ -107,12 +130,13 @@ pub fn set_text(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     }
 }
 
-/// The logical authority of a request: the `Host` header, else the URI's authority (HTTP/2 `:authority`).
+/// The logical authority of a request: the URI's authority (an HTTP/1 absolute-form target, or HTTP/2's
+/// `:authority`), which wins over `Host` as RFC 9112 §3.2.2 and RFC 9113 §8.3.1 say; else the `Host` header.
 pub fn authority<B>(req: &Request<B>) -> Option<&str> {
-    req.headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+    req.uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()))
         .filter(|s| !s.is_empty())
 }
 
@@ -169,6 +193,38 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn connection_can_never_strip_host() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("host, l5d-reqid, via"));
+        h.insert(header::HOST, HeaderValue::from_static("forex-rate"));
+        h.insert("l5d-reqid", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h[header::HOST], "forex-rate");
+        assert!(!h.contains_key("l5d-reqid"), "the client's named header is hop-by-hop; the proxy sets its own later");
+    }
+
+    #[test]
+    fn two_hosts_are_refused_and_the_absolute_form_authority_wins() {
+        let req = Request::builder().uri("/").header("host", "a").header("host", "b").body(()).unwrap();
+        assert!(check_host(&req).is_err());
+        let req = Request::builder().uri("http://alpha/x").header("host", "beta").body(()).unwrap();
+        assert!(check_host(&req).is_ok());
+        assert_eq!(authority(&req), Some("alpha"));
+        let mut req = req;
+        set_target_for(&mut req, false);
+        assert_eq!(req.headers()[header::HOST], "alpha");
+    }
+
+    #[test]
+    fn hops_count_only_switchyard_via_entries() {
+        let mut h = HeaderMap::new();
+        h.append(header::VIA, HeaderValue::from_static("1.1 switchyard, 1.1 haproxy"));
+        h.append(header::VIA, HeaderValue::from_static("2.0 switchyard"));
+        h.append(header::VIA, HeaderValue::from_static("1.1 proxy-switchyard"));
+        assert_eq!(own_hops(&h), 2);
     }
 
     #[test]

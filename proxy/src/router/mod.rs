@@ -24,6 +24,7 @@ pub mod error;
 pub mod families;
 pub mod headers;
 pub mod health;
+pub mod hedge;
 pub mod identify;
 pub mod table;
 pub mod trace;
@@ -48,7 +49,7 @@ use self::endpoint::{EndpointPool, EndpointSettings};
 use self::error::{Failure, ProxyError, TimeoutKind};
 use self::identify::Identifier;
 use self::table::{DtabTable, DtabWriteError, RoutingTable};
-use crate::config::{Protocol, RouterConfig};
+use crate::config::{ErrorDetail, Protocol, RouterConfig};
 use crate::dtab_store::DtabStore;
 use crate::namer::NamerSet;
 
@@ -68,10 +69,23 @@ pub struct Router {
     store: Option<Arc<DtabStore>>,
     binder: Binder,
     max_request_bytes: Option<u64>,
+    max_hops: usize,
     access_log: Option<AccessLog>,
     proxy_errors: IntCounterVec,
     denied: IntCounterVec,
     context_dropped: prometheus::IntCounter,
+}
+
+/// The connection a request came on, as its server saw it: who sent it, what the server decided about its
+/// requests, and the server's settings that shape how a request is read and answered.
+#[derive(Clone, Debug)]
+pub struct Downstream {
+    pub peer: SocketAddr,
+    pub admission: Admission,
+    /// How long the request body may go silent (`bodyIdleTimeoutMs`).
+    pub body_idle: Duration,
+    /// What error answers say (`errorDetail`).
+    pub error_detail: ErrorDetail,
 }
 
 /// What the server decided about a request before routing it.
@@ -129,6 +143,7 @@ impl Router {
             store,
             binder: Binder::new(label.clone(), namers, pool, families.bind.clone(), binder_settings),
             max_request_bytes: config.max_request_kb.map(|kb| kb.saturating_mul(1024)),
+            max_hops: config.max_hops,
             access_log,
             proxy_errors: families.proxy_errors.clone(),
             denied: families.denied.clone(),
@@ -181,44 +196,45 @@ impl Router {
         self.table.record_invalid();
     }
 
-    /// Serves one request from a downstream `peer` as the server decided (`admission`): routed, or refused with
-    /// the same request id and access-log line as any other answer.
-    pub async fn serve(
-        &self,
-        mut req: Request<Incoming>,
-        peer: SocketAddr,
-        admission: Admission,
-    ) -> Response<ProxyBody> {
+    /// Serves one request that came on `conn`: routed, or refused as the server decided, with the same request
+    /// id and access-log line as any other answer.
+    pub async fn serve(&self, mut req: Request<Incoming>, conn: &Downstream) -> Response<ProxyBody> {
         let start = Instant::now();
+        // Hop-by-hop headers go first, before anything reads a header or the proxy adds its own: `Connection`
+        // can name any header, but never `Host` or one the proxy writes.
+        headers::strip_hop_by_hop(req.headers_mut(), self.h2);
         let corr = trace::correlate(req.headers_mut());
         let logged = self.access_log.as_ref().map(|_| (req.method().clone(), req.uri().clone(), req.version()));
         let mut trail = Trail::default();
-        let result = match admission {
-            Admission::Route { trusted } => self.forward(req, peer, trusted, &mut trail, start).await,
+        let result = match &conn.admission {
+            Admission::Route { trusted } => self.forward(req, conn, *trusted, &mut trail, start).await,
             // Never reached an upstream: a proxy further out may retry it elsewhere.
-            Admission::Busy { limit } => Err(Failure::retryable(ProxyError::ServerBusy { limit })),
-            Admission::Denied { caller } => Err(ProxyError::Forbidden { caller }.into()),
+            Admission::Busy { limit } => Err(Failure::retryable(ProxyError::ServerBusy { limit: *limit })),
+            Admission::Denied { caller } => Err(ProxyError::Forbidden { caller: caller.clone() }.into()),
         };
+        let reqid = corr.reqid.to_str().unwrap_or("-");
         let mut resp = match result {
             Ok(resp) => resp,
-            Err(failure) => self.rescue(failure, &trail, start),
+            Err(failure) => self.rescue(failure, &trail, start, conn.error_detail, reqid),
         };
-        resp.headers_mut().insert(headers::L5D_REQID, corr.reqid.clone());
         if let (Some(log), Some((method, uri, version))) = (&self.access_log, logged) {
             let service = trail.service.as_ref().map(|p| p.to_string());
+            let esc = access_log::escape;
             log.write(format!(
-                "{} {} {} \"{method} {uri} {version:?}\" {} {:.3} service={} client={} reqid={} trace={}",
+                "{} {} {} \"{method} {} {version:?}\" {} {:.3} service={} client={} reqid={} trace={}",
                 access_log::now_rfc3339(),
                 self.label,
-                peer.ip(),
+                conn.peer.ip(),
+                esc(&uri.to_string()),
                 resp.status().as_u16(),
                 start.elapsed().as_secs_f64() * 1000.0,
-                service.as_deref().unwrap_or("-"),
-                trail.sent_to.as_ref().map_or("-", |b| &b.id_text),
-                corr.reqid.to_str().unwrap_or("-"),
+                esc(service.as_deref().unwrap_or("-")),
+                esc(trail.sent_to.as_ref().map_or("-", |b| &b.id_text)),
+                esc(reqid),
                 corr.trace_id,
             ));
         }
+        resp.headers_mut().insert(headers::L5D_REQID, corr.reqid);
         resp
     }
 
@@ -226,11 +242,16 @@ impl Router {
     async fn forward(
         &self,
         mut req: Request<Incoming>,
-        peer: SocketAddr,
+        conn: &Downstream,
         trusted: bool,
         trail: &mut Trail,
         start: Instant,
     ) -> Result<Response<ProxyBody>, Failure> {
+        headers::check_host(&req).map_err(ProxyError::BadRequest)?;
+        let hops = headers::own_hops(req.headers());
+        if hops >= self.max_hops {
+            return Err(ProxyError::LoopDetected { hops }.into());
+        }
         let ident = identify::identify(&self.identifiers, &self.dst_prefix, &req).map_err(ProxyError::Unidentified)?;
         if let Some(uri) = ident.rewrite {
             *req.uri_mut() = uri;
@@ -260,8 +281,8 @@ impl Router {
         if deadline.expired() {
             return Err(deadline.timed_out(TimeoutKind::CallerDeadline).into());
         }
-        context::prepare_request(&mut req, peer, &ident.path, ctx.local_dtab.as_ref(), self.h2);
-        let kept = match deadline.run(KeptRequest::take(req, self.max_request_bytes)).await {
+        context::prepare_request(&mut req, conn.peer, &ident.path, ctx.local_dtab.as_ref(), self.h2);
+        let kept = match deadline.run(KeptRequest::take(req, self.max_request_bytes, conn.body_idle)).await {
             Ok(kept) => kept.map_err(ProxyError::from)?,
             Err(()) => return Err(deadline.timed_out(TimeoutKind::RequestBody).into()),
         };
@@ -271,7 +292,14 @@ impl Router {
     }
 
     /// The rescue point's bookkeeping: count and log the failure, then turn it into the response.
-    fn rescue(&self, failure: Failure, trail: &Trail, start: Instant) -> Response<ProxyBody> {
+    fn rescue(
+        &self,
+        failure: Failure,
+        trail: &Trail,
+        start: Instant,
+        detail: ErrorDetail,
+        reqid: &str,
+    ) -> Response<ProxyBody> {
         let Failure { error, retryable, client } = failure;
         let status = error.status();
         let elapsed = start.elapsed();
@@ -286,10 +314,10 @@ impl Router {
             self.denied.with_label_values(&[&self.label, caller]).inc();
         }
         if error.is_client_error() {
-            tracing::debug!(router = %self.label, status = status.as_u16(), "{error}");
+            tracing::debug!(router = %self.label, status = status.as_u16(), reqid, "{error}");
         } else {
-            tracing::warn!(router = %self.label, status = status.as_u16(), "{error}");
+            tracing::warn!(router = %self.label, status = status.as_u16(), reqid, "{error}");
         }
-        error.into_response(retryable)
+        error.into_response(retryable, detail, reqid)
     }
 }

@@ -16,7 +16,7 @@ use arc_swap::ArcSwap;
 use prometheus::{IntCounter, IntCounterVec, IntGauge};
 use switchyard_dtab::{Dtab, Path};
 
-use super::bind::{Binder, Binding, MAX_CACHED_NAMES};
+use super::bind::{binds_something, Binder, Binding, MAX_CACHED_NAMES};
 use crate::metrics::{names, Registry};
 
 /// The dtab families: generation per router and update attempts by result.
@@ -77,7 +77,13 @@ impl RoutingTable {
         drop(cache);
         let label = if cacheable { path.to_string() } else { "overflow".to_string() };
         let binding = Arc::new(binder.resolve(&self.dtab, path, &label, caller_deadline).await);
-        if cacheable && !binding.incomplete {
+        // Names that bind to nothing are cached too (so a repeated unknown name costs no re-binding), but they fill
+        // at most half the cache: a flood of made-up names cannot keep real ones out.
+        let negatives_full = || {
+            !binds_something(&binding.tree)
+                && self.cache.load().values().filter(|b| !binds_something(&b.tree)).count() >= MAX_CACHED_NAMES / 2
+        };
+        if cacheable && !binding.incomplete && !negatives_full() {
             // Copy-on-write: rare (first request for a name, or after a registry change), and readers never lock.
             self.cache.rcu(|old| {
                 let mut next = HashMap::clone(old);

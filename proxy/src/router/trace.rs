@@ -59,11 +59,17 @@ fn b3_trace(v: &str) -> Option<String> {
     }
 }
 
+/// A request id kept from the caller: 1 to 64 characters of `A-Z a-z 0-9 . _ : -` (anything else — spaces,
+/// quotes, separators that could forge a log field — is replaced by a new id).
+fn is_safe_reqid(v: &[u8]) -> bool {
+    (1..=64).contains(&v.len()) && v.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
 /// Reads the incoming ids and rewrites the headers for the upstream request.
 pub fn correlate(h: &mut HeaderMap) -> Correlation {
     let reqid = h
         .get(&L5D_REQID)
-        .filter(|v| !v.is_empty() && v.len() <= 64)
+        .filter(|v| is_safe_reqid(v.as_bytes()))
         .cloned()
         .unwrap_or_else(|| HeaderValue::from_str(&hex(16)).unwrap_or(HeaderValue::from_static("0")));
     h.insert(L5D_REQID, reqid.clone());
@@ -138,6 +144,12 @@ mod tests {
         let c = correlate(&mut h);
         assert_eq!(c.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(c.reqid, "abc123", "a given request id is kept");
+        for forged in ["evil id\" injected=1", "a b", "", &"x".repeat(65), "id;x"] {
+            let mut h = headers(&[("l5d-reqid", forged)]);
+            let c = correlate(&mut h);
+            assert_ne!(c.reqid, forged, "{forged:?} is replaced");
+            assert!(is_safe_reqid(c.reqid.as_bytes()));
+        }
         let out = h["traceparent"].to_str().unwrap();
         assert!(out.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && out.ends_with("-01"), "{out}");
         assert_ne!(&out[36..52], "00f067aa0ba902b7", "a new span id for this hop");

@@ -571,3 +571,30 @@ async fn set_host_sends_the_consul_dns_name() {
     until_routed_to(plain.addr("egress"), "forex-rate", "a").await;
     assert_eq!(a.last_seen().headers["host"], "forex-rate", "without setHost the caller's Host is kept");
 }
+
+#[tokio::test]
+async fn explaining_names_starts_no_watches_and_made_up_names_cannot_crowd_out_real_ones() {
+    let consul = double().await;
+    let real = Upstream::start("real").await;
+    let sc = Sidecar::start(&yaml(consul.addr, "", "/svc => /#/io.l5d.consul/.local;", "")).await;
+    // A GET explains a name and must leave nothing behind: no watch, no Consul query.
+    for i in 0..50 {
+        let path = format!("/delegator.json?path=/svc/made-up-{i}");
+        let (status, _, body) = crate::support::admin(sc.admin(), "GET", &path, &[], "").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.contains("\"neg\""), "{body}");
+    }
+    let (_, _, body) = crate::support::admin(sc.admin(), "GET", "/namers.json", &[], "").await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["namers"]["/#/io.l5d.consul"]["names"].as_object().map(|m| m.len()), Some(0), "{v}");
+
+    // Requests for more made-up names than the namer may watch: each gets its 502, and then a real service that
+    // appears still routes (a watch of a name Consul says does not exist makes room).
+    let egress = sc.addr("egress");
+    for i in 0..(switchyard::namer::consul::MAX_WATCHES + 20) {
+        let (status, _) = status_and_body(egress, &format!("made-up-{i}")).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY);
+    }
+    consul.register("real-1", "real-service", "127.0.0.1", real.port(), &[]);
+    until_routed_to(egress, "real-service", "real").await;
+}

@@ -167,6 +167,56 @@ async fn slow_instance_gets_little_traffic_with_peak_ewma() {
     assert!(slow < 40, "the slow instance got {slow} of 400 requests: {t:?}");
 }
 
+/// The sidecar's metric family `name` for the egress router, summed.
+async fn egress_metric(sc: &Sidecar, name: &str) -> f64 {
+    let (_, _, body) = admin(sc.admin(), "GET", "/metrics", &[], "").await;
+    body.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains("router=\"egress\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hedging_answers_from_another_instance_instead_of_waiting_for_a_slow_one() {
+    // Round robin sends the slow instance every third request, so the test does not depend on when peak EWMA
+    // would probe it.
+    let hedging = "    hedging: {percentile: 90, minMs: 2}";
+    let (sc, ups) = mesh(3, "    loadBalancer: {kind: roundRobin}", hedging).await;
+    // Enough fast answers for the service's p90 to be known (hedging waits for 50).
+    for _ in 0..100 {
+        assert_eq!(get(sc.addr("egress"), "forex-rate", "/", &[]).await.status(), StatusCode::OK);
+    }
+    ups[2].set_faults(Faults { fail_ratio: 0.0, delay: Duration::from_millis(500) });
+    let mut slowest = Duration::ZERO;
+    for _ in 0..300 {
+        let start = tokio::time::Instant::now();
+        let resp = get(sc.addr("egress"), "forex-rate", "/", &[]).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let _ = text(resp).await;
+        slowest = slowest.max(start.elapsed());
+    }
+    let (hedges, wins) =
+        (egress_metric(&sc, "switchyard_hedges_total").await, egress_metric(&sc, "switchyard_hedge_wins_total").await);
+    // Every third request went to the slow instance first: about 100 hedges, nearly all won by the hedge.
+    assert!(hedges >= 50.0 && wins >= 50.0, "the slow instance's requests were hedged: {hedges} hedges, {wins} won");
+    // Without hedging, every request the slow instance got would take its 500 ms (the control below).
+    assert!(slowest < Duration::from_millis(400), "a request still waited for the slow instance: {slowest:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_hedging_a_slow_instance_is_waited_for() {
+    let (sc, ups) = mesh(3, "    loadBalancer: {kind: roundRobin}", "").await;
+    ups[2].set_faults(Faults { fail_ratio: 0.0, delay: Duration::from_millis(500) });
+    let mut slowest = Duration::ZERO;
+    for _ in 0..30 {
+        let start = tokio::time::Instant::now();
+        let _ = text(get(sc.addr("egress"), "forex-rate", "/", &[]).await).await;
+        slowest = slowest.max(start.elapsed());
+    }
+    assert!(slowest >= Duration::from_millis(500), "the control: some request waited for the slow instance");
+    assert_eq!(egress_metric(&sc, "switchyard_hedges_total").await, 0.0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_ignores_latency() {
     // The control for the test above: without EWMA the slow instance gets its full share.

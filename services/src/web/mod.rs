@@ -176,34 +176,40 @@ impl WebState {
     }
 }
 
-/// The converter's `/convert` JSON and status, unchanged; a JSON 502/503 of our
-/// own when the converter (or its sidecar) does not answer with JSON.
+/// The converter's `/convert` JSON and status when it answered for the caller: a conversion, or an input error
+/// written for people (4xx with `error`). Any other failure is a generic JSON error of our own (502, or 503 when
+/// the converter said so): what went wrong inside — addresses, peer errors, `l5d-err` — is logged, never echoed.
 async fn api_convert(State(state): State<WebState>, RawQuery(query): RawQuery) -> Response {
     let path = match query {
         Some(q) => format!("/convert?{q}"),
         None => "/convert".to_owned(),
     };
     let peer = state.converter.settings().name.as_str().to_owned();
+    let unavailable = |status| json_response(status, &json!({ "error": "conversion is not available right now" }));
     let response = match state.converter.get(&path).await {
         Ok(r) => r,
         Err(e) => {
-            let body = json!({ "error": format!("converter unavailable: {peer}: {e}") });
-            return json_response(StatusCode::BAD_GATEWAY, &body);
+            tracing::warn!(%peer, error = %e, "converter call failed");
+            return unavailable(StatusCode::BAD_GATEWAY);
         }
     };
     match serde_json::from_slice::<Value>(&response.body) {
-        Ok(body) => json_response(response.status, &body),
-        Err(_) => {
-            let status = if response.status == StatusCode::SERVICE_UNAVAILABLE {
-                StatusCode::SERVICE_UNAVAILABLE
-            } else {
-                StatusCode::BAD_GATEWAY
-            };
-            let mut message = format!("converter unavailable: {peer} answered {}", response.status.as_u16());
-            if let Some(l5d) = &response.l5d_err {
-                message.push_str(&format!(" (l5d-err: {l5d})"));
+        Ok(body) if response.status.is_success() => json_response(response.status, &body),
+        Ok(body) if response.status.is_client_error() && body.get("error").is_some_and(Value::is_string) => {
+            json_response(response.status, &body)
+        }
+        _ => {
+            tracing::warn!(
+                %peer,
+                status = response.status.as_u16(),
+                l5d_err = response.l5d_err.as_deref().unwrap_or("-"),
+                body = %String::from_utf8_lossy(&response.body),
+                "converter failed"
+            );
+            match response.status {
+                StatusCode::SERVICE_UNAVAILABLE => unavailable(StatusCode::SERVICE_UNAVAILABLE),
+                _ => unavailable(StatusCode::BAD_GATEWAY),
             }
-            json_response(status, &json!({ "error": message }))
         }
     }
 }

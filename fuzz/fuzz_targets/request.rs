@@ -1,0 +1,4 @@
+//! Fuzz target: `switchyard::fuzzing::request` (see proxy/src/fuzzing.rs for what it asserts).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| switchyard::fuzzing::request(data));
