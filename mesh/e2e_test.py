@@ -353,7 +353,10 @@ class MeshTest(unittest.TestCase):
             error = failed.json().get("error", "")
         except ValueError:
             self.fail(f"the failure is not JSON: {failed!r}")
-        self.assertRegex(str(error).lower(), "rate", f"the error names the rate service: {failed!r}")
+        # The browser-facing answer says what failed, never where: no service name, address or l5d-err text
+        # (those are in the converter's log and its sidecar's metrics, below).
+        self.assertEqual(error, "conversion is not available right now", f"a generic error: {failed!r}")
+        self.assertNotIn("127.", failed.text, f"no internal address reaches the client: {failed!r}")
         bad_gateway = metric_sum(metrics("forex-converter"), "switchyard_route_responses_total",
                                  router="egress", service="forex-rate", status_code="502")
         self.assertGreater(bad_gateway, 0, "converter sidecar counts egress 502s for forex-rate")

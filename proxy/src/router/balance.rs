@@ -252,10 +252,18 @@ impl Balancer {
         if b >= a {
             b += 1;
         }
+        let cheaper = |x: usize, y: usize| if cost(x) <= cost(y) { x } else { y };
         match (usable(a), usable(b)) {
-            (true, true) => Some(if cost(a) <= cost(b) { a } else { b }),
-            (true, false) => Some(a),
-            (false, true) => Some(b),
+            (true, true) => Some(cheaper(a, b)),
+            (true, false) | (false, true) => {
+                // The pair held an endpoint that cannot take this request (the one a retry or hedge avoids, a dead
+                // or busy one): still compare the other with a second usable endpoint, if there is one — else a
+                // retry or hedge would go to a slow endpoint as often as to a fast one.
+                let keep = if usable(a) { a } else { b };
+                let start = fastrand::usize(..n);
+                let other = (0..n).map(|k| (start + k) % n).find(|&i| i != keep && usable(i));
+                Some(other.map_or(keep, |o| cheaper(keep, o)))
+            }
             (false, false) => {
                 let start = fastrand::usize(..n);
                 (0..n).map(|k| (start + k) % n).filter(|&i| usable(i)).min_by(|&x, &y| cost(x).total_cmp(&cost(y)))
@@ -362,6 +370,20 @@ mod tests {
         let (b, _) = balancer(LoadBalancer::P2c, FailureAccrual::None, &[(1, 1.0)]);
         let only = b.pick(None).unwrap();
         assert_eq!(port(&b.pick(Some(&only)).unwrap()), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_avoided_endpoint_never_makes_the_pick_fall_to_a_slow_one() {
+        let ewma = LoadBalancer::Ewma { decay_ms: 10_000 };
+        let (b, _) = balancer(ewma, FailureAccrual::None, &[(1, 1.0), (2, 1.0), (3, 1.0)]);
+        for (e, _) in b.endpoints() {
+            let rtt = if port(&e) == 2 { 200 } else { 2 };
+            e.health.observe_latency(Duration::from_millis(rtt), b.ewma_decay());
+        }
+        let avoided = b.endpoints().into_iter().find(|(e, _)| port(e) == 1).unwrap().0;
+        for _ in 0..100 {
+            assert_eq!(port(&b.pick(Some(&avoided)).unwrap()), 3, "a retry or hedge goes to the fast endpoint");
+        }
     }
 
     #[tokio::test(start_paused = true)]
