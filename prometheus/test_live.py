@@ -106,8 +106,11 @@ class PrometheusTest(unittest.TestCase):
 
         for rule in ("service_dst:switchyard_outbound_requests:rate1m", "service_dst:switchyard_outbound_latency_seconds:p50_1m"):
             eventually(lambda rule=rule: edges_of(rule) >= EDGES, f"{rule} has every edge")
-        routes = {s["metric"].get("route") for s in query('service_route:forex_http_requests:rate1m{service="forex-rate"}')}
-        self.assertIn("/{date}/{from}/{to}", routes, "the app's own metrics are labelled by matched route")
+        # Like the rules above, this one appears only once Prometheus has evaluated it over two scrapes.
+        def routes():
+            return {s["metric"].get("route") for s in query('service_route:forex_http_requests:rate1m{service="forex-rate"}')}
+
+        eventually(lambda: "/{date}/{from}/{to}" in routes(), "the app's own metrics are labelled by matched route")
 
     def test_05_no_rule_fails_to_evaluate(self):
         groups = api("/api/v1/rules")["groups"]
