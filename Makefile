@@ -39,8 +39,8 @@ test: ## Run every test: promtool, cargo test, end-to-end, abuse and fault tests
 	@mesh/abuse.sh
 	@echo "==> fault tests over a mesh with 3 forex-rate instances (mesh/fault.sh)"
 	@mesh/fault.sh
-	@echo "==> a short run of every fuzz target (fuzz/run.sh, FUZZ_SECONDS=15)"
-	@FUZZ_SECONDS=15 fuzz/run.sh
+	@echo "==> a short run of every fuzz target (fuzz/run.sh, FUZZ_SECONDS=15, unoptimised build)"
+	@FUZZ_SECONDS=15 FUZZ_DEV=1 fuzz/run.sh
 	@$(MAKE) --no-print-directory test-containers
 
 fault-test: ## Kill, slow, break and roll forex-rate instances under load; figures in target/fault/report.md

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # fuzz/run.sh — runs every fuzz target for FUZZ_SECONDS (default 120) each: `make fuzz`, and briefly in
-# `make test`. Installs cargo-fuzz when it is missing. New inputs the fuzzer finds go to target/fuzz-corpus/
+# `make test` (FUZZ_DEV=1 there: an unoptimised build, which compiles in about half the time — enough for a
+# smoke run that replays the corpus and fuzzes a few seconds). Installs cargo-fuzz when it is missing. New inputs the fuzzer finds go to target/fuzz-corpus/
 # (the seeds in fuzz/corpus/ are only read); a crash fails the run and leaves its input in fuzz/artifacts/.
 set -euo pipefail
 
@@ -28,8 +29,10 @@ else
   SANITIZER=none
 fi
 
-say "building the fuzz targets (sanitizer: $SANITIZER)"
-(cd fuzz && "${FUZZ[@]}" build -s "$SANITIZER" --release)
+PROFILE=--release
+if [[ ${FUZZ_DEV:-0} == 1 ]]; then PROFILE=--dev; fi
+say "building the fuzz targets (sanitizer: $SANITIZER, ${PROFILE#--})"
+(cd fuzz && "${FUZZ[@]}" build -s "$SANITIZER" "$PROFILE")
 
 status=0
 mkdir -p target/fuzz-logs
@@ -38,7 +41,7 @@ for t in "${TARGETS[@]}"; do
   log="target/fuzz-logs/$t.log"
   mkdir -p "$work"
   say "fuzzing $t for ${SECONDS_EACH}s (seeds: fuzz/corpus/$t; log: $log)"
-  if (cd fuzz && "${FUZZ[@]}" run -s "$SANITIZER" --release "$t" "../$work" "corpus/$t" -- \
+  if (cd fuzz && "${FUZZ[@]}" run -s "$SANITIZER" "$PROFILE" "$t" "../$work" "corpus/$t" -- \
       -max_total_time="$SECONDS_EACH" -max_len=65536 -timeout=10 -print_final_stats=1) >"$log" 2>&1; then
     grep -E 'stat::number_of_executed_units|stat::peak_rss_mb' "$log" | sed "s/^/    $t: /" || true
   else
