@@ -194,6 +194,9 @@ impl ConsulNamer {
             };
             watches.remove(&victim.key);
             let _ = victim.evicted.send(true);
+            // As when an idle watch stops: a router may have cached the evicted name's Neg; make it bind again
+            // (restarting the watch) so that the name is seen if it appears later.
+            self.shared.generation.fetch_add(1, Ordering::AcqRel);
             tracing::debug!(evicted = %victim.key.path(), name = %key.path(), "consul namer: watch limit reached");
         }
         let watch = Arc::new(Watch {
