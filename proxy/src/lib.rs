@@ -34,3 +34,9 @@ pub mod router;
 pub mod server;
 pub mod telemetry;
 pub mod tls;
+
+/// FNV-1a, 64-bit: a hash that is stable across Rust versions and runs (unlike `DefaultHasher`), for dtab version
+/// tags and noticing that a registry file changed.
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}

@@ -50,11 +50,6 @@ struct FileState {
 
 type Scan = HashMap<Label, FileState>;
 
-/// FNV-1a, 64-bit: enough to notice that a small file changed.
-fn fingerprint(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
-}
-
 impl FsNamer {
     /// A namer over `root`, scanned once now so it can answer before its watch task runs.
     pub fn new(prefix: Path, root: PathBuf, generation: Arc<AtomicU64>) -> Arc<Self> {
@@ -186,7 +181,7 @@ fn scan_dir(root: &FsPath, previous: &Scan) -> Option<Scan> {
         let state = match read_registry_file(&canonical_root, &path) {
             Ok(None) => continue,
             Ok(Some(bytes)) => {
-                let fingerprint = fingerprint(&bytes);
+                let fingerprint = crate::fnv1a(&bytes);
                 match previous.get(&label) {
                     Some(prev) if prev.fingerprint == fingerprint => prev.clone(),
                     _ => match String::from_utf8(bytes) {
@@ -204,7 +199,7 @@ fn scan_dir(root: &FsPath, previous: &Scan) -> Option<Scan> {
 
 /// A file that cannot be used: warned about once (per distinct problem), keeping the name's last known endpoints.
 fn problem(path: &FsPath, previous: Option<&FileState>, why: String) -> FileState {
-    let fingerprint = fingerprint(why.as_bytes()) ^ 0x5bd1_e995;
+    let fingerprint = crate::fnv1a(why.as_bytes()) ^ 0x5bd1_e995;
     match previous {
         Some(prev) if prev.fingerprint == fingerprint => prev.clone(),
         _ => {

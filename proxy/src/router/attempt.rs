@@ -253,8 +253,8 @@ impl<'a> Attempts<'a> {
         }
         let target = target.clone();
         target.balancer.metrics.request();
-        let mut req = self.request.attempt(true)?;
-        context::prepare_attempt(&mut req, &target, &self.deadline, self.h2);
+        // Hedged requests are the classifier's retryable methods, so `build` keeps a copy of the headers.
+        let req = self.build(&target, &endpoint).ok()?;
         Some((Sent { at: Instant::now(), target, endpoint }, req))
     }
 

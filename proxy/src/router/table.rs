@@ -97,13 +97,7 @@ impl RoutingTable {
 
 /// A strong ETag for a dtab: a hash of its canonical text, so equal dtabs have equal tags across restarts.
 pub fn etag_of(dtab: &Dtab) -> String {
-    // FNV-1a, 64-bit: stable across Rust versions, unlike `DefaultHasher`.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in dtab.to_string().bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("\"{h:016x}\"")
+    format!("\"{:016x}\"", crate::fnv1a(dtab.to_string().as_bytes()))
 }
 
 /// Why a dtab write was refused.
