@@ -122,7 +122,10 @@ impl<'a> Attempts<'a> {
                 None => (sent, attempt.await),
             };
             let (endpoint, balancer) = (&sent.endpoint, &sent.target.balancer);
-            *sent_to = Some(balancer.clone());
+            if !sent_to.as_ref().is_some_and(|b| Arc::ptr_eq(b, balancer)) {
+                // A hedge to another branch answered.
+                *sent_to = Some(balancer.clone());
+            }
             let outcome = match result {
                 Ok(resp) => self.judge_answer(resp, endpoint, balancer, sent.at),
                 Err(e) => self.judge_error(e, endpoint, balancer, sent.at),
