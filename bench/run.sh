@@ -25,117 +25,8 @@ REPORT=target/bench/latest.md
 LOOPBACK=127.0.0.1
 
 LOG_NAME=bench
-# shellcheck source=mesh/lib/common.sh
-source mesh/lib/common.sh
-
-STARTED_PIDS=()
-cleanup() {
-  local pid
-  stop_processes TERM "${STARTED_PIDS[@]}"
-  for pid in "${STARTED_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-
-# start NAME COMMAND... — in the background, output to $WORK/NAME.log; sets LAST_PID.
-start() {
-  local name=$1
-  shift
-  "$@" >"$WORK/$name.log" 2>&1 </dev/null &
-  LAST_PID=$!
-  STARTED_PIDS+=("$LAST_PID")
-}
-
-# wait_up URL PID NAME — true once URL answers; false (with the log) if the process dies
-# or 15 s pass.
-wait_up() {
-  local url=$1 pid=$2 name=$3 host=(-H 'Host: upstream')
-  # A sidecar's admin server answers only to its own names (no DNS rebinding): no Host override there.
-  [[ $url == */admin/* ]] && host=()
-  wait_for "$url" 15 "$pid" "${host[@]}" && return 0
-  show_log_tail "$WORK/$name.log" 15 "$name did not come up at $url; last lines of $WORK/$name.log:"
-  return 1
-}
-
-build() {
-  if [[ ${SKIP_BUILD:-0} == 1 ]]; then
-    say "SKIP_BUILD=1: using the binaries in $BIN"
-    return
-  fi
-  say "building the load harness (cargo build --release -p switchyard-bench)"
-  cargo build --release --bins -p switchyard-bench
-  say "building the proxy (cargo build --release -p switchyard)"
-  cargo build --release --bins -p switchyard || warn "switchyard does not build: its rows will be n/a"
-}
-
-# sidecar_config FILE LABEL LISTEN_PORT ADMIN_PORT NEXT_PORT — one router sending every
-# /svc/* name to 127.0.0.1:NEXT_PORT.
-sidecar_config() {
-  cat >"$1" <<EOF
-# switchyard for bench/run.sh: one $2 router, everything to $LOOPBACK:$5.
-admin:
-  ip: $LOOPBACK
-  port: $4
-routers:
-- protocol: http
-  label: $2
-  dtab: |
-    /svc/* => /\$/inet/$LOOPBACK/$5;
-  servers:
-  - ip: $LOOPBACK
-    port: $3
-EOF
-}
-
-# start_switchyard NAME LABEL LISTEN_PORT NEXT_PORT [TLS] — sets LAST_PID; false if it fails. TLS: `server`
-# (this router's server is an mTLS listener with the ingress identity) or `client` (it reaches NEXT_PORT over
-# mTLS with the egress identity).
-start_switchyard() {
-  local name=$1 label=$2 port=$3 next=$4 tls=${5:-} admin
-  [[ -x $BIN/switchyard ]] || {
-    warn "$BIN/switchyard is missing"
-    return 1
-  }
-  admin=$(free_port)
-  sidecar_config "$WORK/$name.yaml" "$label" "$port" "$admin" "$next"
-  case $tls in
-    server) cat >>"$WORK/$name.yaml" <<EOF
-    tls:
-      certPath: $PKI/ingress/bench-ingress.pem
-      keyPath: $PKI/ingress/bench-ingress.key
-      caCertPath: $PKI/ca/ca.pem
-      requireClientAuth: true
-EOF
-      ;;
-    client) cat >>"$WORK/$name.yaml" <<EOF
-  client:
-    tls:
-      commonName: bench-ingress.$TRUST_DOMAIN
-      trustCerts: [$PKI/ca/ca.pem]
-      clientAuth: {certPath: $PKI/egress/bench-egress.pem, keyPath: $PKI/egress/bench-egress.key}
-EOF
-      ;;
-  esac
-  start "$name" "$BIN/switchyard" run "$WORK/$name.yaml"
-  wait_up "http://$LOOPBACK:$admin/admin/ready" "$LAST_PID" "$name"
-}
-
-PKI=$WORK/pki
-TRUST_DOMAIN=bench.local
-# make_pki — a mesh CA and the two identities the mTLS rows use (HAProxy gets them as cert+key files too).
-make_pki() {
-  "$BIN/switchyard" identity ca --trust-domain "$TRUST_DOMAIN" --out "$PKI/ca" >/dev/null
-  "$BIN/switchyard" identity issue --ca "$PKI/ca" --service bench-ingress --out "$PKI/ingress" >/dev/null
-  "$BIN/switchyard" identity issue --ca "$PKI/ca" --service bench-egress --out "$PKI/egress" >/dev/null
-  cat "$PKI/ingress/bench-ingress.pem" "$PKI/ingress/bench-ingress.key" >"$PKI/ingress/haproxy.pem"
-  cat "$PKI/egress/bench-egress.pem" "$PKI/egress/bench-egress.key" >"$PKI/egress/haproxy.pem"
-}
-
-# handshakes PORT — full mutual-TLS handshakes per second a server accepts (bench/handshakes.py: one client,
-# a new session for every connection, 5 s).
-handshakes() {
-  python3 bench/handshakes.py "$LOOPBACK:$1" "$PKI/egress/bench-egress.pem" "$PKI/egress/bench-egress.key" \
-    "$PKI/ca/ca.pem" "bench-ingress.$TRUST_DOMAIN" 5 2>/dev/null || printf 'n/a'
-}
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 # start_haproxy PORT UPSTREAM TWO_HOP_PORT TLS_EDGE_PORT TLS_PORT — one HAProxy process: PORT is one plain hop;
 # TWO_HOP_PORT → an internal plain frontend → upstream is two hops; TLS_EDGE_PORT → TLS_PORT (mutual TLS with
@@ -178,18 +69,6 @@ backend tls-hop
 EOF
   start haproxy "$(command -v haproxy)" -db -f "$WORK/haproxy.cfg"
   wait_up "http://$LOOPBACK:$port/" "$LAST_PID" haproxy
-}
-
-# memory PID... — "VmRSS / VmHWM" in MiB, summed over the processes.
-memory() {
-  local pid rss=0 hwm=0 kb
-  for pid in "$@"; do
-    kb=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || echo 0)
-    rss=$((rss + ${kb:-0}))
-    kb=$(awk '/^VmHWM:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || echo 0)
-    hwm=$((hwm + ${kb:-0}))
-  done
-  awk -v r="$rss" -v h="$hwm" 'BEGIN { printf "%.1f / %.1f MiB", r / 1024, h / 1024 }'
 }
 
 # cpu_ticks PID... — user + system CPU time of the processes so far, in clock ticks (/proc/PID/stat 14, 15).

@@ -12,7 +12,8 @@ use http::Uri;
 /// Usage text printed on `--help` and on argument errors.
 pub const USAGE: &str = "\
 usage:
-  switchyard-bench upstream --listen IP:PORT
+  switchyard-bench upstream --listen IP:PORT [--delay-ms MS]
+      answers 200 after MS (default 0); GET /__connections: connections accepted
   switchyard-bench consul --listen IP:PORT      a Consul HTTP API double (see docs/consul.md)
   switchyard-bench load --url http://HOST:PORT/PATH [--host HOST] --connections N
                         --duration SECS [--rate RPS]
@@ -39,6 +40,8 @@ pub enum Command {
 pub struct UpstreamArgs {
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// How long the upstream takes to answer (its stand-in for an app's work).
+    pub delay: Duration,
 }
 
 /// Arguments of `load`.
@@ -130,8 +133,12 @@ where
 fn parse_upstream(mut flags: Flags) -> Result<Command, ArgError> {
     let listen = flags.take_required("--listen")?;
     let listen = listen.parse().map_err(|e| ArgError(format!("--listen {listen:?}: {e}")))?;
+    let delay = match flags.take("--delay-ms") {
+        Some(ms) => Duration::from_millis(number(&ms, "--delay-ms")?),
+        None => Duration::ZERO,
+    };
     flags.finish()?;
-    Ok(Command::Upstream(UpstreamArgs { listen }))
+    Ok(Command::Upstream(UpstreamArgs { listen, delay }))
 }
 
 fn parse_load(mut flags: Flags) -> Result<Command, ArgError> {
@@ -234,7 +241,10 @@ mod tests {
     #[test]
     fn parses_upstream() {
         let cmd = parse(args("upstream --listen 127.0.0.1:0"));
-        assert_eq!(cmd, Ok(Command::Upstream(UpstreamArgs { listen: "127.0.0.1:0".parse().expect("addr") })));
+        let listen = "127.0.0.1:0".parse().expect("addr");
+        assert_eq!(cmd, Ok(Command::Upstream(UpstreamArgs { listen, delay: Duration::ZERO })));
+        let cmd = parse(args("upstream --listen 127.0.0.1:0 --delay-ms 2"));
+        assert_eq!(cmd, Ok(Command::Upstream(UpstreamArgs { listen, delay: Duration::from_millis(2) })));
     }
 
     #[test]
@@ -244,6 +254,7 @@ mod tests {
             ("fly", "unknown subcommand"),
             ("upstream", "missing --listen"),
             ("upstream --listen nowhere", "--listen"),
+            ("upstream --listen 127.0.0.1:0 --delay-ms soon", "--delay-ms"),
             ("load --url https://x --connections 1 --duration 1", "only http"),
             ("load --url http://x --connections 0 --duration 1", "--connections"),
             ("load --url http://x --connections 1 --duration -1", "--duration"),

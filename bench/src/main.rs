@@ -1,7 +1,6 @@
 //! `switchyard-bench`: the load harness binary behind `make bench` (see `bench/run.sh`).
 
 use std::process::ExitCode;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use switchyard_bench::args::{self, Command, LoadArgs, UpstreamArgs, USAGE};
@@ -46,7 +45,7 @@ async fn run_upstream(args: UpstreamArgs) -> ExitCode {
         Ok(address) => eprintln!("switchyard-bench upstream: listening on {address}"),
         Err(_) => eprintln!("switchyard-bench upstream: listening on {}", args.listen),
     }
-    match upstream::serve(listener, Arc::new(AtomicU64::new(0)), shutdown_signal()).await {
+    match upstream::serve(listener, Arc::new(upstream::Counts::default()), args.delay, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("switchyard-bench upstream: {error}");

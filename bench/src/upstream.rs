@@ -1,4 +1,5 @@
-//! The upstream the benchmarks forward to: answers every request with `200 ok`.
+//! The upstream the benchmarks forward to: answers every request with `200 ok` (after an optional delay, to
+//! stand in for an app's own work), and `GET /__connections` with the number of connections it accepted.
 //!
 //! Deliberately trivial so that what the benchmark measures is the proxy, not the app.
 
@@ -6,6 +7,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, Request, Response};
@@ -19,9 +21,17 @@ use tokio::net::TcpListener;
 /// The body of every answer.
 pub const BODY: &[u8] = b"ok\n";
 
-/// Serves HTTP/1.1 keep-alive on `listener` until `shutdown` completes, counting every
-/// request answered in `served` (the tests compare it with what the load side saw).
-pub async fn serve<F>(listener: TcpListener, served: Arc<AtomicU64>, shutdown: F) -> std::io::Result<()>
+/// What the upstream counted: requests answered (the tests compare it with what the load side saw) and
+/// connections accepted (how many a proxy in front opened).
+#[derive(Debug, Default)]
+pub struct Counts {
+    pub served: AtomicU64,
+    pub accepted: AtomicU64,
+}
+
+/// Serves HTTP/1.1 keep-alive on `listener` until `shutdown` completes, answering after `delay`, counting in
+/// `counts`.
+pub async fn serve<F>(listener: TcpListener, counts: Arc<Counts>, delay: Duration, shutdown: F) -> std::io::Result<()>
 where
     F: Future<Output = ()>,
 {
@@ -37,17 +47,29 @@ where
         };
         // Latency benchmark: never let Nagle hold back a small response.
         let _ = stream.set_nodelay(true);
-        let served = served.clone();
+        counts.accepted.fetch_add(1, Ordering::Relaxed);
+        let counts = counts.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |request| answer(request, served.clone()));
+            let service = service_fn(move |request| answer(request, counts.clone(), delay));
             // A client hanging up mid-request is normal during a load run; nothing to report.
             let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
         });
     }
 }
 
-async fn answer(_request: Request<Incoming>, served: Arc<AtomicU64>) -> Result<Response<Full<Bytes>>, Infallible> {
-    served.fetch_add(1, Ordering::Relaxed);
+async fn answer(
+    request: Request<Incoming>,
+    counts: Arc<Counts>,
+    delay: Duration,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    if request.uri().path() == "/__connections" {
+        let accepted = counts.accepted.load(Ordering::Relaxed);
+        return Ok(Response::new(Full::new(Bytes::from(format!("{accepted}\n")))));
+    }
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    counts.served.fetch_add(1, Ordering::Relaxed);
     let mut response = Response::new(Full::new(Bytes::from_static(BODY)));
     response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain"));
     Ok(response)

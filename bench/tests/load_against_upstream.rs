@@ -1,6 +1,6 @@
 //! Black-box test: the load generator against the real upstream server on 127.0.0.1:0.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,28 +14,28 @@ fn load_args(url: &str, connections: usize, mode: Mode) -> LoadArgs {
     LoadArgs { host: target.authority.clone(), target, connections, duration: Duration::from_millis(300), mode }
 }
 
-async fn start_upstream() -> (String, Arc<AtomicU64>, oneshot::Sender<()>) {
+async fn start_upstream() -> (String, Arc<upstream::Counts>, oneshot::Sender<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
     let address = listener.local_addr().expect("local address");
-    let served = Arc::new(AtomicU64::new(0));
+    let counts = Arc::new(upstream::Counts::default());
     let (stop, stopped) = oneshot::channel::<()>();
-    let counter = served.clone();
+    let counter = counts.clone();
     tokio::spawn(async move {
         let shutdown = async {
             let _ = stopped.await;
         };
-        upstream::serve(listener, counter, shutdown).await
+        upstream::serve(listener, counter, Duration::ZERO, shutdown).await
     });
-    (format!("http://{address}/"), served, stop)
+    (format!("http://{address}/"), counts, stop)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_reaches_the_upstream_and_is_counted() {
     let (url, served, stop) = start_upstream().await;
     for mode in [Mode::FlatOut, Mode::FixedRate(200)] {
-        let before = served.load(Ordering::Relaxed);
+        let before = served.served.load(Ordering::Relaxed);
         let report = load::run(&load_args(&url, 3, mode)).await;
-        let after = served.load(Ordering::Relaxed);
+        let after = served.served.load(Ordering::Relaxed);
         assert_eq!(report.errors, 0, "{mode:?}: no request may fail against a healthy upstream");
         assert!(report.ok > 0, "{mode:?}: some requests must complete");
         assert_eq!(after - before, report.ok, "{mode:?}: upstream count must equal successes");
@@ -56,7 +56,7 @@ async fn paced_mode_never_sends_more_than_scheduled() {
     let report = load::run(&load_args(&url, 2, Mode::FixedRate(50))).await;
     assert_eq!(report.errors, 0);
     assert_eq!(report.ok, 15, "open-loop schedule sends exactly rate × duration requests");
-    assert_eq!(served.load(Ordering::Relaxed), 15);
+    assert_eq!(served.served.load(Ordering::Relaxed), 15);
     let _ = stop.send(());
 }
 

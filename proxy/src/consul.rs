@@ -105,7 +105,7 @@ impl ConsulClient {
         tcp.enforce_http(false);
         let mut broken = None;
         let builder = hyper_rustls::HttpsConnectorBuilder::new();
-        let builder = match tls.map(|t| (t, crate::tls::client_config(t, false))) {
+        let builder = match tls.map(|t| (t, crate::tls::client_config(t, crate::tls::Alpn::Http1))) {
             Some((t, Ok(mut config))) => {
                 // hyper-rustls sets ALPN itself (and refuses a config that already has it).
                 config.alpn_protocols.clear();

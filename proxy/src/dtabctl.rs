@@ -257,7 +257,7 @@ async fn tls_connect(
         client_auth: None,
         protocols: Vec::new(),
     };
-    let config = crate::tls::client_config(&config, false).map_err(|e| e.0)?;
+    let config = crate::tls::client_config(&config, crate::tls::Alpn::Http1).map_err(|e| e.0)?;
     let name = rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| format!("{host}: {e}"))?;
     tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
         .connect(name, stream)

@@ -47,6 +47,10 @@ pub mod names {
     pub const ENDPOINT_EJECTIONS: &str = "switchyard_failure_accrual_ejections_total";
     pub const ENDPOINT_LATENCY_EWMA: &str = "switchyard_endpoint_latency_ewma_seconds";
     pub const ENDPOINT_IN_FLIGHT: &str = "switchyard_endpoint_requests_in_flight";
+    pub const ENDPOINT_CONNECTIONS: &str = "switchyard_endpoint_connections";
+    pub const ENDPOINT_POOL_WAITERS: &str = "switchyard_endpoint_pool_waiters";
+    pub const ENDPOINT_POOL_WAIT: &str = "switchyard_endpoint_pool_wait_seconds";
+    pub const ENDPOINT_POOL_REJECTED: &str = "switchyard_endpoint_pool_rejected_total";
     pub const BUILD_INFO: &str = "switchyard_build_info";
     pub const TLS_CERT_EXPIRY: &str = "switchyard_tls_certificate_expiry_timestamp_seconds";
     pub const TLS_RELOADS: &str = "switchyard_tls_reloads_total";

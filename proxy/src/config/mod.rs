@@ -21,8 +21,8 @@ use serde::{Serialize, Serializer};
 use switchyard_dtab::{Dtab, Path};
 
 pub use policy::{
-    Backoff, Classifier, ClientParams, ClientPolicy, FailureAccrual, Hedging, LoadBalancer, Override, Retries,
-    RetryBudget, ServiceParams, ServicePolicy,
+    Backoff, Classifier, ClientParams, ClientPolicy, FailureAccrual, Hedging, LoadBalancer, Override, PoolParams,
+    Retries, RetryBudget, ServiceParams, ServicePolicy,
 };
 
 /// The whole sidecar configuration: one admin server, the namers, and the routers.
@@ -464,16 +464,17 @@ pub struct ClientConfig {
     /// Timeout of one attempt (`requestAttemptTimeoutMs`); none by default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_attempt_timeout_ms: Option<u64>,
-    /// Idle pooled connections are closed after this (`hostConnectionPool.idleTimeMs`).
-    #[serde(rename = "hostConnectionPool", serialize_with = "connection_pool")]
-    pub idle_timeout_ms: u64,
+    /// `hostConnectionPool`: how many connections per endpoint, how many requests may queue for one, and when
+    /// idle ones close.
+    #[serde(rename = "hostConnectionPool")]
+    pub pool: ConnectionPool,
     /// How endpoints are picked (`loadBalancer`); peak-EWMA power of two choices by default.
     pub load_balancer: LoadBalancer,
     /// When endpoints are taken out of rotation (`failureAccrual`); 5 consecutive failures by default.
     pub failure_accrual: FailureAccrual,
-    /// Most requests in flight per endpoint (`hostConnectionPool.maxSize`); unlimited by default.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_concurrent_per_endpoint: Option<usize>,
+    /// Offer HTTP/2 by ALPN on TLS connections of an HTTP/1.1 router (`h2Upgrade`, default true): a peer that
+    /// accepts it — another switchyard — carries the requests as streams over one connection.
+    pub h2_upgrade: bool,
     /// TLS to every upstream (unless a `configs` entry says otherwise).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<ClientTlsConfig>,
@@ -482,15 +483,49 @@ pub struct ClientConfig {
     pub configs: Vec<Override<ClientParams>>,
 }
 
+/// `hostConnectionPool` (linkerd 1's keys and meanings, with defaults that queue a burst rather than fail it).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionPool {
+    /// Idle connections are closed after this (`idleTimeMs`), default 10 s.
+    pub idle_time_ms: u64,
+    #[serde(flatten)]
+    pub limits: PoolLimits,
+}
+
+impl Default for ConnectionPool {
+    fn default() -> Self {
+        Self { idle_time_ms: 10_000, limits: PoolLimits::default() }
+    }
+}
+
+/// The per-endpoint limits of `hostConnectionPool` (a `configs:` entry may override them per client).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolLimits {
+    /// HTTP/1.1 connections per endpoint at most (`maxSize`), default 256; a request finding all busy waits.
+    pub max_size: usize,
+    /// Requests waiting for a connection per endpoint at most (`maxWaiters`), default 10,000; more get 503.
+    pub max_waiters: usize,
+    /// Connections kept open when idle (`minSize`), default 0.
+    pub min_size: usize,
+}
+
+impl Default for PoolLimits {
+    fn default() -> Self {
+        Self { max_size: 256, max_waiters: 10_000, min_size: 0 }
+    }
+}
+
 impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
             connect_timeout_ms: 1000,
             request_attempt_timeout_ms: None,
-            idle_timeout_ms: 10_000,
+            pool: ConnectionPool::default(),
             load_balancer: LoadBalancer::default(),
             failure_accrual: FailureAccrual::default(),
-            max_concurrent_per_endpoint: None,
+            h2_upgrade: true,
             tls: None,
             configs: Vec::new(),
         }
@@ -638,15 +673,4 @@ fn redacted<S: Serializer>(token: &Option<String>, s: S) -> Result<S::Ok, S::Err
 
 fn header_name<S: Serializer>(name: &http::HeaderName, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(name.as_str())
-}
-
-/// Writes the idle timeout back in linkerd's nested `hostConnectionPool` shape.
-#[allow(clippy::trivially_copy_pass_by_ref)] // signature fixed by `serialize_with`.
-fn connection_pool<S: Serializer>(idle_timeout_ms: &u64, s: S) -> Result<S::Ok, S::Error> {
-    #[derive(Serialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Pool {
-        idle_time_ms: u64,
-    }
-    Pool { idle_time_ms: *idle_timeout_ms }.serialize(s)
 }

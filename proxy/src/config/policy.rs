@@ -180,12 +180,30 @@ pub struct ClientParams {
     pub load_balancer: Option<LoadBalancer>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure_accrual: Option<FailureAccrual>,
-    /// `hostConnectionPool.maxSize`: most requests in flight per endpoint.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_concurrent_per_endpoint: Option<usize>,
+    /// `hostConnectionPool` limits this entry overrides.
+    #[serde(rename = "hostConnectionPool", skip_serializing_if = "PoolParams::is_empty")]
+    pub pool: PoolParams,
     /// TLS to this client's endpoints (`commonName` may use the prefix's variables).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<super::ClientTlsConfig>,
+}
+
+/// `hostConnectionPool` keys a `configs:` entry sets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolParams {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_waiters: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_size: Option<usize>,
+}
+
+impl PoolParams {
+    fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// Service parameters a `configs:` entry may override.
@@ -248,7 +266,8 @@ pub struct ClientPolicy {
     pub request_attempt_timeout: Option<Duration>,
     pub load_balancer: LoadBalancer,
     pub failure_accrual: FailureAccrual,
-    pub max_concurrent_per_endpoint: Option<usize>,
+    /// The connection pool of each endpoint.
+    pub pool: super::PoolLimits,
     /// TLS to the client's endpoints, its `commonName` filled in for this client.
     pub tls: Option<super::ClientTlsConfig>,
 }
@@ -269,7 +288,7 @@ impl super::ClientConfig {
             request_attempt_timeout: self.request_attempt_timeout_ms.map(Duration::from_millis),
             load_balancer: self.load_balancer,
             failure_accrual: self.failure_accrual,
-            max_concurrent_per_endpoint: self.max_concurrent_per_endpoint,
+            pool: self.pool.limits,
             tls: self.tls.clone(),
         };
         for o in self.configs.iter().filter(|o| o.prefix.matches(id)) {
@@ -279,7 +298,9 @@ impl super::ClientConfig {
             }
             p.load_balancer = q.load_balancer.unwrap_or(p.load_balancer);
             p.failure_accrual = q.failure_accrual.unwrap_or(p.failure_accrual);
-            p.max_concurrent_per_endpoint = q.max_concurrent_per_endpoint.or(p.max_concurrent_per_endpoint);
+            p.pool.max_size = q.pool.max_size.unwrap_or(p.pool.max_size);
+            p.pool.max_waiters = q.pool.max_waiters.unwrap_or(p.pool.max_waiters);
+            p.pool.min_size = q.pool.min_size.unwrap_or(p.pool.min_size);
             if let Some(tls) = &q.tls {
                 let mut tls = tls.clone();
                 tls.common_name = tls.common_name.map(|cn| substitute(&cn, o.variables(id)));

@@ -143,7 +143,7 @@ fn modern_config_loads_every_setting() {
     let client = ClientConfig {
         connect_timeout_ms: 250,
         request_attempt_timeout_ms: Some(800),
-        idle_timeout_ms: 3000,
+        pool: ConnectionPool { idle_time_ms: 3000, ..ConnectionPool::default() },
         ..ClientConfig::default()
     };
     assert_eq!(egress.client, client);
@@ -167,7 +167,11 @@ fn minimal_router_gets_the_documented_defaults() {
         ClientConfig {
             connect_timeout_ms: 1000,
             request_attempt_timeout_ms: None,
-            idle_timeout_ms: 10_000,
+            pool: ConnectionPool {
+                idle_time_ms: 10_000,
+                limits: PoolLimits { max_size: 256, max_waiters: 10_000, min_size: 0 },
+            },
+            h2_upgrade: true,
             ..ClientConfig::default()
         }
     );
@@ -606,6 +610,8 @@ fn effective_config_serialises_in_linkerd_shape() {
     let defaults = serde_json::json!({
         "bindingTimeoutMs": 10000, "maxHeadersKB": 64, "maxHops": 16,
         "client": {
+            "hostConnectionPool": {"maxSize": 256, "maxWaiters": 10000, "minSize": 0},
+            "h2Upgrade": true,
             "loadBalancer": {"kind": "ewma", "decayTimeMs": 10000},
             "failureAccrual": {"kind": "io.l5d.consecutiveFailures", "failures": 5,
                                "backoff": {"kind": "jittered", "minMs": 5000, "maxMs": 300000}},
@@ -704,7 +710,7 @@ routers:
     let p = |s: &str| Path::read(s).unwrap();
     let rate = r.client.resolve(&p("/#/io.l5d.fs/forex-rate"));
     assert_eq!(rate.load_balancer, LoadBalancer::RoundRobin, "override applies");
-    assert_eq!(rate.max_concurrent_per_endpoint, Some(50), "global value kept");
+    assert_eq!(rate.pool, PoolLimits { max_size: 50, max_waiters: 10_000, min_size: 0 }, "global value kept");
     assert_eq!(rate.request_attempt_timeout, Some(std::time::Duration::from_millis(300)));
     let other = r.client.resolve(&p("/#/io.l5d.fs/forex-web"));
     assert_eq!(other.load_balancer, LoadBalancer::P2c);
@@ -1028,4 +1034,40 @@ routers:
     let text: Vec<String> = bad.iter().map(|e| format!("{}:{} {}", e.line, e.column, e.message)).collect();
     assert!(text.iter().any(|t| t.contains("unknown errorDetail") && t.contains("full, generic")), "{text:?}");
     assert!(text.iter().any(|t| t.starts_with("3:64 expected a whole number")), "{text:?}");
+}
+
+#[test]
+fn host_connection_pool_keys_with_linkerd_meanings_and_per_client_overrides() {
+    let text = "\
+routers:
+- protocol: http
+  servers: [{}]
+  client:
+    kind: io.l5d.static
+    hostConnectionPool: {maxSize: 10, maxWaiters: 0, minSize: 2, idleTimeMs: 5000}
+    configs:
+    - prefix: /#/io.l5d.fs/forex-rate
+      hostConnectionPool: {maxSize: 50}
+";
+    let client = &loaded(text).config.routers[0].client;
+    assert_eq!(client.pool.idle_time_ms, 5000);
+    let p = |s: &str| Path::read(s).unwrap();
+    let rate = client.resolve(&p("/#/io.l5d.fs/forex-rate")).pool;
+    assert_eq!(rate, PoolLimits { max_size: 50, max_waiters: 0, min_size: 2 }, "an override changes only its keys");
+    let web = client.resolve(&p("/#/io.l5d.fs/forex-web")).pool;
+    assert_eq!(web, PoolLimits { max_size: 10, max_waiters: 0, min_size: 2 });
+
+    let bad = "\
+routers:
+- protocol: http
+  servers: [{}]
+  client:
+    hostConnectionPool: {maxSize: 4, minSize: 8, maxWaiters: -1}
+";
+    let errors = errors(bad);
+    let expected =
+        ["5:38 routers[0].client.hostConnectionPool.minSize", "5:62 routers[0].client.hostConnectionPool.maxWaiters"];
+    assert_eq!(places(&errors), expected);
+    assert_eq!(errors[0].message, "minSize 8 is larger than maxSize 4");
+    assert_eq!(errors[1].message, "expected a whole number, found \"-1\"");
 }

@@ -20,8 +20,8 @@ use super::policy::{
     ServiceParams,
 };
 use super::{
-    AdminConfig, ClientConfig, Config, ConnectionLimits, Diagnostic, ErrorDetail, FsNamerConfig, IdentifierConfig,
-    Loaded, NamerConfig, Protocol, RouterConfig, ServerConfig, ServiceConfig,
+    AdminConfig, ClientConfig, Config, ConnectionLimits, ConnectionPool, Diagnostic, ErrorDetail, FsNamerConfig,
+    IdentifierConfig, Loaded, NamerConfig, PoolLimits, Protocol, RouterConfig, ServerConfig, ServiceConfig,
 };
 
 const NAMER_KINDS: &[&str] = &["io.l5d.fs", "io.l5d.consul"];
@@ -118,6 +118,7 @@ const SERVER_LINKERD: &[&str] = &[
 const CLIENT: &[&str] = &[
     "kind",
     "connectTimeoutMs",
+    "h2Upgrade",
     "requestAttemptTimeoutMs",
     "hostConnectionPool",
     "loadBalancer",
@@ -128,8 +129,8 @@ const CLIENT: &[&str] = &[
 const CLIENT_OVERRIDE: &[&str] =
     &["prefix", "requestAttemptTimeoutMs", "hostConnectionPool", "loadBalancer", "failureAccrual", "tls"];
 const CLIENT_LINKERD: &[&str] = &["socketOptions", "clientSession"];
-const POOL: &[&str] = &["idleTimeMs", "maxSize"];
-const POOL_LINKERD: &[&str] = &["minSize", "maxWaiters"];
+const POOL: &[&str] = &["idleTimeMs", "maxSize", "maxWaiters", "minSize"];
+const POOL_OVERRIDE: &[&str] = &["maxSize", "maxWaiters", "minSize"];
 const SERVICE: &[&str] = &["kind", "totalTimeoutMs", "responseClassifier", "retries", "hedging", "configs"];
 const SERVICE_OVERRIDE: &[&str] = &["prefix", "totalTimeoutMs", "responseClassifier", "retries", "hedging"];
 const SERVICE_LINKERD: &[&str] = &[];
@@ -744,16 +745,24 @@ impl Checker<'_> {
         let mut fields = self.fields(node, path);
         self.policy_kind(&mut fields);
         let connect = self.optional(&mut fields, "connectTimeoutMs", MS, parse_ms);
+        let h2_upgrade = self.optional(&mut fields, "h2Upgrade", "true or false", parse_bool);
         let (params, idle) = self.client_params(&mut fields, true, &[]);
         let configs = self.overrides(&mut fields, CLIENT_OVERRIDE, |c, f, caps| c.client_params(f, false, caps).0);
         self.finish(&fields, CLIENT, CLIENT_LINKERD);
         ClientConfig {
             connect_timeout_ms: connect.unwrap_or(defaults.connect_timeout_ms),
             request_attempt_timeout_ms: params.request_attempt_timeout_ms,
-            idle_timeout_ms: idle.unwrap_or(defaults.idle_timeout_ms),
+            pool: ConnectionPool {
+                idle_time_ms: idle.unwrap_or(defaults.pool.idle_time_ms),
+                limits: PoolLimits {
+                    max_size: params.pool.max_size.unwrap_or(defaults.pool.limits.max_size),
+                    max_waiters: params.pool.max_waiters.unwrap_or(defaults.pool.limits.max_waiters),
+                    min_size: params.pool.min_size.unwrap_or(defaults.pool.limits.min_size),
+                },
+            },
             load_balancer: params.load_balancer.unwrap_or(defaults.load_balancer),
             failure_accrual: params.failure_accrual.unwrap_or(defaults.failure_accrual),
-            max_concurrent_per_endpoint: params.max_concurrent_per_endpoint,
+            h2_upgrade: h2_upgrade.unwrap_or(defaults.h2_upgrade),
             tls: params.tls,
             configs,
         }
@@ -786,8 +795,19 @@ impl Checker<'_> {
                 idle = self.optional(&mut pool, "idleTimeMs", MS, parse_ms);
             }
             let count = "a whole number of at least 1";
-            params.max_concurrent_per_endpoint = self.optional(&mut pool, "maxSize", count, parse_count);
-            self.finish(&pool, if global { POOL } else { &["maxSize"] }, POOL_LINKERD);
+            let any = "a whole number";
+            params.pool.max_size = self.optional(&mut pool, "maxSize", count, parse_count);
+            params.pool.max_waiters = self.optional(&mut pool, "maxWaiters", any, |t| t.parse().ok());
+            let min_pos = pool.key_pos("minSize");
+            params.pool.min_size = self.optional(&mut pool, "minSize", any, |t| t.parse().ok());
+            let max = params.pool.max_size.unwrap_or(PoolLimits::default().max_size);
+            if let (Some(min), Some(pos)) = (params.pool.min_size, min_pos) {
+                if min > max {
+                    let message = format!("minSize {min} is larger than maxSize {max}");
+                    self.error(pos, &pool.child("minSize"), message);
+                }
+            }
+            self.finish(&pool, if global { POOL } else { POOL_OVERRIDE }, &[]);
         }
         (params, idle)
     }

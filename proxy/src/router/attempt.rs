@@ -168,10 +168,6 @@ impl<'a> Attempts<'a> {
         let error = match why {
             Unavailable::AllDead => self.last_error.take().unwrap_or(ProxyError::AllEndpointsDead { client: id }),
             Unavailable::Empty => ProxyError::NoEndpoints { client: id },
-            Unavailable::AllBusy => ProxyError::EndpointsBusy {
-                client: id,
-                limit: balancer.policy.max_concurrent_per_endpoint.unwrap_or(0),
-            },
         };
         Err(Failure { error, retryable: true, client: Some(balancer.clone()) })
     }
@@ -318,9 +314,10 @@ impl<'a> Attempts<'a> {
         if let Some(unsent) = e.unsent {
             self.request.restore(*unsent);
         }
-        // A refused connection with no other live endpoint to try: retrying the same one at once is pointless, so
-        // fail fast with the real cause (marked retryable for a proxy further out).
-        let pointless = matches!(e.error, ProxyError::Connect { .. }) && !balancer.others_live(endpoint);
+        // A refused connection or a full queue with no other live endpoint to try: retrying the same one at once
+        // is pointless, so fail fast with the real cause (marked retryable for a proxy further out).
+        let pointless = matches!(e.error, ProxyError::Connect { .. } | ProxyError::PoolFull { .. })
+            && !balancer.others_live(endpoint);
         Outcome::Failed { error: e.error, retryable, pointless }
     }
 

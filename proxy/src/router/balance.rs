@@ -65,8 +65,6 @@ pub enum Unavailable {
     Empty,
     /// Every endpoint is marked dead by failure accrual.
     AllDead,
-    /// Every live endpoint is at its concurrency limit.
-    AllBusy,
 }
 
 /// A bound name with its balancer.
@@ -132,7 +130,7 @@ impl Balancer {
             .endpoints
             .iter()
             .filter(|e| e.weight > 0.0)
-            .map(|e| (self.pool.get(e.addr, self.tls.as_ref()), e.weight))
+            .map(|e| (self.pool.get(e.addr, self.tls.as_ref(), self.policy.pool), e.weight))
             .collect();
         self.endpoints_gauge.set(endpoints.len() as i64);
         let snap = Arc::new(Snapshot { version, endpoints });
@@ -187,13 +185,11 @@ impl Balancer {
             return Err(Unavailable::Empty);
         }
         let now = Instant::now();
-        let max = self.policy.max_concurrent_per_endpoint;
         let live = |i: usize| eps[i].0.health.available(now);
-        let open = |i: usize| live(i) && max.is_none_or(|m| eps[i].0.load() < m);
         let n = eps.len();
         let avoided = |i: usize| avoid.is_some_and(|a| Arc::ptr_eq(a, &eps[i].0));
-        let others = (0..n).any(|i| open(i) && !avoided(i));
-        let usable = |i: usize| open(i) && !(others && avoided(i));
+        let others = (0..n).any(|i| live(i) && !avoided(i));
+        let usable = |i: usize| live(i) && !(others && avoided(i));
         let chosen = match self.policy.load_balancer {
             LoadBalancer::RoundRobin => {
                 let start = self.next.fetch_add(1, Ordering::Relaxed);
@@ -202,13 +198,11 @@ impl Balancer {
             LoadBalancer::P2c => self.p2c(n, &usable, |i| (eps[i].0.load() as f64 + 1.0) / eps[i].1),
             LoadBalancer::Ewma { .. } => self.p2c(n, &usable, |i| eps[i].0.health.cost(eps[i].0.load()) / eps[i].1),
         };
-        let any_live = chosen.is_some() || (0..n).any(live);
         match chosen {
             Some(i) => {
                 self.clear_probe();
                 Ok(eps[i].0.clone())
             }
-            None if any_live => Err(Unavailable::AllBusy),
             None => match self.probe(now) {
                 true => {
                     let soonest = (0..n).min_by_key(|&i| eps[i].0.health.dead_until()).unwrap_or(0);
@@ -294,7 +288,7 @@ mod tests {
             request_attempt_timeout: None,
             load_balancer: lb,
             failure_accrual: accrual,
-            max_concurrent_per_endpoint: None,
+            pool: crate::config::PoolLimits::default(),
             tls: None,
         };
         let id = Path::read("/#/io.l5d.fs/forex-rate").unwrap();
@@ -415,13 +409,12 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn busy_empty_and_changing_endpoint_sets() {
-        let (mut b, watch) = balancer(LoadBalancer::P2c, FailureAccrual::None, &[(1, 1.0)]);
-        b.policy.max_concurrent_per_endpoint = Some(1);
+        let (b, watch) = balancer(LoadBalancer::P2c, FailureAccrual::None, &[(1, 1.0)]);
         let ep = b.pick(None).unwrap();
         let held = ep.hold();
-        assert_eq!(b.pick(None).unwrap_err(), Unavailable::AllBusy);
+        let again = b.pick(None).expect("a busy endpoint is still picked: its pool queues the request");
+        assert!(Arc::ptr_eq(&again, &ep));
         drop(held);
-        assert!(b.pick(None).is_ok());
 
         watch.store(set(&[(1, 1.0), (4, 1.0)]));
         assert_eq!(b.endpoint_count(), 2, "a new endpoint set is picked up on the next request");

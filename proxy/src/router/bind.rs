@@ -21,7 +21,7 @@ use crate::config::{
 };
 use crate::metrics::{names, Registry, RequestFamilies, RequestStats};
 use crate::namer::{BoundName, NamerSet};
-use crate::tls::{ClientTls, TlsMetrics, TlsTarget};
+use crate::tls::{Alpn, ClientTls, TlsMetrics, TlsTarget};
 
 /// Names cached per table (and so distinct `service` label values per router). Past this, names are bound per
 /// request and their metrics share the `service="overflow"` series, so hostile Host headers cannot grow memory.
@@ -183,14 +183,18 @@ impl BinderSettings {
     /// The settings of `config`'s router, loading every client TLS config its client policy can name (the
     /// global one and each `configs` entry's), keyed without `commonName`, which each client fills in.
     pub fn from_config(config: &RouterConfig, metrics: &TlsMetrics) -> Result<Self, String> {
-        let h2 = config.protocol == Protocol::H2;
+        let alpn = match config.protocol {
+            Protocol::H2 => Alpn::H2,
+            _ if config.client.h2_upgrade => Alpn::Http1OrH2,
+            _ => Alpn::Http1,
+        };
         let all = config.client.tls.iter().chain(config.client.configs.iter().filter_map(|o| o.params.tls.as_ref()));
         let mut tls = HashMap::new();
         for t in all {
             let key = ClientTlsConfig { common_name: None, ..t.clone() };
             if let std::collections::hash_map::Entry::Vacant(slot) = tls.entry(key) {
                 let usage = format!("client:{}", config.label);
-                let loaded = ClientTls::start(usage, slot.key(), h2, metrics.clone())
+                let loaded = ClientTls::start(usage, slot.key(), alpn, metrics.clone())
                     .map_err(|e| format!("router {}: client TLS: {e}", config.label))?;
                 slot.insert(Arc::new(loaded));
             }

@@ -1,15 +1,17 @@
-//! The endpoint stage: one [`Endpoint`] per upstream address, owning its pooled connections, interned per router
-//! in an [`EndpointPool`].
+//! The endpoint stage: one [`Endpoint`] per upstream address, owning its connections, interned per router in an
+//! [`EndpointPool`].
 //!
-//! HTTP/1.1 upstreams get a LIFO pool of idle keep-alive connections (a connection goes back to the pool once
-//! hyper says it can take another request, i.e. after the response body is done). HTTP/2 (h2c, prior knowledge)
-//! upstreams share one multiplexed connection. When a pooled HTTP/1 connection turns out to be dead before the
-//! request was written, the next idle one (or a fresh connection) is tried — hyper hands the unsent request back,
-//! so this is safe for every method. A failed send says whether the request reached the upstream and, if not, hands the
-//! request back, so the retry stage can resend even a streaming body.
+//! HTTP/1.1 upstreams get a bounded pool with a queue ([`super::pool`]): a connection goes back to it once hyper
+//! says it can take another request (after the response body is done). HTTP/2 upstreams — h2c by prior knowledge
+//! on an `h2` router, or any TLS peer that accepts `h2` by ALPN (another switchyard: the sidecar-to-sidecar
+//! upgrade) — share one multiplexed connection; an HTTP/1.1 request carried that way says so in
+//! `l5d-orig-proto`, and the peer's own upstream gets HTTP/1.1 again. When a pooled HTTP/1 connection turns out
+//! to be dead before the request was written, the next idle one (or a fresh connection) is tried — hyper hands
+//! the unsent request back, so this is safe for every method. A failed send says whether the request reached the
+//! upstream and, if not, hands the request back, so the retry stage can resend even a streaming body.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -20,30 +22,30 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 use std::collections::HashMap;
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 
 use super::body::ReqBody;
 use super::error::ProxyError;
+use super::headers;
 use super::health::{Health, HealthFamilies};
+use super::pool::{Checkout, ConnectPermit, ConnectionSlot, H1Pool, PoolFamilies, Waited};
+use crate::config::PoolLimits;
 use crate::metrics::{names, Registry};
 use crate::tls::TlsTarget;
 
 /// How long a TLS handshake with an upstream may take (on top of the TCP connect).
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// An endpoint is one address reached one way: in plaintext, or over TLS with one client config and server name.
-type PoolKey = (SocketAddr, Option<(usize, String)>);
+/// An endpoint is one address reached one way: in plaintext, or over TLS with one client config and server name,
+/// with one set of pool limits.
+type PoolKey = (SocketAddr, Option<(usize, String)>, PoolLimits);
 
-fn pool_key(addr: SocketAddr, tls: Option<&Arc<TlsTarget>>) -> PoolKey {
-    (addr, tls.map(|t| (t.tls.as_ref().map_or(0, |c| Arc::as_ptr(c) as usize), t.name.clone())))
+fn pool_key(addr: SocketAddr, tls: Option<&Arc<TlsTarget>>, limits: PoolLimits) -> PoolKey {
+    (addr, tls.map(|t| (t.tls.as_ref().map_or(0, |c| Arc::as_ptr(c) as usize), t.name.clone())), limits)
 }
 
 /// A connection to an upstream, plaintext or TLS.
 trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Io for T {}
-
-/// Most idle HTTP/1 connections kept per endpoint; more are closed when returned.
-const MAX_IDLE_PER_ENDPOINT: usize = 64;
 
 /// Settings shared by all endpoints of one router.
 #[derive(Clone, Debug)]
@@ -53,11 +55,13 @@ pub struct EndpointSettings {
     pub idle_timeout: Duration,
 }
 
-/// The endpoint families: connections opened per router, requests in flight per endpoint, and its health.
+/// The endpoint families: connections opened per router, requests in flight per endpoint, its connection pool
+/// and its health.
 #[derive(Clone)]
 pub struct EndpointFamilies {
     connects: IntCounterVec,
     in_flight: IntGaugeVec,
+    pool: PoolFamilies,
     health: HealthFamilies,
 }
 
@@ -75,6 +79,7 @@ impl EndpointFamilies {
                 "Requests sent to an endpoint and not yet answered.",
                 &["router", "endpoint"],
             ),
+            pool: PoolFamilies::register(r),
             health: HealthFamilies::register(r),
         }
     }
@@ -128,9 +133,10 @@ impl EndpointPool {
         Arc::new(Self { router, settings, families, connects, endpoints: Mutex::new(HashMap::new()) })
     }
 
-    /// The endpoint for `addr` (over `tls` when given), shared with anyone else who asked while it was alive.
-    pub fn get(self: &Arc<Self>, addr: SocketAddr, tls: Option<&Arc<TlsTarget>>) -> Arc<Endpoint> {
-        let key = pool_key(addr, tls);
+    /// The endpoint for `addr` (over `tls` when given, its HTTP/1.1 connections within `limits`), shared with
+    /// anyone else who asked while it was alive.
+    pub fn get(self: &Arc<Self>, addr: SocketAddr, tls: Option<&Arc<TlsTarget>>, limits: PoolLimits) -> Arc<Endpoint> {
+        let key = pool_key(addr, tls, limits);
         let mut map = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(ep) = map.get(&key).and_then(Weak::upgrade) {
             return ep;
@@ -142,7 +148,13 @@ impl EndpointPool {
             tls: tls.cloned(),
             settings: self.settings.clone(),
             connects: self.connects.clone(),
-            idle: Mutex::new(Vec::new()),
+            h1: H1Pool::new(
+                limits,
+                self.settings.idle_timeout,
+                self.families.pool.endpoint(&self.router, endpoint.as_str()),
+            ),
+            limits,
+            speaks_h2: AtomicBool::new(self.settings.h2),
             h2: Mutex::new(None),
             h2_connecting: tokio::sync::Mutex::new(()),
             in_flight: AtomicUsize::new(0),
@@ -155,11 +167,6 @@ impl EndpointPool {
     }
 }
 
-struct Idle {
-    sender: http1::SendRequest<ReqBody>,
-    since: Instant,
-}
-
 /// One upstream address and its connections.
 pub struct Endpoint {
     pub addr: SocketAddr,
@@ -167,7 +174,12 @@ pub struct Endpoint {
     tls: Option<Arc<TlsTarget>>,
     settings: EndpointSettings,
     connects: ConnectCounters,
-    idle: Mutex<Vec<Idle>>,
+    /// HTTP/1.1 connections.
+    h1: Arc<H1Pool>,
+    limits: PoolLimits,
+    /// Whether requests go as HTTP/2 streams: an `h2` router, or a TLS peer that accepted `h2` by ALPN.
+    speaks_h2: AtomicBool,
+    /// The shared HTTP/2 connection (holding its room in the pool while it lasts).
     h2: Mutex<Option<http2::SendRequest<ReqBody>>>,
     /// Held while an HTTP/2 connection is being made, so concurrent first requests share one connection.
     h2_connecting: tokio::sync::Mutex<()>,
@@ -190,17 +202,18 @@ impl Drop for Endpoint {
         let Some(pool) = self.pool.upgrade() else { return };
         // Under the pool's lock: if a new endpoint for this address was interned meanwhile, the series are its own.
         let mut map = pool.endpoints.lock().unwrap_or_else(|e| e.into_inner());
-        let key = pool_key(self.addr, self.tls.as_ref());
+        let key = pool_key(self.addr, self.tls.as_ref(), self.limits);
         if map.get(&key).and_then(Weak::upgrade).is_some() {
             return;
         }
         map.remove(&key);
         // Another way to the same address still uses the series.
-        if map.keys().any(|(addr, _)| *addr == self.addr) {
+        if map.keys().any(|(addr, ..)| *addr == self.addr) {
             return;
         }
         let endpoint = self.addr.to_string();
         pool.families.health.remove(&pool.router, &endpoint);
+        pool.families.pool.remove(&pool.router, &endpoint);
         let _ = pool.families.in_flight.remove_label_values(&[&*pool.router, endpoint.as_str()]);
     }
 }
@@ -231,19 +244,35 @@ impl Endpoint {
     /// Sends `req` and waits for the response headers; the body streams afterwards.
     pub async fn send(self: &Arc<Self>, req: Request<ReqBody>) -> Result<Response<Incoming>, SendError> {
         let _guard = self.begin();
-        if self.settings.h2 {
+        if self.speaks_h2.load(Ordering::Acquire) {
             self.send_h2(req).await
         } else {
-            self.send_h1(req).await
+            self.send_h1(req, None).await
         }
     }
 
-    async fn send_h1(self: &Arc<Self>, mut req: Request<ReqBody>) -> Result<Response<Incoming>, SendError> {
+    /// Sends on a pooled HTTP/1.1 connection (`first`, when the caller just opened one), queueing for one when
+    /// all are busy.
+    async fn send_h1(
+        self: &Arc<Self>,
+        mut req: Request<ReqBody>,
+        mut first: Option<http1::SendRequest<ReqBody>>,
+    ) -> Result<Response<Incoming>, SendError> {
         loop {
-            let (mut sender, reused) = match self.take_idle() {
-                Some(s) => (s, true),
-                None => match self.connect_h1().await {
-                    Ok(s) => (s, false),
+            let (mut sender, reused) = match first.take() {
+                Some(sender) => (sender, false),
+                None => match self.checkout().await {
+                    Ok(Pooled::Conn(sender)) => (sender, true),
+                    Ok(Pooled::Permit(permit)) => match self.open(Some(permit)).await {
+                        Ok(Conn::H1(sender)) => (sender, false),
+                        Ok(Conn::H2(sender)) => return self.send_on_h2(sender, req).await,
+                        Err(e) => return Err(SendError::unsent(e, req)),
+                    },
+                    Ok(Pooled::Upgraded) => match self.shared_h2() {
+                        Some(sender) => return self.send_on_h2(sender, req).await,
+                        // It closed already: check out again (a new connection learns the protocol anew).
+                        None => continue,
+                    },
                     Err(e) => return Err(SendError::unsent(e, req)),
                 },
             };
@@ -262,28 +291,59 @@ impl Endpoint {
         }
     }
 
+    /// A pooled connection or a permit to open one — after waiting in the queue when all are busy. Fails when
+    /// the queue is full, or when opening a connection failed while this request waited.
+    async fn checkout(&self) -> Result<Pooled, ProxyError> {
+        match self.h1.checkout() {
+            Checkout::Idle(sender) => Ok(Pooled::Conn(sender)),
+            Checkout::Connect(permit) => Ok(Pooled::Permit(permit)),
+            Checkout::Wait(waiter) => match waiter.wait().await {
+                Waited::Conn(sender) => Ok(Pooled::Conn(sender)),
+                Waited::Connect(permit) => Ok(Pooled::Permit(permit)),
+                Waited::Upgraded => Ok(Pooled::Upgraded),
+                Waited::Failed(error) => Err(ProxyError::Connect { addr: self.addr, error }),
+            },
+            Checkout::Full => Err(ProxyError::PoolFull {
+                addr: self.addr,
+                max_size: self.limits.max_size,
+                max_waiters: self.limits.max_waiters,
+            }),
+        }
+    }
+
     fn shared_h2(&self) -> Option<http2::SendRequest<ReqBody>> {
         self.h2.lock().unwrap_or_else(|e| e.into_inner()).clone().filter(|s| !s.is_closed())
     }
 
     async fn send_h2(self: &Arc<Self>, req: Request<ReqBody>) -> Result<Response<Incoming>, SendError> {
-        let mut sender = match self.shared_h2() {
+        let sender = match self.shared_h2() {
             Some(s) => s,
             None => {
                 // One connection attempt at a time; whoever waited uses the connection the first one made.
                 let _connecting = self.h2_connecting.lock().await;
                 match self.shared_h2() {
                     Some(s) => s,
-                    None => match self.connect_h2().await {
-                        Ok(s) => {
-                            *self.h2.lock().unwrap_or_else(|e| e.into_inner()) = Some(s.clone());
-                            s
-                        }
+                    None => match self.open(None).await {
+                        Ok(Conn::H2(s)) => s,
+                        Ok(Conn::H1(s)) => return self.send_h1(req, Some(s)).await,
                         Err(e) => return Err(SendError::unsent(e, req)),
                     },
                 }
             }
         };
+        self.send_on_h2(sender, req).await
+    }
+
+    /// Sends on an HTTP/2 connection; a request shaped for HTTP/1.1 (by an HTTP/1.1 router whose peer accepted
+    /// h2) is carried as a stream, marked `l5d-orig-proto`.
+    async fn send_on_h2(
+        &self,
+        mut sender: http2::SendRequest<ReqBody>,
+        mut req: Request<ReqBody>,
+    ) -> Result<Response<Incoming>, SendError> {
+        if req.version() != http::Version::HTTP_2 {
+            headers::upgrade_to_h2(&mut req);
+        }
         match sender.try_send_request(req).await {
             Ok(resp) => Ok(resp),
             Err(mut err) => match err.take_message() {
@@ -293,45 +353,33 @@ impl Endpoint {
         }
     }
 
-    fn take_idle(&self) -> Option<http1::SendRequest<ReqBody>> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(entry) = idle.pop() {
-            if entry.since.elapsed() < self.settings.idle_timeout && entry.sender.is_ready() {
-                return Some(entry.sender);
-            }
-        }
-        None
-    }
-
     /// Returns the connection to the pool once it can take another request (after the response body ends).
-    fn recycle(self: &Arc<Self>, mut sender: http1::SendRequest<ReqBody>) {
-        let this: Weak<Self> = Arc::downgrade(self);
+    fn recycle(&self, mut sender: http1::SendRequest<ReqBody>) {
+        let pool = Arc::downgrade(&self.h1);
         tokio::spawn(async move {
             if sender.ready().await.is_err() {
                 return;
             }
-            if let Some(this) = this.upgrade() {
-                let mut idle = this.idle.lock().unwrap_or_else(|e| e.into_inner());
-                if idle.len() < MAX_IDLE_PER_ENDPOINT {
-                    idle.push(Idle { sender, since: Instant::now() });
-                }
+            if let Some(pool) = pool.upgrade() {
+                pool.put_back(sender);
             }
         });
     }
 
-    /// Connects (TCP, then TLS when configured), counting the result.
-    async fn connect(&self) -> Result<TokioIo<Box<dyn Io>>, ProxyError> {
+    /// Connects (TCP, then TLS when configured), counting the result; `true` with it when the peer accepted
+    /// `h2` by ALPN.
+    async fn connect(&self) -> Result<(TokioIo<Box<dyn Io>>, bool), ProxyError> {
         let result = match self.connect_tcp().await {
             Ok(tcp) => match &self.tls {
-                None => Ok(Box::new(tcp) as Box<dyn Io>),
+                None => Ok((Box::new(tcp) as Box<dyn Io>, false)),
                 Some(tls) => self.handshake(tls, tcp).await,
             },
             Err(e) => Err(e),
         };
         match result {
-            Ok(io) => {
+            Ok((io, h2)) => {
                 self.connects.ok.inc();
-                Ok(TokioIo::new(io))
+                Ok((TokioIo::new(io), h2))
             }
             Err(error) => {
                 self.connects.failed.inc();
@@ -340,7 +388,7 @@ impl Endpoint {
         }
     }
 
-    async fn handshake(&self, tls: &TlsTarget, tcp: TcpStream) -> Result<Box<dyn Io>, String> {
+    async fn handshake(&self, tls: &TlsTarget, tcp: TcpStream) -> Result<(Box<dyn Io>, bool), String> {
         let name = tls.name.as_str();
         let Some(client) = &tls.tls else {
             return Err("TLS is configured for this client but its certificates could not be loaded".into());
@@ -350,7 +398,10 @@ impl Endpoint {
         };
         let handshake = client.connector().connect(server_name, tcp);
         match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
-            Ok(Ok(stream)) => Ok(Box::new(stream)),
+            Ok(Ok(stream)) => {
+                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                Ok((Box::new(stream), h2))
+            }
             Ok(Err(e)) => Err(format!("TLS handshake with {name} failed: {}", crate::tls::describe(&e))),
             Err(_) => Err(format!("TLS handshake with {name} timed out after {} s", TLS_HANDSHAKE_TIMEOUT.as_secs())),
         }
@@ -369,26 +420,52 @@ impl Endpoint {
         Ok(stream)
     }
 
-    async fn connect_h1(&self) -> Result<http1::SendRequest<ReqBody>, ProxyError> {
-        let io = self.connect().await?;
-        let (sender, conn) = http1::Builder::new()
-            .handshake(io)
-            .await
-            .map_err(|e| ProxyError::Connect { addr: self.addr, error: e.to_string() })?;
-        drive(self.addr, conn);
-        Ok(sender)
-    }
-
-    async fn connect_h2(&self) -> Result<http2::SendRequest<ReqBody>, ProxyError> {
-        let io = self.connect().await?;
-        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .keep_alive_interval(Duration::from_secs(20))
-            .handshake(io)
-            .await
-            .map_err(|e| ProxyError::Connect { addr: self.addr, error: e.to_string() })?;
-        drive(self.addr, conn);
-        Ok(sender)
+    /// Opens a connection under `permit` (or, for an HTTP/2 endpoint, with a room of its own): HTTP/2 on an `h2`
+    /// router or when the TLS peer accepted it — then it becomes the endpoint's shared connection, and the
+    /// endpoint sends every request as a stream from now on — else HTTP/1.1.
+    async fn open(&self, permit: Option<ConnectPermit>) -> Result<Conn, ProxyError> {
+        let permit = permit.unwrap_or_else(|| self.h1.extra_permit());
+        let (io, alpn_h2) = match self.connect().await {
+            Ok(ok) => ok,
+            Err(e) => {
+                permit.failed(&e.to_string());
+                return Err(e);
+            }
+        };
+        let handshake_failed = |e: hyper::Error| ProxyError::Connect { addr: self.addr, error: e.to_string() };
+        if self.settings.h2 || alpn_h2 {
+            let handshake = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .keep_alive_interval(Duration::from_secs(20))
+                .handshake(io)
+                .await;
+            let (sender, conn) = match handshake {
+                Ok(ok) => ok,
+                Err(e) => {
+                    permit.failed(&e.to_string());
+                    return Err(handshake_failed(e));
+                }
+            };
+            drive(self.addr, conn, permit.established());
+            *self.h2.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender.clone());
+            if !self.speaks_h2.swap(true, Ordering::AcqRel) {
+                tracing::debug!(addr = %self.addr, "upstream accepted h2: requests go as streams on one connection");
+                self.h1.upgraded();
+            }
+            return Ok(Conn::H2(sender));
+        }
+        // A peer that stopped accepting h2 (replaced by something else) gets HTTP/1.1 again.
+        self.speaks_h2.store(false, Ordering::Release);
+        match http1::Builder::new().handshake(io).await {
+            Ok((sender, conn)) => {
+                drive(self.addr, conn, permit.established());
+                Ok(Conn::H1(sender))
+            }
+            Err(e) => {
+                permit.failed(&e.to_string());
+                Err(handshake_failed(e))
+            }
+        }
     }
 
     fn upstream_error(&self, e: hyper::Error) -> ProxyError {
@@ -400,12 +477,27 @@ impl Endpoint {
     }
 }
 
-/// Runs a connection's I/O in its own task until it closes.
-fn drive<F>(addr: SocketAddr, conn: F)
+/// What a request got from the HTTP/1.1 pool.
+enum Pooled {
+    Conn(http1::SendRequest<ReqBody>),
+    Permit(ConnectPermit),
+    /// The endpoint speaks HTTP/2 now.
+    Upgraded,
+}
+
+/// A new connection, of the protocol the endpoint turned out to speak.
+enum Conn {
+    H1(http1::SendRequest<ReqBody>),
+    H2(http2::SendRequest<ReqBody>),
+}
+
+/// Runs a connection's I/O in its own task until it closes; its room in the pool is given back then.
+fn drive<F>(addr: SocketAddr, conn: F, slot: ConnectionSlot)
 where
     F: std::future::Future<Output = Result<(), hyper::Error>> + Send + 'static,
 {
     tokio::spawn(async move {
+        let _slot = slot;
         if let Err(e) = conn.await {
             tracing::debug!(%addr, error = %e, "upstream connection ended");
         }

@@ -62,8 +62,9 @@ pub enum ProxyError {
     NoEndpoints { client: Path },
     /// Every endpoint of the client is marked dead by failure accrual: fail fast rather than hammer them.
     AllEndpointsDead { client: Path },
-    /// Every live endpoint is at its `hostConnectionPool.maxSize` limit.
-    EndpointsBusy { client: Path, limit: usize },
+    /// Every connection to the endpoint is busy (`hostConnectionPool.maxSize`) and `maxWaiters` requests
+    /// already wait for one.
+    PoolFull { addr: SocketAddr, max_size: usize, max_waiters: usize },
     /// The server is at its `maxConcurrentRequests` limit.
     ServerBusy { limit: usize },
     /// The caller's verified identity is not in the server's `authorization.allow`.
@@ -94,7 +95,7 @@ impl ProxyError {
             Self::LoopDetected { .. } => StatusCode::LOOP_DETECTED,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
-            Self::AllEndpointsDead { .. } | Self::EndpointsBusy { .. } | Self::ServerBusy { .. } => {
+            Self::AllEndpointsDead { .. } | Self::PoolFull { .. } | Self::ServerBusy { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::Unbound { .. } | Self::BindFailed { .. } | Self::Delegation { .. } => StatusCode::BAD_GATEWAY,
@@ -114,7 +115,7 @@ impl ProxyError {
             Self::Delegation { .. } => "delegation",
             Self::NoEndpoints { .. } => "no_endpoints",
             Self::AllEndpointsDead { .. } => "all_endpoints_dead",
-            Self::EndpointsBusy { .. } => "endpoints_busy",
+            Self::PoolFull { .. } => "pool_full",
             Self::ServerBusy { .. } => "server_busy",
             Self::Forbidden { .. } => "forbidden",
             Self::BodyTooLarge { .. } => "body_too_large",
@@ -135,10 +136,11 @@ impl ProxyError {
     }
 
     /// Whether the endpoint the request was sent to is to blame (so failure accrual counts it): everything but
-    /// a deadline that was the caller's or the whole request's rather than the attempt's.
+    /// a deadline that was the caller's or the whole request's rather than the attempt's, and a full queue (a
+    /// busy endpoint is not a broken one).
     pub fn blames_endpoint(&self) -> bool {
         !matches!(self, Self::Timeout { kind, .. } if *kind != TimeoutKind::Attempt)
-            && !matches!(self, Self::ClientBody(_))
+            && !matches!(self, Self::ClientBody(_) | Self::PoolFull { .. })
     }
 
     /// What a caller outside the mesh is told (`errorDetail: generic`): `None` when the full message only
@@ -155,9 +157,7 @@ impl ProxyError {
             | Self::ServerBusy { .. }
             | Self::Timeout { kind: TimeoutKind::CallerDeadline | TimeoutKind::RequestBody, .. } => return None,
             Self::Unbound { .. } | Self::BindFailed { .. } | Self::Delegation { .. } => "no route for this request",
-            Self::NoEndpoints { .. } | Self::AllEndpointsDead { .. } | Self::EndpointsBusy { .. } => {
-                "service unavailable"
-            }
+            Self::NoEndpoints { .. } | Self::AllEndpointsDead { .. } | Self::PoolFull { .. } => "service unavailable",
             Self::Forbidden { .. } => "caller not allowed",
             Self::Connect { .. } | Self::Upstream { .. } => "upstream unavailable",
             Self::Timeout { .. } => "upstream timed out",
@@ -227,9 +227,11 @@ impl fmt::Display for ProxyError {
             Self::AllEndpointsDead { client } => {
                 write!(f, "every endpoint of {client} is marked dead by failure accrual; failing fast")
             }
-            Self::EndpointsBusy { client, limit } => {
-                write!(f, "every endpoint of {client} is at its limit of {limit} concurrent requests")
-            }
+            Self::PoolFull { addr, max_size, max_waiters } => write!(
+                f,
+                "all {max_size} connections to {addr} are busy and {max_waiters} requests already wait for one \
+                 (hostConnectionPool maxSize, maxWaiters)"
+            ),
             Self::ServerBusy { limit } => write!(f, "server is at its limit of {limit} concurrent requests"),
             Self::Forbidden { caller } => {
                 write!(f, "caller {caller} is not allowed to call this service (the server's authorization.allow)")

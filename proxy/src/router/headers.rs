@@ -39,6 +39,9 @@ pub const X_B3_SPANID: HeaderName = HeaderName::from_static("x-b3-spanid");
 pub const X_B3_PARENTSPANID: HeaderName = HeaderName::from_static("x-b3-parentspanid");
 /// The downstream addresses a request passed through.
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// On an HTTP/1.x request a sidecar carried to its peer as an HTTP/2 stream: the original version. Meaningful for
+/// one hop only, so it is removed on arrival with the hop-by-hop headers.
+pub const L5D_ORIG_PROTO: HeaderName = HeaderName::from_static("l5d-orig-proto");
 /// Legacy hop-by-hop headers not in `http::header`.
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -76,6 +79,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
     }
     headers.remove(KEEP_ALIVE);
     headers.remove(PROXY_CONNECTION);
+    headers.remove(L5D_ORIG_PROTO);
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
@@ -150,6 +154,22 @@ pub fn set_authority<B>(req: &mut Request<B>, host: &str, h2_upstream: bool) {
     } else if let Ok(v) = HeaderValue::from_str(host) {
         req.headers_mut().insert(header::HOST, v);
     }
+}
+
+/// Turns a request prepared for an HTTP/1.1 upstream into one for the HTTP/2 connection its TLS peer accepted:
+/// the target as `:scheme https` and `:authority` (from `Host`), and `l5d-orig-proto` saying what it was.
+pub fn upgrade_to_h2<B>(req: &mut Request<B>) {
+    let orig = match req.version() {
+        Version::HTTP_10 => "HTTP/1.0",
+        _ => "HTTP/1.1",
+    };
+    set_target_for(req, true);
+    let mut parts = req.uri().clone().into_parts();
+    parts.scheme = Some(http::uri::Scheme::HTTPS);
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
+    }
+    req.headers_mut().insert(L5D_ORIG_PROTO, HeaderValue::from_static(orig));
 }
 
 /// Rewrites the request target for the upstream protocol, keeping the logical authority:

@@ -26,6 +26,7 @@ pub mod headers;
 pub mod health;
 pub mod hedge;
 pub mod identify;
+pub mod pool;
 pub mod table;
 pub mod trace;
 
@@ -125,7 +126,7 @@ impl Router {
         let settings = EndpointSettings {
             h2: config.protocol == Protocol::H2,
             connect_timeout: Duration::from_millis(config.client.connect_timeout_ms),
-            idle_timeout: Duration::from_millis(config.client.idle_timeout_ms),
+            idle_timeout: Duration::from_millis(config.client.pool.idle_time_ms),
         };
         let pool = EndpointPool::new(label.clone(), settings, families.endpoint.clone());
         let binder_settings = BinderSettings::from_config(config, &families.tls)?;

@@ -154,10 +154,19 @@ pub fn server_config(c: &ServerTlsConfig) -> Result<rustls::ServerConfig, TlsErr
     Ok(config)
 }
 
+/// What a client offers by ALPN: only `h2` on an `h2` router; `h2` then `http/1.1` on an HTTP/1.1 router that
+/// upgrades (a peer that accepts h2 gets the requests as streams); else only `http/1.1`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Alpn {
+    H2,
+    Http1,
+    Http1OrH2,
+}
+
 /// Builds a client config (without the server name, which each connection supplies): trusted roots (or no
 /// validation at all with `disableValidation`), an optional client certificate, ALPN for the upstream protocol.
 /// Session resumption uses rustls's in-memory cache, shared by every connection made with this config.
-pub fn client_config(c: &ClientTlsConfig, h2: bool) -> Result<rustls::ClientConfig, TlsError> {
+pub fn client_config(c: &ClientTlsConfig, alpn: Alpn) -> Result<rustls::ClientConfig, TlsError> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&versions(&c.protocols))
         .map_err(|e| TlsError(format!("protocols: {e}")))?;
@@ -177,7 +186,11 @@ pub fn client_config(c: &ClientTlsConfig, h2: bool) -> Result<rustls::ClientConf
         }
         None => builder.with_no_client_auth(),
     };
-    config.alpn_protocols = vec![if h2 { b"h2".to_vec() } else { b"http/1.1".to_vec() }];
+    config.alpn_protocols = match alpn {
+        Alpn::H2 => vec![b"h2".to_vec()],
+        Alpn::Http1 => vec![b"http/1.1".to_vec()],
+        Alpn::Http1OrH2 => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+    };
     Ok(config)
 }
 
@@ -396,7 +409,7 @@ pub struct ClientTls {
 
 impl ClientTls {
     /// Loads the client's trust roots and certificate and starts watching them.
-    pub fn start(usage: String, c: &ClientTlsConfig, h2: bool, metrics: TlsMetrics) -> Result<Self, TlsError> {
+    pub fn start(usage: String, c: &ClientTlsConfig, alpn: Alpn, metrics: TlsMetrics) -> Result<Self, TlsError> {
         let mut files: Vec<PathBuf> = c.trust_certs.iter().chain(c.trust_certs_bundle.as_ref()).cloned().collect();
         let mut presented = None;
         if let Some(auth) = &c.client_auth {
@@ -409,7 +422,7 @@ impl ClientTls {
             presented = Some(auth.cert_path.clone());
         }
         let owned = c.clone();
-        let config = Reloading::start(usage, files, presented, metrics, move || client_config(&owned, h2))?;
+        let config = Reloading::start(usage, files, presented, metrics, move || client_config(&owned, alpn))?;
         Ok(Self { config })
     }
 

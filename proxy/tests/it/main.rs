@@ -6,6 +6,7 @@ mod admin_ui;
 mod consul;
 mod correlation;
 mod lifecycle;
+mod pool;
 mod resilience;
 mod routing;
 mod support;

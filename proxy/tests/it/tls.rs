@@ -202,6 +202,63 @@ async fn http2_between_sidecars_is_negotiated_over_tls() {
     assert!(connects.contains(r#"result="ok",router="egress"} 1"#), "one multiplexed TLS connection: {connects}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http1_egress_carries_requests_as_h2_streams_to_a_switchyard_peer() {
+    let pki = Pki::new();
+    let up = Upstream::start("rate").await;
+    let server = server_sidecar(&pki, "forex-rate", up.addr, "").await;
+    let client = client_sidecar(&pki, Some("forex-converter"), server.addr("ingress")).await;
+    assert_eq!(call(&client, &[]).await.0, StatusCode::OK);
+    // 100 concurrent HTTP/1.1 callers, each on its own connection to the egress.
+    let addr = client.addr("egress");
+    let calls: Vec<_> = (0..100)
+        .map(|i| tokio::spawn(async move { get(addr, "forex-rate", &format!("/n/{i}"), &[]).await.status() }))
+        .collect();
+    for c in calls {
+        assert_eq!(c.await.unwrap(), StatusCode::OK);
+    }
+    let connects = metric(&client, "switchyard_upstream_connects_total").await;
+    assert!(connects.contains(r#"result="ok",router="egress"} 1"#), "one multiplexed connection: {connects}");
+    // The peer got HTTP/2 (its Via says so) and gave its app HTTP/1.1 again, with Host and nothing of the hop.
+    let seen = up.last_seen();
+    let via: Vec<_> = seen.headers.get_all("via").iter().map(|v| v.to_str().unwrap().to_string()).collect();
+    assert!(via.iter().any(|v| v.contains("2.0 switchyard")), "the sidecar hop was HTTP/2: {via:?}");
+    assert_eq!(seen.version, http::Version::HTTP_11);
+    assert_eq!(seen.headers.get("host").map(|h| h.to_str().unwrap()), Some("forex-rate"));
+    assert!(!seen.headers.contains_key("l5d-orig-proto"), "the hop's marker stays on the hop: {:?}", seen.headers);
+    assert!(seen.uri.starts_with("/n/"), "origin-form target: {}", seen.uri);
+}
+
+#[tokio::test]
+async fn h2_upgrade_off_keeps_the_sidecar_hop_on_http1() {
+    let pki = Pki::new();
+    let up = Upstream::start("rate").await;
+    let server = server_sidecar(&pki, "forex-rate", up.addr, "").await;
+    let yaml = format!(
+        "admin: {{ip: 127.0.0.1, port: 0}}
+routers:
+- protocol: http
+  label: egress
+  dtab: /svc/* => /$/inet/127.0.0.1/{port};
+  servers: [{{ip: 127.0.0.1, port: 0}}]
+  client:
+    h2Upgrade: false
+    tls:
+      commonName: forex-rate.{DOMAIN}
+      trustCerts: [{ca}]
+      clientAuth: {{certPath: {cert}, keyPath: {key}}}
+",
+        port = server.addr("ingress").port(),
+        ca = p(&pki.ca()),
+        cert = p(&pki.cert("forex-converter")),
+        key = p(&pki.key("forex-converter")),
+    );
+    let client = Sidecar::start(&yaml).await;
+    assert_eq!(call(&client, &[]).await.0, StatusCode::OK);
+    let via: Vec<_> = up.last_seen().headers.get_all("via").iter().map(|v| v.to_str().unwrap().to_string()).collect();
+    assert!(via.iter().all(|v| !v.contains("2.0")), "HTTP/1.1 all the way: {via:?}");
+}
+
 #[tokio::test]
 async fn every_handshake_failure_is_refused_with_its_own_error_and_nothing_is_forwarded() {
     let pki = Pki::new();

@@ -137,7 +137,7 @@ impl Checker<'_> {
             self.error(node.pos, path, "missing required key `commonName` (the name the server's certificate must carry; or disableValidation: true)".into());
             return None;
         }
-        if let Err(e) = crate::tls::client_config(&config, false) {
+        if let Err(e) = crate::tls::client_config(&config, crate::tls::Alpn::Http1) {
             self.error(node.pos, path, e.0);
             return None;
         }

@@ -45,8 +45,26 @@ pub struct Upstream {
     pub release: Arc<tokio::sync::Notify>,
     /// Faults to inject into every request (changeable while running).
     pub faults: Arc<Mutex<Faults>>,
+    /// Connections accepted, open now, and open at most at once.
+    pub conns: Arc<ConnCount>,
     kill: tokio::sync::watch::Sender<bool>,
     h2_only: bool,
+}
+
+/// An upstream's connections: accepted in all, open now, and the most open at once.
+#[derive(Debug, Default)]
+pub struct ConnCount {
+    pub accepted: AtomicUsize,
+    pub open: AtomicUsize,
+    pub peak: AtomicUsize,
+}
+
+impl ConnCount {
+    fn opened(&self) {
+        self.accepted.fetch_add(1, Ordering::SeqCst);
+        let now = self.open.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+    }
 }
 
 /// Injected faults: a share of requests answered 503, and a delay before every answer.
@@ -76,6 +94,7 @@ impl Upstream {
             seen: Arc::new(Mutex::new(Vec::new())),
             release: Arc::new(tokio::sync::Notify::new()),
             faults: Arc::new(Mutex::new(Faults::default())),
+            conns: Arc::new(ConnCount::default()),
             kill,
             h2_only,
         };
@@ -86,6 +105,7 @@ impl Upstream {
     fn serve(&self, listener: TcpListener) {
         let (name, h2_only) = (self.name, self.h2_only);
         let (h, s, r, f) = (self.hits.clone(), self.seen.clone(), self.release.clone(), self.faults.clone());
+        let conns = self.conns.clone();
         let mut killed = self.kill.subscribe();
         tokio::spawn(async move {
             loop {
@@ -95,6 +115,8 @@ impl Upstream {
                 };
                 let (h, s, r, f) = (h.clone(), s.clone(), r.clone(), f.clone());
                 let mut killed = killed.clone();
+                conns.opened();
+                let conns = conns.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| handle(name, req, h.clone(), s.clone(), r.clone(), f.clone()));
                     let io = TokioIo::new(stream);
@@ -107,6 +129,7 @@ impl Upstream {
                         let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, svc);
                         tokio::select! { _ = conn => {}, _ = killed.wait_for(|k| *k) => {} }
                     }
+                    conns.open.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
