@@ -8,7 +8,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help up down status build test test-prometheus fault-test abuse-test fuzz soak bench check clean-run stop-instance kill-instance start-instance restart-instance
+.PHONY: help up down status build test test-prometheus fault-test abuse-test burst-test fuzz soak bench bench-connections check clean-run stop-instance kill-instance start-instance restart-instance
 
 help: ## List the targets
 	@echo "switchyard: a linkerd-style service mesh, run locally"
@@ -28,7 +28,7 @@ build: ## Build the release binaries (proxy, services, load harness)
 	@echo "==> cargo build --release --bins -p switchyard -p forex -p switchyard-bench"
 	@$(CARGO) build --release --bins -p switchyard -p forex -p switchyard-bench
 
-test: ## Run every test: promtool, cargo test, end-to-end, abuse and fault tests, a short fuzz run, container checks
+test: ## Run every test: promtool, cargo test, end-to-end, abuse, burst and fault tests, a short fuzz run, container checks
 	@mesh/mesh.sh install-haproxy
 	@$(MAKE) --no-print-directory test-prometheus
 	@echo "==> cargo test --workspace (unit and integration tests)"
@@ -37,6 +37,8 @@ test: ## Run every test: promtool, cargo test, end-to-end, abuse and fault tests
 	@mesh/e2e.sh
 	@echo "==> abuse suite: raw hostile bytes against a sidecar (mesh/abuse.sh)"
 	@mesh/abuse.sh
+	@echo "==> burst test: 500 concurrent clients through two sidecars (mesh/burst.sh)"
+	@mesh/burst.sh
 	@echo "==> fault tests over a mesh with 3 forex-rate instances (mesh/fault.sh)"
 	@mesh/fault.sh
 	@echo "==> a short run of every fuzz target (fuzz/run.sh, FUZZ_SECONDS=15, unoptimised build)"
@@ -49,6 +51,9 @@ fault-test: ## Kill, slow, break and roll forex-rate instances under load; figur
 abuse-test: ## Hostile clients in raw bytes (slowloris, h2 floods, smuggling, bad uploads) against a sidecar
 	@$(CARGO) build --release -p switchyard
 	@mesh/abuse.sh
+
+burst-test: ## 500 concurrent clients through two sidecars: no error, bounded upstream connections, memory back
+	@mesh/burst.sh
 
 fuzz: ## Run every libFuzzer target for FUZZ_SECONDS (default 120) each; crashes land in fuzz/artifacts/
 	@fuzz/run.sh
@@ -63,8 +68,12 @@ test-prometheus: ## promtool: check both scrape configs and the rules, run the r
 	@mesh/mesh.sh install-prometheus
 	@prometheus/check.sh
 
-bench: ## Benchmark direct / 1 hop / 2 hops / HAProxy; table in target/bench/latest.md
+bench: ## Benchmark direct / 1 hop / 2 hops / HAProxy, then 2,000 and 10,000 concurrent clients; target/bench/*.md
 	@bench/run.sh
+	@SKIP_BUILD=1 bench/connections.sh
+
+bench-connections: ## Only the concurrent-connections part of `make bench`; table in target/bench/connections.md
+	@bench/connections.sh
 
 check: ## cargo fmt --check, clippy with warnings as errors, shellcheck on every shell script
 	@echo "==> cargo fmt --all -- --check"

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # bench/lib.sh — what the benchmark scripts share: starting and stopping processes, waiting for them, the
 # sidecar configs and the mesh PKI they use, and reading a process's memory. Sourced after the script has set
 # BIN, WORK and LOOPBACK and cd'ed to the repository root.
@@ -64,35 +65,43 @@ routers:
 EOF
 }
 
-# start_switchyard NAME LABEL LISTEN_PORT NEXT_PORT [TLS] — sets LAST_PID; false if it fails. TLS: `server`
-# (this router's server is an mTLS listener with the ingress identity) or `client` (it reaches NEXT_PORT over
-# mTLS with the egress identity).
+# start_switchyard NAME LABEL LISTEN_PORT NEXT_PORT [TLS] [POOL] — sets LAST_PID and LAST_ADMIN (its admin
+# port); false if it fails. TLS: `server` (this router's server is an mTLS listener with the ingress identity)
+# or `client` (it reaches NEXT_PORT over mTLS with the egress identity). POOL: its hostConnectionPool, as a
+# YAML flow map.
 start_switchyard() {
-  local name=$1 label=$2 port=$3 next=$4 tls=${5:-} admin
+  local name=$1 label=$2 port=$3 next=$4 tls=${5:-} pool=${6:-} admin
   [[ -x $BIN/switchyard ]] || {
     warn "$BIN/switchyard is missing"
     return 1
   }
   admin=$(free_port)
   sidecar_config "$WORK/$name.yaml" "$label" "$port" "$admin" "$next"
-  case $tls in
-    server) cat >>"$WORK/$name.yaml" <<EOF
+  if [[ $tls == server ]]; then
+    cat >>"$WORK/$name.yaml" <<EOF
     tls:
       certPath: $PKI/ingress/bench-ingress.pem
       keyPath: $PKI/ingress/bench-ingress.key
       caCertPath: $PKI/ca/ca.pem
       requireClientAuth: true
 EOF
-      ;;
-    client) cat >>"$WORK/$name.yaml" <<EOF
-  client:
+  fi
+  if [[ $tls == client || -n $pool ]]; then
+    echo "  client:" >>"$WORK/$name.yaml"
+  fi
+  if [[ -n $pool ]]; then
+    echo "    hostConnectionPool: $pool" >>"$WORK/$name.yaml"
+  fi
+  if [[ $tls == client ]]; then
+    cat >>"$WORK/$name.yaml" <<EOF
     tls:
       commonName: bench-ingress.$TRUST_DOMAIN
       trustCerts: [$PKI/ca/ca.pem]
       clientAuth: {certPath: $PKI/egress/bench-egress.pem, keyPath: $PKI/egress/bench-egress.key}
 EOF
-      ;;
-  esac
+  fi
+  # shellcheck disable=SC2034 # read by the scripts that source this file
+  LAST_ADMIN=$admin
   start "$name" "$BIN/switchyard" run "$WORK/$name.yaml"
   wait_up "http://$LOOPBACK:$admin/admin/ready" "$LAST_PID" "$name"
 }

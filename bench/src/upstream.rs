@@ -1,5 +1,6 @@
 //! The upstream the benchmarks forward to: answers every request with `200 ok` (after an optional delay, to
-//! stand in for an app's own work), and `GET /__connections` with the number of connections it accepted.
+//! stand in for an app's own work), and `GET /__connections` with the connections it accepted and the most it
+//! had open at once since the last such request (`accepted peak`).
 //!
 //! Deliberately trivial so that what the benchmark measures is the proxy, not the app.
 
@@ -27,6 +28,8 @@ pub const BODY: &[u8] = b"ok\n";
 pub struct Counts {
     pub served: AtomicU64,
     pub accepted: AtomicU64,
+    pub open: AtomicU64,
+    pub peak: AtomicU64,
 }
 
 /// Serves HTTP/1.1 keep-alive on `listener` until `shutdown` completes, answering after `delay`, counting in
@@ -48,11 +51,15 @@ where
         // Latency benchmark: never let Nagle hold back a small response.
         let _ = stream.set_nodelay(true);
         counts.accepted.fetch_add(1, Ordering::Relaxed);
+        let open = counts.open.fetch_add(1, Ordering::Relaxed) + 1;
+        counts.peak.fetch_max(open, Ordering::Relaxed);
         let counts = counts.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |request| answer(request, counts.clone(), delay));
+            let answering = counts.clone();
+            let service = service_fn(move |request| answer(request, answering.clone(), delay));
             // A client hanging up mid-request is normal during a load run; nothing to report.
             let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            counts.open.fetch_sub(1, Ordering::Relaxed);
         });
     }
 }
@@ -64,7 +71,9 @@ async fn answer(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     if request.uri().path() == "/__connections" {
         let accepted = counts.accepted.load(Ordering::Relaxed);
-        return Ok(Response::new(Full::new(Bytes::from(format!("{accepted}\n")))));
+        // The peak since the last look: each look starts a new measurement.
+        let peak = counts.peak.swap(counts.open.load(Ordering::Relaxed), Ordering::Relaxed);
+        return Ok(Response::new(Full::new(Bytes::from(format!("{accepted} {peak}\n")))));
     }
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;

@@ -97,6 +97,7 @@ pub async fn start(config: Config, grace: Duration) -> Result<Running, StartErro
     let families = Families::register(&registry);
     let server_metrics = ServerMetrics::register(&registry);
     let listener_families = ListenerFamilies::register(&registry);
+    crate::memory::start(&registry);
 
     // Listen on every port first: all or nothing.
     let mut listeners = Vec::new();

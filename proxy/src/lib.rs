@@ -28,6 +28,7 @@ pub mod dtabctl;
 pub mod fuzzing;
 pub mod identityctl;
 pub mod listener;
+pub mod memory;
 pub mod metrics;
 pub mod namer;
 pub mod router;

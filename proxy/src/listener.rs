@@ -55,10 +55,16 @@ impl From<&ConnectionLimits> for ConnectionRules {
     }
 }
 
+/// Streams an authenticated mesh peer may cancel before they are served (see [`ConnectionRules::builder`]).
+pub const MESH_RESET_STREAMS: usize = 2048;
+
 impl ConnectionRules {
     /// An HTTP/1.1 + HTTP/2 connection builder with these deadlines; `max_header_bytes` bounds request heads
-    /// (hyper answers 431 past it, and needs at least 8 KiB).
-    pub fn builder(&self, max_header_bytes: usize) -> auto::Builder<TokioExecutor> {
+    /// (hyper answers 431 past it, and needs at least 8 KiB). With `mesh_peers` (every caller proves a mesh
+    /// identity), HTTP/2 tolerates [`MESH_RESET_STREAMS`] streams cancelled before they were served instead of
+    /// h2's rapid-reset guard of 20: a sidecar multiplexes many callers on one connection, and when a burst of
+    /// them hangs up at once, its cancellations must not cost every other caller on the connection its request.
+    pub fn builder(&self, max_header_bytes: usize, mesh_peers: bool) -> auto::Builder<TokioExecutor> {
         let head = max_header_bytes.max(8192);
         let mut builder = auto::Builder::new(TokioExecutor::new());
         // hyper's HTTP/1 head timer runs from when it starts waiting for a request, also between requests on a
@@ -71,6 +77,9 @@ impl ConnectionRules {
             .max_header_list_size(u32::try_from(head).unwrap_or(u32::MAX))
             .keep_alive_interval(self.h2_keep_alive)
             .keep_alive_timeout(self.h2_keep_alive);
+        if mesh_peers {
+            builder.http2().max_pending_accept_reset_streams(MESH_RESET_STREAMS);
+        }
         builder
     }
 }
@@ -142,6 +151,7 @@ pub struct ConnectionSlot {
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.open.dec();
+        crate::memory::connection_closed();
     }
 }
 
@@ -200,6 +210,7 @@ impl Listener {
                         let _ = stream.set_nodelay(true);
                         self.accepted.inc();
                         self.open.inc();
+                        crate::memory::connection_opened();
                         return Some(Accepted { stream, peer, slot: ConnectionSlot { _permit: permit, open: self.open.clone() } });
                     }
                     Err(e) => {

@@ -57,6 +57,8 @@ pub mod names {
     pub const TLS_HANDSHAKE_ERRORS: &str = "switchyard_tls_handshake_errors_total";
     pub const AUTHZ_DENIED: &str = "switchyard_authorization_denied_total";
     pub const CONTEXT_DROPPED: &str = "switchyard_context_dropped_total";
+    pub const MEMORY_TRIMS: &str = "switchyard_memory_trims_total";
+    pub const MEMORY_RELEASED: &str = "switchyard_memory_released_bytes_total";
 }
 
 /// One sidecar's metrics: components register their families here; the admin server renders them.

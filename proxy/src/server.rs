@@ -110,7 +110,7 @@ pub async fn serve(
     let rules = *listener.rules();
     let server = Arc::new(Server {
         requests: metrics.requests.with_label_values(&[&label]),
-        builder: rules.builder(limits.max_header_bytes),
+        builder: rules.builder(limits.max_header_bytes, limits.tls.as_ref().is_some_and(|t| t.requires_client_cert)),
         rules,
         router,
         limits,
@@ -140,7 +140,8 @@ impl Server {
         let conn = (activity, stop);
         let Some(tls) = &self.limits.tls else {
             let admission = self.limits.admission(None);
-            return self.http(stream, peer, admission, conn).await;
+            // Boxed (here and below): a connection's task then holds only the path it took.
+            return Box::pin(self.http(stream, peer, admission, conn)).await;
         };
         // The handshake is part of the first request head's deadline.
         let handshake_timeout = self.rules.header;
@@ -148,7 +149,7 @@ impl Server {
         // a plain 400 saying why instead of a bare reset.
         let mut first = [0u8; 1];
         match tokio::time::timeout(handshake_timeout, stream.peek(&mut first)).await {
-            Ok(Ok(1)) if first[0] != 0x16 => return self.refuse_plaintext(stream, peer).await,
+            Ok(Ok(1)) if first[0] != 0x16 => return Box::pin(self.refuse_plaintext(stream, peer)).await,
             Ok(Ok(1)) => {}
             Ok(_) => return,
             Err(_) => {
@@ -167,7 +168,7 @@ impl Server {
                 if let Admission::Denied { caller } = &admission {
                     tracing::info!(router = %self.label, %peer, %caller, "caller not allowed by authorization");
                 }
-                self.http(stream, peer, admission, conn).await;
+                Box::pin(self.http(stream, peer, admission, conn)).await;
             }
             Ok(Err(e)) => {
                 let reason = crate::tls::error_reason(&e);
@@ -235,16 +236,20 @@ impl Server {
             let (this, downstream, in_flight) = (this.clone(), downstream.clone(), tracker.begin());
             this.requests.inc();
             async move {
-                let Some(max) = this.limits.max_concurrent else {
-                    return Ok::<_, Infallible>(in_flight.until_sent(this.router.serve(req, &downstream).await));
+                let (slot, busy) = match this.limits.max_concurrent {
+                    Some(max) if this.in_flight.fetch_add(1, Ordering::AcqRel) >= max => {
+                        this.in_flight.fetch_sub(1, Ordering::AcqRel);
+                        let busy = Downstream { admission: Admission::Busy { limit: max }, ..(*downstream).clone() };
+                        (None, Some(busy))
+                    }
+                    Some(_) => (Some(Slot(this.in_flight.clone())), None),
+                    None => (None, None),
                 };
-                if this.in_flight.fetch_add(1, Ordering::AcqRel) >= max {
-                    this.in_flight.fetch_sub(1, Ordering::AcqRel);
-                    let busy = Downstream { admission: Admission::Busy { limit: max }, ..(*downstream).clone() };
-                    return Ok(in_flight.until_sent(this.router.serve(req, &busy).await));
-                }
-                let _slot = Slot(this.in_flight.clone());
-                Ok(in_flight.until_sent(this.router.serve(req, &downstream).await))
+                // Boxed: the request's state lives on the heap only while it is in flight, instead of in every
+                // connection (hyper keeps room for the service's future per connection).
+                let resp = Box::pin(this.router.serve(req, busy.as_ref().unwrap_or(&downstream))).await;
+                drop(slot);
+                Ok::<_, Infallible>(in_flight.until_sent(resp))
             }
         });
         let conn = self.builder.serve_connection(TokioIo::new(io), svc);

@@ -88,7 +88,7 @@ pub async fn serve(
 ) {
     let rules = *listener.rules();
     // Admin requests are small: heads up to 64 KiB.
-    let builder = Arc::new(rules.builder(64 * 1024));
+    let builder = Arc::new(rules.builder(64 * 1024, false));
     let hosts = Arc::new(hosts);
     while let Some(conn) = listener.next(&mut shutdown).await {
         let (app, hosts, builder, tls) = (app.clone(), hosts.clone(), builder.clone(), tls.clone());

@@ -118,7 +118,7 @@ impl<'a> Attempts<'a> {
             let sent = Sent { at: Instant::now(), target, endpoint };
             let attempt = send(self.deadline, &sent, req);
             let (sent, result) = match self.hedge_delay() {
-                Some(delay) => self.race(sent, Box::pin(attempt), delay).await,
+                Some(delay) => Box::pin(self.race(sent, Box::pin(attempt), delay)).await,
                 None => (sent, attempt.await),
             };
             let (endpoint, balancer) = (&sent.endpoint, &sent.target.balancer);

@@ -10,14 +10,17 @@
 //! the unsent request back, so this is safe for every method. A failed send says whether the request reached the
 //! upstream and, if not, hands the request back, so the retry stage can resend even a streaming body.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::{http1, http2, TrySendError};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 use std::collections::HashMap;
@@ -155,6 +158,7 @@ impl EndpointPool {
             ),
             limits,
             speaks_h2: AtomicBool::new(self.settings.h2),
+            learned: AtomicBool::new(self.settings.h2 || tls.is_none()),
             h2: Mutex::new(None),
             h2_connecting: tokio::sync::Mutex::new(()),
             in_flight: AtomicUsize::new(0),
@@ -179,6 +183,9 @@ pub struct Endpoint {
     limits: PoolLimits,
     /// Whether requests go as HTTP/2 streams: an `h2` router, or a TLS peer that accepted `h2` by ALPN.
     speaks_h2: AtomicBool,
+    /// Whether a connection has told which protocol the peer speaks. Until then (a TLS peer that may accept h2)
+    /// requests wait for the first connection instead of each opening one.
+    learned: AtomicBool,
     /// The shared HTTP/2 connection (holding its room in the pool while it lasts).
     h2: Mutex<Option<http2::SendRequest<ReqBody>>>,
     /// Held while an HTTP/2 connection is being made, so concurrent first requests share one connection.
@@ -244,7 +251,7 @@ impl Endpoint {
     /// Sends `req` and waits for the response headers; the body streams afterwards.
     pub async fn send(self: &Arc<Self>, req: Request<ReqBody>) -> Result<Response<Incoming>, SendError> {
         let _guard = self.begin();
-        if self.speaks_h2.load(Ordering::Acquire) {
+        if self.speaks_h2.load(Ordering::Acquire) || !self.learned.load(Ordering::Acquire) {
             self.send_h2(req).await
         } else {
             self.send_h1(req, None).await
@@ -261,9 +268,11 @@ impl Endpoint {
         loop {
             let (mut sender, reused) = match first.take() {
                 Some(sender) => (sender, false),
+                // Connection setup (`open`) is boxed here and below: it is rare, and its state would otherwise
+                // make every request's future larger.
                 None => match self.checkout().await {
                     Ok(Pooled::Conn(sender)) => (sender, true),
-                    Ok(Pooled::Permit(permit)) => match self.open(Some(permit)).await {
+                    Ok(Pooled::Permit(permit)) => match Box::pin(self.open(Some(permit))).await {
                         Ok(Conn::H1(sender)) => (sender, false),
                         Ok(Conn::H2(sender)) => return self.send_on_h2(sender, req).await,
                         Err(e) => return Err(SendError::unsent(e, req)),
@@ -276,11 +285,12 @@ impl Endpoint {
                     Err(e) => return Err(SendError::unsent(e, req)),
                 },
             };
-            match sender.try_send_request(req).await {
-                Ok(resp) => {
-                    self.recycle(sender);
-                    return Ok(resp);
-                }
+            // The lease gives the connection back however this ends — answered, failed, or cancelled with the
+            // request in flight (its answer is then read and dropped, and the connection serves the next one).
+            let pending: Pending = Box::pin(sender.try_send_request(req));
+            let mut lease = Lease { sender: Some(sender), pending: Some(pending), endpoint: self };
+            match std::future::poll_fn(|cx| lease.poll_answer(cx)).await {
+                Ok(resp) => return Ok(resp),
                 Err(mut err) => match err.take_message() {
                     // A pooled connection closed under us before anything was written: try a fresh one.
                     Some(unsent) if reused => req = unsent,
@@ -320,10 +330,15 @@ impl Endpoint {
             Some(s) => s,
             None => {
                 // One connection attempt at a time; whoever waited uses the connection the first one made.
-                let _connecting = self.h2_connecting.lock().await;
+                let connecting = self.h2_connecting.lock().await;
+                if !self.speaks_h2.load(Ordering::Acquire) && self.learned.load(Ordering::Acquire) {
+                    // The connection this request waited for spoke HTTP/1.1: use the pool.
+                    drop(connecting);
+                    return self.send_h1(req, None).await;
+                }
                 match self.shared_h2() {
                     Some(s) => s,
-                    None => match self.open(None).await {
+                    None => match Box::pin(self.open(None)).await {
                         Ok(Conn::H2(s)) => s,
                         Ok(Conn::H1(s)) => return self.send_h1(req, Some(s)).await,
                         Err(e) => return Err(SendError::unsent(e, req)),
@@ -353,10 +368,17 @@ impl Endpoint {
         }
     }
 
-    /// Returns the connection to the pool once it can take another request (after the response body ends).
-    fn recycle(&self, mut sender: http1::SendRequest<ReqBody>) {
+    /// Returns the connection to the pool once it can take another request (after the response body ends); a
+    /// connection that cannot (it failed, or the exchange could not finish cleanly) is closed.
+    /// An answer still `unanswered` (its request was cancelled in flight) is read and dropped first.
+    fn recycle(&self, mut sender: http1::SendRequest<ReqBody>, unanswered: Option<Pending>) {
         let pool = Arc::downgrade(&self.h1);
         tokio::spawn(async move {
+            if let Some(pending) = unanswered {
+                if !drain(pending).await {
+                    return;
+                }
+            }
             if sender.ready().await.is_err() {
                 return;
             }
@@ -429,6 +451,9 @@ impl Endpoint {
             Ok(ok) => ok,
             Err(e) => {
                 permit.failed(&e.to_string());
+                // Requests stop waiting for one first connection: the pool (and its failure handling) takes over,
+                // and whichever connection succeeds next learns the protocol.
+                self.learned.store(true, Ordering::Release);
                 return Err(e);
             }
         };
@@ -448,6 +473,7 @@ impl Endpoint {
             };
             drive(self.addr, conn, permit.established());
             *self.h2.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender.clone());
+            self.learned.store(true, Ordering::Release);
             if !self.speaks_h2.swap(true, Ordering::AcqRel) {
                 tracing::debug!(addr = %self.addr, "upstream accepted h2: requests go as streams on one connection");
                 self.h1.upgraded();
@@ -459,6 +485,7 @@ impl Endpoint {
         match http1::Builder::new().handshake(io).await {
             Ok((sender, conn)) => {
                 drive(self.addr, conn, permit.established());
+                self.learned.store(true, Ordering::Release);
                 Ok(Conn::H1(sender))
             }
             Err(e) => {
@@ -475,6 +502,63 @@ impl Endpoint {
         }
         ProxyError::Upstream { addr: self.addr, error: msg }
     }
+}
+
+/// The answer to a request sent on an HTTP/1.1 connection.
+type Pending = Pin<Box<dyn Future<Output = Result<Response<Incoming>, TrySendError<Request<ReqBody>>>> + Send>>;
+
+/// How much of an answer nobody waits for any more is read to keep its connection (and for how long); a longer
+/// one closes the connection instead.
+const DRAIN_BYTES: usize = 64 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
+/// An HTTP/1.1 connection lent to one request, and its pending answer; back to the pool (once it can take
+/// another) when dropped.
+struct Lease<'a> {
+    sender: Option<http1::SendRequest<ReqBody>>,
+    pending: Option<Pending>,
+    endpoint: &'a Endpoint,
+}
+
+impl Lease<'_> {
+    /// Polls for the answer (only ever polled while it is pending).
+    fn poll_answer(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Response<Incoming>, TrySendError<Request<ReqBody>>>> {
+        let Some(pending) = self.pending.as_mut() else { return Poll::Pending };
+        let answer = std::task::ready!(pending.as_mut().poll(cx));
+        self.pending = None;
+        Poll::Ready(answer)
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let Some(sender) = self.sender.take() {
+            self.endpoint.recycle(sender, self.pending.take());
+        }
+    }
+}
+
+/// Reads and drops an answer nobody waits for, so that its connection can be reused: `false` when it was too
+/// long, too slow or broken (the connection is closed then).
+async fn drain(pending: Pending) -> bool {
+    use http_body_util::BodyExt;
+    let read = async {
+        let Ok(resp) = pending.await else { return false };
+        let mut body = resp.into_body();
+        let mut left = DRAIN_BYTES;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { return false };
+            if let Some(data) = frame.data_ref() {
+                let Some(rest) = left.checked_sub(data.len()) else { return false };
+                left = rest;
+            }
+        }
+        true
+    };
+    tokio::time::timeout(DRAIN_TIME, read).await.unwrap_or(false)
 }
 
 /// What a request got from the HTTP/1.1 pool.

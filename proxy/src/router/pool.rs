@@ -200,6 +200,7 @@ impl H1Pool {
         state.open += 1;
         state.connecting += 1;
         self.metrics.connections.set(state.open as i64);
+        crate::memory::connection_opened();
         Some(ConnectPermit { pool: Some(self.clone()) })
     }
 
@@ -209,6 +210,7 @@ impl H1Pool {
         state.open += 1;
         state.connecting += 1;
         self.metrics.connections.set(state.open as i64);
+        crate::memory::connection_opened();
         ConnectPermit { pool: Some(self.clone()) }
     }
 
@@ -247,6 +249,7 @@ impl H1Pool {
                     permit.pool = None;
                     state.open -= 1;
                     state.connecting -= 1;
+                    crate::memory::connection_closed();
                     self.metrics.connections.set(state.open as i64);
                     return;
                 }
@@ -295,6 +298,7 @@ impl H1Pool {
         let mut state = self.lock();
         state.open -= 1;
         self.metrics.connections.set(state.open as i64);
+        crate::memory::connection_closed();
         self.admit_waiter(&mut state);
     }
 
@@ -306,6 +310,7 @@ impl H1Pool {
         if !matches!(setup, Setup::Up) {
             state.open -= 1;
             self.metrics.connections.set(state.open as i64);
+            crate::memory::connection_closed();
         }
         if let Setup::Failed(why) = setup {
             if state.open == 0 {
@@ -349,16 +354,21 @@ pub struct Waiter {
 
 impl Waiter {
     /// Waits for a connection or a turn to connect. Dropping the future gives up the place.
-    pub async fn wait(self) -> Waited {
-        let got = self.rx.await;
-        self.pool.metrics.wait.observe(self.since.elapsed().as_secs_f64());
-        match got {
+    pub async fn wait(mut self) -> Waited {
+        match (&mut self.rx).await {
             Ok(Grant::Conn(sender)) => Waited::Conn(sender),
             Ok(Grant::Connect(permit)) => Waited::Connect(permit),
             Ok(Grant::Failed(why)) => Waited::Failed(why),
             Ok(Grant::Upgraded) => Waited::Upgraded,
             Err(_) => Waited::Failed("the endpoint's connection pool was closed".into()),
         }
+    }
+}
+
+impl Drop for Waiter {
+    /// Every wait is measured, also one that ended with its request (deadline, caller gone).
+    fn drop(&mut self) {
+        self.pool.metrics.wait.observe(self.since.elapsed().as_secs_f64());
     }
 }
 

@@ -88,21 +88,36 @@ async fn past_max_waiters_requests_are_refused_at_once_with_503() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_queued_request_keeps_its_deadline_and_gives_up_its_place() {
+async fn a_queued_request_keeps_its_deadline() {
     let up = Upstream::start("rate").await;
-    let sc = sidecar(&up, "{maxSize: 1, maxWaiters: 1}", "totalTimeoutMs: 200").await;
+    let sc = sidecar(&up, "{maxSize: 1}", "totalTimeoutMs: 300").await;
     let addr = sc.addr("egress");
-    // The only connection is busy for 100 ms; one request may wait.
-    let busy = tokio::spawn(async move { get(addr, "rate", "/slow/100", &[]).await.status() });
-    tokio::time::sleep(Duration::from_millis(30)).await;
-    let queued = tokio::spawn(async move { get(addr, "rate", "/slow/150", &[]).await });
-    let queued = queued.await.unwrap();
-    assert_eq!(busy.await.unwrap(), StatusCode::OK);
-    // It waited ~70 ms for the connection, then its 150 ms answer overran the 200 ms deadline.
+    // The only connection is busy for a second; the next request waits for it, and its deadline runs out first.
+    let busy = tokio::spawn(async move { get(addr, "rate", "/slow/1000", &[]).await.status() });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let queued = get(addr, "rate", "/", &[]).await;
     assert_eq!(queued.status(), StatusCode::GATEWAY_TIMEOUT, "{:?}", queued.headers());
-    // Its place in the queue went with it: the next request queues rather than being refused.
-    let after = burst(&sc, 2, "/").await;
-    assert!(after.iter().all(|(s, _)| *s == StatusCode::OK), "{after:?}");
+    let err = queued.headers().get("l5d-err").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+    assert!(err.contains("timed out"), "l5d-err says why: {err}");
+    assert_eq!(busy.await.unwrap(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(up.hits(), 1, "the queued request never reached the upstream");
+    assert!(metric(&sc, "switchyard_endpoint_pool_wait_seconds_count").await >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_gives_up_leaves_the_queue() {
+    let up = Upstream::start("rate").await;
+    let sc = sidecar(&up, "{maxSize: 1, maxWaiters: 1}", "").await;
+    let addr = sc.addr("egress");
+    let busy = tokio::spawn(async move { get(addr, "rate", "/slow/300", &[]).await.status() });
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    // The one place in the queue is taken, then its caller hangs up.
+    let gave_up = tokio::time::timeout(Duration::from_millis(50), get(addr, "rate", "/", &[])).await;
+    assert!(gave_up.is_err(), "the caller hung up while queued");
+    // The place went with it: the next request queues rather than being refused, and is served.
+    let next = get(addr, "rate", "/", &[]).await;
+    assert_eq!(next.status(), StatusCode::OK, "{:?}", next.headers());
+    assert_eq!(busy.await.unwrap(), StatusCode::OK);
     assert_eq!(metric(&sc, "switchyard_endpoint_pool_rejected_total").await, 0.0);
 }
 
@@ -143,4 +158,21 @@ routers:
     let sc = Sidecar::start(&yaml).await;
     let answers = burst(&sc, 20, "/").await;
     assert!(answers.iter().all(|(s, e)| *s == StatusCode::BAD_GATEWAY && e.contains("connect")), "{answers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_hanging_up_mid_request_does_not_cost_the_upstream_connection() {
+    let up = Upstream::start("rate").await;
+    let sc = sidecar(&up, "{maxSize: 1}", "").await;
+    let addr = sc.addr("egress");
+    assert_eq!(get(addr, "rate", "/", &[]).await.status(), StatusCode::OK);
+    // Callers that give up while the upstream is still working on their requests.
+    for _ in 0..3 {
+        let gave_up = tokio::time::timeout(Duration::from_millis(50), get(addr, "rate", "/slow/150", &[])).await;
+        assert!(gave_up.is_err(), "the caller hung up before the answer");
+    }
+    let answers = burst(&sc, 5, "/").await;
+    assert!(answers.iter().all(|(s, _)| *s == StatusCode::OK), "{answers:?}");
+    // Each abandoned answer was read and dropped, and the one connection served everything.
+    assert_eq!(up.conns.accepted.load(Ordering::SeqCst), 1, "{:?}", up.conns);
 }
