@@ -301,6 +301,8 @@ impl super::ClientConfig {
             p.pool.max_size = q.pool.max_size.unwrap_or(p.pool.max_size);
             p.pool.max_waiters = q.pool.max_waiters.unwrap_or(p.pool.max_waiters);
             p.pool.min_size = q.pool.min_size.unwrap_or(p.pool.min_size);
+            // An entry that lowers only maxSize keeps at most that many idle connections too.
+            p.pool.min_size = p.pool.min_size.min(p.pool.max_size);
             if let Some(tls) = &q.tls {
                 let mut tls = tls.clone();
                 tls.common_name = tls.common_name.map(|cn| substitute(&cn, o.variables(id)));

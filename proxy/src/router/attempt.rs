@@ -316,8 +316,10 @@ impl<'a> Attempts<'a> {
         }
         // A refused connection or a full queue with no other live endpoint to try: retrying the same one at once
         // is pointless, so fail fast with the real cause (marked retryable for a proxy further out).
-        let pointless = matches!(e.error, ProxyError::Connect { .. } | ProxyError::PoolFull { .. })
-            && !balancer.others_live(endpoint);
+        let pointless = matches!(
+            e.error,
+            ProxyError::Connect { .. } | ProxyError::QueuedConnectFailed { .. } | ProxyError::PoolFull { .. }
+        ) && !balancer.others_live(endpoint);
         Outcome::Failed { error: e.error, retryable, pointless }
     }
 

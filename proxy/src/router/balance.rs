@@ -279,6 +279,7 @@ mod tests {
         let registry = Registry::empty();
         let settings = EndpointSettings {
             h2: false,
+            h2_upgrade: true,
             connect_timeout: Duration::from_millis(100),
             idle_timeout: Duration::from_secs(10),
         };

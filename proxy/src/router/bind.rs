@@ -458,6 +458,7 @@ mod tests {
         let namers = Arc::new(NamerSet::new(vec![silent], generation.clone()));
         let settings = EndpointSettings {
             h2: false,
+            h2_upgrade: true,
             connect_timeout: Duration::from_millis(100),
             idle_timeout: Duration::from_secs(10),
         };

@@ -53,7 +53,10 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> I
 /// Settings shared by all endpoints of one router.
 #[derive(Clone, Debug)]
 pub struct EndpointSettings {
+    /// HTTP/2 by prior knowledge (an `h2` router).
     pub h2: bool,
+    /// TLS connections offer h2 by ALPN (`client.h2Upgrade` on an HTTP/1.1 router).
+    pub h2_upgrade: bool,
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
 }
@@ -158,7 +161,7 @@ impl EndpointPool {
             ),
             limits,
             speaks_h2: AtomicBool::new(self.settings.h2),
-            learned: AtomicBool::new(self.settings.h2 || tls.is_none()),
+            learned: AtomicBool::new(self.settings.h2 || !self.settings.h2_upgrade || tls.is_none()),
             h2: Mutex::new(None),
             h2_connecting: tokio::sync::Mutex::new(()),
             in_flight: AtomicUsize::new(0),
@@ -183,7 +186,7 @@ pub struct Endpoint {
     limits: PoolLimits,
     /// Whether requests go as HTTP/2 streams: an `h2` router, or a TLS peer that accepted `h2` by ALPN.
     speaks_h2: AtomicBool,
-    /// Whether a connection has told which protocol the peer speaks. Until then (a TLS peer that may accept h2)
+    /// Whether a connection has told which protocol the peer speaks. Until then (a TLS peer offered h2 by ALPN)
     /// requests wait for the first connection instead of each opening one.
     learned: AtomicBool,
     /// The shared HTTP/2 connection (holding its room in the pool while it lasts).
@@ -206,6 +209,8 @@ impl std::fmt::Debug for Endpoint {
 
 impl Drop for Endpoint {
     fn drop(&mut self) {
+        // Its idle connections (which keep their pool alive through their I/O tasks) close now.
+        self.h1.shut();
         let Some(pool) = self.pool.upgrade() else { return };
         // Under the pool's lock: if a new endpoint for this address was interned meanwhile, the series are its own.
         let mut map = pool.endpoints.lock().unwrap_or_else(|e| e.into_inner());
@@ -311,7 +316,7 @@ impl Endpoint {
                 Waited::Conn(sender) => Ok(Pooled::Conn(sender)),
                 Waited::Connect(permit) => Ok(Pooled::Permit(permit)),
                 Waited::Upgraded => Ok(Pooled::Upgraded),
-                Waited::Failed(error) => Err(ProxyError::Connect { addr: self.addr, error }),
+                Waited::Failed(error) => Err(ProxyError::QueuedConnectFailed { addr: self.addr, error }),
             },
             Checkout::Full => Err(ProxyError::PoolFull {
                 addr: self.addr,
@@ -338,11 +343,16 @@ impl Endpoint {
                 }
                 match self.shared_h2() {
                     Some(s) => s,
-                    None => match Box::pin(self.open(None)).await {
-                        Ok(Conn::H2(s)) => s,
-                        Ok(Conn::H1(s)) => return self.send_h1(req, Some(s)).await,
-                        Err(e) => return Err(SendError::unsent(e, req)),
-                    },
+                    None => {
+                        let opened = Box::pin(self.open(None)).await;
+                        // Others may go on at once: the protocol is known now (or the pool takes over).
+                        drop(connecting);
+                        match opened {
+                            Ok(Conn::H2(s)) => s,
+                            Ok(Conn::H1(s)) => return self.send_h1(req, Some(s)).await,
+                            Err(e) => return Err(SendError::unsent(e, req)),
+                        }
+                    }
                 }
             }
         };

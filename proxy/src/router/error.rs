@@ -79,6 +79,10 @@ pub enum ProxyError {
     LoopDetected { hops: usize },
     /// Connecting to the chosen endpoint failed.
     Connect { addr: SocketAddr, error: String },
+    /// The request waited for a connection to the endpoint, and setting one up failed for another request. Not
+    /// counted against the endpoint again (the failed setup was), so one refused connect does not count once
+    /// per queued request.
+    QueuedConnectFailed { addr: SocketAddr, error: String },
     /// The upstream reset or closed the connection, or spoke invalid HTTP.
     Upstream { addr: SocketAddr, error: String },
     /// A timeout elapsed before the response headers arrived.
@@ -99,7 +103,7 @@ impl ProxyError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::Unbound { .. } | Self::BindFailed { .. } | Self::Delegation { .. } => StatusCode::BAD_GATEWAY,
-            Self::Connect { .. } | Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            Self::Connect { .. } | Self::QueuedConnectFailed { .. } | Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Self::NoEndpoints { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -123,7 +127,7 @@ impl ProxyError {
             Self::ClientBody(BodyFault::Stalled(_)) => "body_timeout",
             Self::BadRequest(_) => "bad_request",
             Self::LoopDetected { .. } => "loop_detected",
-            Self::Connect { .. } => "connect_failed",
+            Self::Connect { .. } | Self::QueuedConnectFailed { .. } => "connect_failed",
             Self::Upstream { .. } => "upstream_failed",
             Self::Timeout { .. } => "timeout",
         }
@@ -140,7 +144,7 @@ impl ProxyError {
     /// busy endpoint is not a broken one).
     pub fn blames_endpoint(&self) -> bool {
         !matches!(self, Self::Timeout { kind, .. } if *kind != TimeoutKind::Attempt)
-            && !matches!(self, Self::ClientBody(_) | Self::PoolFull { .. })
+            && !matches!(self, Self::ClientBody(_) | Self::PoolFull { .. } | Self::QueuedConnectFailed { .. })
     }
 
     /// What a caller outside the mesh is told (`errorDetail: generic`): `None` when the full message only
@@ -159,7 +163,7 @@ impl ProxyError {
             Self::Unbound { .. } | Self::BindFailed { .. } | Self::Delegation { .. } => "no route for this request",
             Self::NoEndpoints { .. } | Self::AllEndpointsDead { .. } | Self::PoolFull { .. } => "service unavailable",
             Self::Forbidden { .. } => "caller not allowed",
-            Self::Connect { .. } | Self::Upstream { .. } => "upstream unavailable",
+            Self::Connect { .. } | Self::QueuedConnectFailed { .. } | Self::Upstream { .. } => "upstream unavailable",
             Self::Timeout { .. } => "upstream timed out",
         })
     }
@@ -246,6 +250,9 @@ impl fmt::Display for ProxyError {
                 write!(f, "routing loop: the request already passed through {hops} switchyard proxies (maxHops)")
             }
             Self::Connect { addr, error } => write!(f, "connection to {addr} failed: {error}"),
+            Self::QueuedConnectFailed { addr, error } => {
+                write!(f, "connection to {addr} failed while this request waited for one: {error}")
+            }
             Self::Upstream { addr, error } => write!(f, "upstream {addr} failed: {error}"),
             Self::Timeout { kind, after } => write!(f, "{} timed out after {} ms", kind.describe(), after.as_millis()),
         }

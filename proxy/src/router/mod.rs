@@ -125,6 +125,7 @@ impl Router {
         let label: Arc<str> = config.label.as_str().into();
         let settings = EndpointSettings {
             h2: config.protocol == Protocol::H2,
+            h2_upgrade: config.client.h2_upgrade,
             connect_timeout: Duration::from_millis(config.client.connect_timeout_ms),
             idle_timeout: Duration::from_millis(config.client.pool.idle_time_ms),
         };

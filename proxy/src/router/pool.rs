@@ -140,6 +140,8 @@ struct State {
     waiters: VecDeque<oneshot::Sender<Grant>>,
     /// Whether a task is closing expired idle connections.
     reaping: bool,
+    /// The endpoint is gone: connections handed back are closed, none is kept idle.
+    shut: bool,
 }
 
 /// One endpoint's HTTP/1.1 connections.
@@ -160,16 +162,33 @@ impl H1Pool {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Connections open or being set up.
-    pub fn open(&self) -> usize {
-        self.lock().open
+    /// Counts one more connection open (or being set up).
+    fn add_open(&self, state: &mut State) {
+        state.open += 1;
+        self.metrics.connections.inc();
+        crate::memory::connection_opened();
+    }
+
+    /// Counts one connection fewer.
+    fn sub_open(&self, state: &mut State) {
+        state.open -= 1;
+        self.metrics.connections.dec();
+        crate::memory::connection_closed();
+    }
+
+    /// The endpoint is gone: closes the idle connections (`minSize` included) and every one handed back later.
+    pub fn shut(&self) {
+        let mut state = self.lock();
+        state.shut = true;
+        state.idle.clear();
     }
 
     /// An idle connection, a permit to connect, a place in the queue, or `Full`.
     pub fn checkout(self: &Arc<Self>) -> Checkout {
         let mut state = self.lock();
+        // Expiry is the reaper's (it keeps `minSize`); here only connections the upstream closed are skipped.
         while let Some(entry) = state.idle.pop() {
-            if entry.sender.is_ready() && entry.since.elapsed() < self.idle_timeout {
+            if entry.sender.is_ready() {
                 return Checkout::Idle(entry.sender);
             }
         }
@@ -178,7 +197,9 @@ impl H1Pool {
                 return Checkout::Connect(permit);
             }
         }
-        if state.waiters.len() >= self.limits.max_waiters {
+        // Refused only when every connection is in use: while there is room and only the setup pace holds
+        // requests back, they wait for their turn to connect whatever `maxWaiters` says.
+        if state.open >= self.limits.max_size && state.waiters.len() >= self.limits.max_waiters {
             // Requests that gave up (deadline, client gone) leave closed senders behind: they hold no place.
             state.waiters.retain(|w| !w.is_closed());
             if state.waiters.len() >= self.limits.max_waiters {
@@ -188,7 +209,7 @@ impl H1Pool {
         }
         let (tx, rx) = oneshot::channel();
         state.waiters.push_back(tx);
-        self.metrics.waiters.set(state.waiters.len() as i64);
+        self.metrics.waiters.inc();
         Checkout::Wait(Waiter { rx, since: Instant::now(), pool: self.clone() })
     }
 
@@ -197,20 +218,16 @@ impl H1Pool {
         if state.open >= self.limits.max_size || state.connecting >= MAX_CONNECTING {
             return None;
         }
-        state.open += 1;
+        self.add_open(state);
         state.connecting += 1;
-        self.metrics.connections.set(state.open as i64);
-        crate::memory::connection_opened();
         Some(ConnectPermit { pool: Some(self.clone()) })
     }
 
     /// A permit outside the limits, for the one shared connection of an HTTP/2 endpoint (counted as open).
     pub fn extra_permit(self: &Arc<Self>) -> ConnectPermit {
         let mut state = self.lock();
-        state.open += 1;
+        self.add_open(&mut state);
         state.connecting += 1;
-        self.metrics.connections.set(state.open as i64);
-        crate::memory::connection_opened();
         ConnectPermit { pool: Some(self.clone()) }
     }
 
@@ -220,21 +237,16 @@ impl H1Pool {
         for waiter in state.waiters.drain(..) {
             let _ = waiter.send(Grant::Upgraded);
         }
-        self.metrics.waiters.set(0);
     }
 
     /// Hands `grant` to the longest waiter still waiting; gives it back if nobody is.
     fn hand_over(&self, state: &mut State, mut grant: Grant) -> Option<Grant> {
         while let Some(waiter) = state.waiters.pop_front() {
             match waiter.send(grant) {
-                Ok(()) => {
-                    self.metrics.waiters.set(state.waiters.len() as i64);
-                    return None;
-                }
+                Ok(()) => return None,
                 Err(back) => grant = back,
             }
         }
-        self.metrics.waiters.set(0);
         Some(grant)
     }
 
@@ -242,18 +254,12 @@ impl H1Pool {
     fn admit_waiter(self: &Arc<Self>, state: &mut State) {
         while !state.waiters.is_empty() {
             let Some(permit) = self.try_permit(state) else { return };
-            match self.hand_over(state, Grant::Connect(permit)) {
-                None => continue,
+            if let Some(Grant::Connect(mut permit)) = self.hand_over(state, Grant::Connect(permit)) {
                 // Nobody took it: give the room back without re-entering the lock.
-                Some(Grant::Connect(mut permit)) => {
-                    permit.pool = None;
-                    state.open -= 1;
-                    state.connecting -= 1;
-                    crate::memory::connection_closed();
-                    self.metrics.connections.set(state.open as i64);
-                    return;
-                }
-                Some(_) => return,
+                permit.pool = None;
+                self.sub_open(state);
+                state.connecting -= 1;
+                return;
             }
         }
     }
@@ -262,6 +268,9 @@ impl H1Pool {
     pub fn put_back(self: &Arc<Self>, sender: Sender) {
         let mut state = self.lock();
         let Some(Grant::Conn(sender)) = self.hand_over(&mut state, Grant::Conn(sender)) else { return };
+        if state.shut {
+            return;
+        }
         state.idle.push(Idle { sender, since: Instant::now() });
         if !state.reaping {
             state.reaping = true;
@@ -269,9 +278,14 @@ impl H1Pool {
         }
     }
 
-    /// Closes idle connections unused for the idle timeout, keeping `minSize` open; `false` once none is idle.
+    /// Closes idle connections unused for the idle timeout, keeping `minSize` open; `false` once none is idle
+    /// (or the endpoint is gone).
     fn reap_expired(&self) -> bool {
         let mut state = self.lock();
+        if state.shut {
+            state.reaping = false;
+            return false;
+        }
         let keep_open = self.limits.min_size;
         let mut closable = state.open.saturating_sub(keep_open);
         let timeout = self.idle_timeout;
@@ -296,9 +310,7 @@ impl H1Pool {
     /// A connection's I/O ended: its room goes to the next waiter.
     fn closed(self: &Arc<Self>) {
         let mut state = self.lock();
-        state.open -= 1;
-        self.metrics.connections.set(state.open as i64);
-        crate::memory::connection_closed();
+        self.sub_open(&mut state);
         self.admit_waiter(&mut state);
     }
 
@@ -308,16 +320,13 @@ impl H1Pool {
         let mut state = self.lock();
         state.connecting -= 1;
         if !matches!(setup, Setup::Up) {
-            state.open -= 1;
-            self.metrics.connections.set(state.open as i64);
-            crate::memory::connection_closed();
+            self.sub_open(&mut state);
         }
         if let Setup::Failed(why) = setup {
             if state.open == 0 {
                 for waiter in state.waiters.drain(..) {
                     let _ = waiter.send(Grant::Failed(why.to_owned()));
                 }
-                self.metrics.waiters.set(0);
                 return;
             }
         }
@@ -366,9 +375,15 @@ impl Waiter {
 }
 
 impl Drop for Waiter {
-    /// Every wait is measured, also one that ended with its request (deadline, caller gone).
+    /// Every wait is measured, also one that ended with its request (deadline, caller gone); the waiters gauge
+    /// counts live waiters, so it falls as soon as a request stops waiting, however it stopped.
     fn drop(&mut self) {
         self.pool.metrics.wait.observe(self.since.elapsed().as_secs_f64());
+        self.pool.metrics.waiters.dec();
+        // A connection handed over just as the request gave up goes to the next one rather than closing.
+        if let Ok(Grant::Conn(sender)) = self.rx.try_recv() {
+            self.pool.put_back(sender);
+        }
     }
 }
 
@@ -415,5 +430,88 @@ impl Drop for ConnectionSlot {
         if let Some(pool) = self.pool.take() {
             pool.closed();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(max_size: usize, max_waiters: usize) -> (Arc<H1Pool>, PoolFamilies) {
+        let families = PoolFamilies::register(&Registry::empty());
+        let limits = PoolLimits { max_size, max_waiters, min_size: 0 };
+        (H1Pool::new(limits, Duration::from_secs(10), families.endpoint("egress", "e")), families)
+    }
+
+    fn permit(c: Checkout) -> ConnectPermit {
+        match c {
+            Checkout::Connect(p) => p,
+            _ => panic!("expected a permit to connect"),
+        }
+    }
+
+    fn waiter(c: Checkout) -> Waiter {
+        match c {
+            Checkout::Wait(w) => w,
+            _ => panic!("expected a place in the queue"),
+        }
+    }
+
+    fn gauges(f: &PoolFamilies) -> (i64, i64) {
+        (f.connections.with_label_values(&["egress", "e"]).get(), f.waiters.with_label_values(&["egress", "e"]).get())
+    }
+
+    #[tokio::test]
+    async fn setup_is_paced_and_a_finished_one_admits_the_next_waiter() {
+        let (pool, families) = pool(100, 100);
+        let mut permits: Vec<_> = (0..MAX_CONNECTING).map(|_| permit(pool.checkout())).collect();
+        let next = waiter(pool.checkout());
+        assert_eq!(gauges(&families), (MAX_CONNECTING as i64, 1), "8 connecting, the 9th waits for its turn");
+        let slot = permits.pop().unwrap().established();
+        assert!(matches!(next.wait().await, Waited::Connect(_)), "a finished setup lets the next one connect");
+        drop(slot);
+        drop(permits);
+        assert_eq!(gauges(&families), (0, 0), "every permit and slot gave its room back");
+    }
+
+    #[tokio::test]
+    async fn a_closed_connection_or_an_abandoned_setup_gives_its_room_to_the_next_waiter() {
+        let (pool, families) = pool(1, 10);
+        let slot = permit(pool.checkout()).established();
+        let first = waiter(pool.checkout());
+        drop(slot);
+        let Waited::Connect(abandoned) = first.wait().await else { panic!("the room went to the waiter") };
+        let second = waiter(pool.checkout());
+        drop(abandoned);
+        assert!(matches!(second.wait().await, Waited::Connect(_)), "an abandoned setup is not a failure");
+        assert_eq!(gauges(&families), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_failed_setup_with_nothing_open_fails_every_waiter_at_once() {
+        let (pool, _) = pool(1, 10);
+        let setup = permit(pool.checkout());
+        let (a, b) = (waiter(pool.checkout()), waiter(pool.checkout()));
+        setup.failed("connection refused");
+        for w in [a, b] {
+            assert!(matches!(w.wait().await, Waited::Failed(why) if why == "connection refused"));
+        }
+    }
+
+    #[tokio::test]
+    async fn the_queue_refuses_only_when_every_connection_is_busy_and_given_up_places_are_free() {
+        let (pool, families) = pool(1, 1);
+        let _slot = permit(pool.checkout()).established();
+        let queued = waiter(pool.checkout());
+        assert!(matches!(pool.checkout(), Checkout::Full), "one busy connection, one waiting: full");
+        drop(queued);
+        assert_eq!(gauges(&families).1, 0, "a request that gave up no longer counts as waiting");
+        let _again = waiter(pool.checkout());
+
+        // maxWaiters 0: no queue once every connection is busy, but requests held back only by the setup pace
+        // still wait for their turn.
+        let (cold, _) = self::pool(100, 0);
+        let _setups: Vec<_> = (0..MAX_CONNECTING).map(|_| permit(cold.checkout())).collect();
+        assert!(matches!(cold.checkout(), Checkout::Wait(_)));
     }
 }
