@@ -11,7 +11,8 @@
 #   - after the burst the egress, which held the clients' connections, returned the freed memory
 #     (switchyard_memory_trims_total ≥ 1) and its resident memory fell below half its peak within 60 s (the
 #     ingress held only a few multiplexed connections: its figures are reported).
-# Figures go to target/burst/report.md. SKIP_BUILD=1 uses the binaries in target/release.
+# Figures go to target/burst/report.md. SKIP_BUILD=1 uses the binaries in target/release (BIN_DIR: elsewhere,
+# e.g. an older build to compare).
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -19,7 +20,7 @@ cd "$REPO_ROOT"
 CLIENTS=${BURST_CLIENTS:-500}
 SECS=${BURST_SECS:-5}
 MAX_SIZE=20
-BIN=target/release
+BIN=${BIN_DIR:-target/release}
 WORK=target/burst
 REPORT=$WORK/report.md
 LOOPBACK=127.0.0.1
