@@ -279,11 +279,12 @@ impl Endpoint {
                     Ok(Pooled::Conn(sender)) => (sender, true),
                     Ok(Pooled::Permit(permit)) => match Box::pin(self.open(Some(permit))).await {
                         Ok(Conn::H1(sender)) => (sender, false),
-                        Ok(Conn::H2(sender)) => return self.send_on_h2(sender, req).await,
+                        // The peer just turned out to speak h2 (rare: boxed like `open`).
+                        Ok(Conn::H2(sender)) => return Box::pin(self.send_on_h2(sender, req)).await,
                         Err(e) => return Err(SendError::unsent(e, req)),
                     },
                     Ok(Pooled::Upgraded) => match self.shared_h2() {
-                        Some(sender) => return self.send_on_h2(sender, req).await,
+                        Some(sender) => return Box::pin(self.send_on_h2(sender, req)).await,
                         // It closed already: check out again (a new connection learns the protocol anew).
                         None => continue,
                     },
@@ -339,7 +340,7 @@ impl Endpoint {
                 if !self.speaks_h2.load(Ordering::Acquire) && self.learned.load(Ordering::Acquire) {
                     // The connection this request waited for spoke HTTP/1.1: use the pool.
                     drop(connecting);
-                    return self.send_h1(req, None).await;
+                    return Box::pin(self.send_h1(req, None)).await;
                 }
                 match self.shared_h2() {
                     Some(s) => s,
@@ -349,7 +350,9 @@ impl Endpoint {
                         drop(connecting);
                         match opened {
                             Ok(Conn::H2(s)) => s,
-                            Ok(Conn::H1(s)) => return self.send_h1(req, Some(s)).await,
+                            // The peer speaks HTTP/1.1 (once per endpoint: boxed, so that every request's
+                            // future does not carry an HTTP/1.1 send inside its HTTP/2 one).
+                            Ok(Conn::H1(s)) => return Box::pin(self.send_h1(req, Some(s))).await,
                             Err(e) => return Err(SendError::unsent(e, req)),
                         }
                     }
