@@ -229,6 +229,28 @@ async fn an_http1_egress_carries_requests_as_h2_streams_to_a_switchyard_peer() {
     assert!(seen.uri.starts_with("/n/"), "origin-form target: {}", seen.uri);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_peer_that_is_not_a_switchyard_gets_http1_from_the_upgrading_egress() {
+    let pki = Pki::new();
+    let up = Upstream::start("rate").await;
+    // A TLS server that speaks only HTTP/1.1 (ALPN http/1.1), as most TLS servers that are not sidecars.
+    let front = TlsFront::start(&pki, "forex-rate", up.addr).await;
+    let client = client_sidecar(&pki, Some("forex-converter"), front.addr).await;
+    assert_eq!(call(&client, &[]).await.0, StatusCode::OK);
+    let addr = client.addr("egress");
+    let calls: Vec<_> = (0..50)
+        .map(|i| tokio::spawn(async move { get(addr, "forex-rate", &format!("/n/{i}"), &[]).await.status() }))
+        .collect();
+    for c in calls {
+        assert_eq!(c.await.unwrap(), StatusCode::OK, "the upgrade degrades to HTTP/1.1, with its pool");
+    }
+    let seen = up.last_seen();
+    assert_eq!(seen.version, http::Version::HTTP_11);
+    assert!(!seen.headers.contains_key("l5d-orig-proto"), "{:?}", seen.headers);
+    assert_eq!(seen.headers.get("host").map(|h| h.to_str().unwrap()), Some("forex-rate"));
+    assert!(up.conns.accepted.load(Ordering::SeqCst) > 1, "HTTP/1.1: concurrent requests used several connections");
+}
+
 #[tokio::test]
 async fn h2_upgrade_off_keeps_the_sidecar_hop_on_http1() {
     let pki = Pki::new();
