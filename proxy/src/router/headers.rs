@@ -47,18 +47,20 @@ const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Headers that describe one connection, never the message (RFC 9110 §7.6.1), plus legacy `Proxy-Connection`.
+/// Not `Trailer`: it announces the message's trailer fields end to end (RFC 9110 §6.6.2), and hyper writes an
+/// HTTP/1.1 trailer only when it was announced.
 const HOP_BY_HOP: &[HeaderName] = &[
     header::CONNECTION,
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
     header::TE,
-    header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
 
 /// Removes hop-by-hop headers, including every header named in `Connection` — but never `Host`, which names the
-/// message's target, not the connection. `TE: trailers` survives towards HTTP/2 upstreams, where gRPC needs it.
+/// message's target, not the connection. With `keep_te_trailers` (requests), `TE: trailers` survives: the proxy
+/// forwards trailers, so a caller that takes them says so to the upstream (gRPC needs it over HTTP/2).
 /// Runs before the proxy adds headers of its own, so `Connection` cannot remove those either.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
     let named: Vec<HeaderName> = headers

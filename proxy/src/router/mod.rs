@@ -203,8 +203,9 @@ impl Router {
     pub async fn serve(&self, mut req: Request<Incoming>, conn: &Downstream) -> Response<ProxyBody> {
         let start = Instant::now();
         // Hop-by-hop headers go first, before anything reads a header or the proxy adds its own: `Connection`
-        // can name any header, but never `Host` or one the proxy writes.
-        headers::strip_hop_by_hop(req.headers_mut(), self.h2);
+        // can name any header, but never `Host` or one the proxy writes. `TE: trailers` from the caller is kept
+        // (for any upstream): the proxy forwards trailers, so the caller's willingness to take them carries on.
+        headers::strip_hop_by_hop(req.headers_mut(), true);
         let corr = trace::correlate(req.headers_mut());
         let logged = self.access_log.as_ref().map(|_| (req.method().clone(), req.uri().clone(), req.version()));
         let mut trail = Trail::default();

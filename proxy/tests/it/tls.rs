@@ -229,6 +229,23 @@ async fn an_http1_egress_carries_requests_as_h2_streams_to_a_switchyard_peer() {
     assert!(seen.uri.starts_with("/n/"), "origin-form target: {}", seen.uri);
 }
 
+#[tokio::test]
+async fn trailers_cross_the_upgraded_sidecar_hop() {
+    use http_body_util::BodyExt;
+    let pki = Pki::new();
+    let up = Upstream::start("rate").await;
+    let server = server_sidecar(&pki, "forex-rate", up.addr, "").await;
+    let client = client_sidecar(&pki, Some("forex-converter"), server.addr("ingress")).await;
+    assert_eq!(call(&client, &[]).await.0, StatusCode::OK);
+    // app (HTTP/1.1, chunked + trailer) → ingress → HTTP/2 → egress → HTTP/1.1 caller that accepts trailers.
+    let resp = get(client.addr("egress"), "forex-rate", "/trailers", &[("te", "trailers")]).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let collected = resp.into_body().collect().await.expect("body");
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    assert_eq!(trailers.get("x-checksum").map(|v| v.to_str().unwrap()), Some("c0ffee"), "{trailers:?}");
+    assert_eq!(collected.to_bytes(), "body");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_peer_that_is_not_a_switchyard_gets_http1_from_the_upgrading_egress() {
     let pki = Pki::new();

@@ -35,7 +35,8 @@ pub struct Seen {
 
 /// A fake upstream: answers `200 <name>` with `x-upstream: <name>`, and a few special paths:
 /// `/status/N` → that status; `/slow/MS` → waits MS ms first; `/drip` → streams a first chunk, then waits until
-/// `release()` before the rest; `/big/N` → N bytes streamed in 64 KiB chunks. Request bodies are read fully and
+/// `release()` before the rest; `/big/N` → N bytes streamed in 64 KiB chunks; `/trailers` → `body` and the trailer
+/// `x-checksum: c0ffee`. Request bodies are read fully and
 /// their length reported in `x-body-len`.
 pub struct Upstream {
     pub name: &'static str,
@@ -223,6 +224,7 @@ async fn handle(
             });
             ChannelBody(rx).boxed()
         }
+        ["trailers"] => TrailerBody(0).boxed(),
         ["big", n] => {
             let total: usize = n.parse().unwrap_or(0);
             let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
@@ -241,7 +243,11 @@ async fn handle(
         }
         _ => full(name),
     };
-    let resp = Response::builder()
+    let mut resp = Response::builder();
+    if path == "/trailers" {
+        resp = resp.header("trailer", "x-checksum");
+    }
+    let resp = resp
         .status(status)
         .header("x-upstream", name)
         .header("x-body-len", body_len.to_string())
@@ -250,6 +256,30 @@ async fn handle(
         .body(body)
         .unwrap();
     Ok(resp)
+}
+
+/// `body` followed by the trailer `x-checksum: c0ffee` (the state counts the frames sent).
+pub struct TrailerBody(u8);
+
+impl http_body::Body for TrailerBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0 += 1;
+        std::task::Poll::Ready(match self.0 {
+            1 => Some(Ok(Frame::data(Bytes::from_static(b"body")))),
+            2 => {
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("x-checksum", http::HeaderValue::from_static("c0ffee"));
+                Some(Ok(Frame::trailers(trailers)))
+            }
+            _ => None,
+        })
+    }
 }
 
 /// A body fed chunk by chunk from a channel, so tests control exactly when bytes become available.
