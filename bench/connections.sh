@@ -32,16 +32,6 @@ source bench/lib.sh
 # Every process here holds thousands of sockets: as many as the hard limit allows.
 ulimit -n "$(ulimit -Hn)"
 
-# rss_kib PID... — resident memory of the processes, summed, in KiB.
-rss_kib() {
-  local pid total=0 kb
-  for pid in "$@"; do
-    kb=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || echo 0)
-    total=$((total + ${kb:-0}))
-  done
-  echo "$total"
-}
-
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 
 # upstream_connections — "ACCEPTED PEAK": connections the upstream accepted so far, and the most open at once

@@ -126,13 +126,21 @@ handshakes() {
 
 # memory PID... — "VmRSS / VmHWM" in MiB, summed over the processes.
 memory() {
-  local pid rss=0 hwm=0 kb
-  for pid in "$@"; do
-    kb=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || echo 0)
-    rss=$((rss + ${kb:-0}))
-    kb=$(awk '/^VmHWM:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || echo 0)
-    hwm=$((hwm + ${kb:-0}))
-  done
-  awk -v r="$rss" -v h="$hwm" 'BEGIN { printf "%.1f / %.1f MiB", r / 1024, h / 1024 }'
+  awk -v r="$(status_kib VmRSS "$@")" -v h="$(status_kib VmHWM "$@")" \
+    'BEGIN { printf "%.1f / %.1f MiB", r / 1024, h / 1024 }'
 }
+
+# status_kib FIELD PID... — a /proc/PID/status field in KiB (VmRSS, VmHWM), summed over the processes.
+status_kib() {
+  local field=$1 pid total=0 kb
+  shift
+  for pid in "$@"; do
+    kb=$(awk -v f="$field:" '$1 == f { print $2 }' "/proc/$pid/status" 2>/dev/null || echo 0)
+    total=$((total + ${kb:-0}))
+  done
+  echo "$total"
+}
+
+# rss_kib PID... — resident memory of the processes, summed, in KiB.
+rss_kib() { status_kib VmRSS "$@"; }
 

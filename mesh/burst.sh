@@ -48,8 +48,6 @@ metric() {
     awk -v f="$2" '$1 == f || index($1, f "{") == 1 { sum += $2 } END { printf "%d", sum }'
 }
 
-rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
-
 main() {
   ensure_packages wrk wrk wrk
   if [[ ${SKIP_BUILD:-0} != 1 ]]; then

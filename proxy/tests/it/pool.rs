@@ -11,6 +11,11 @@ use crate::support::*;
 /// A sidecar whose `egress` router sends every name to `up`, with `pool` as its `hostConnectionPool` and
 /// `service` as extra service keys.
 async fn sidecar(up: &Upstream, pool: &str, service: &str) -> Sidecar {
+    sidecar_to(up.port(), pool, service).await
+}
+
+/// [`sidecar`] sending every name to 127.0.0.1:`port`.
+async fn sidecar_to(port: u16, pool: &str, service: &str) -> Sidecar {
     let yaml = format!(
         "admin: {{ip: 127.0.0.1, port: 0}}
 routers:
@@ -22,8 +27,7 @@ routers:
     failureAccrual: {{kind: none}}
     hostConnectionPool: {pool}
   service: {{{service}}}
-",
-        port = up.port()
+"
     );
     Sidecar::start(&yaml).await
 }
@@ -143,19 +147,7 @@ async fn waiters_fail_fast_when_the_endpoint_cannot_be_reached() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = dead.local_addr().unwrap().port();
     drop(dead);
-    let yaml = format!(
-        "admin: {{ip: 127.0.0.1, port: 0}}
-routers:
-- protocol: http
-  label: egress
-  dtab: /svc/* => /$/inet/127.0.0.1/{port};
-  servers: [{{ip: 127.0.0.1, port: 0}}]
-  client:
-    failureAccrual: {{kind: none}}
-    hostConnectionPool: {{maxSize: 1}}
-"
-    );
-    let sc = Sidecar::start(&yaml).await;
+    let sc = sidecar_to(port, "{maxSize: 1}", "").await;
     let answers = burst(&sc, 20, "/").await;
     assert!(answers.iter().all(|(s, e)| *s == StatusCode::BAD_GATEWAY && e.contains("connect")), "{answers:?}");
 }
