@@ -78,25 +78,7 @@ start_haproxy() {
   mesh/mesh.sh install-haproxy
   cat >"$WORK/haproxy.cfg" <<EOF
 # HAProxy for bench/connections.sh: HTTP reverse proxy, keep-alive on both sides.
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 30s
-    timeout server 30s
-    http-reuse always
-frontend one-hop
-    bind $LOOPBACK:$port
-    default_backend upstream
-frontend tls-edge
-    bind $LOOPBACK:$edge
-    default_backend tls-hop
-frontend tls-ingress
-    bind $LOOPBACK:$tls ssl crt $PKI/ingress/haproxy.pem ca-file $PKI/ca/ca.pem verify required alpn http/1.1
-    default_backend upstream
-backend upstream
-    server upstream $LOOPBACK:$UPSTREAM
-backend tls-hop
-    server ingress $LOOPBACK:$tls ssl crt $PKI/egress/haproxy.pem ca-file $PKI/ca/ca.pem verify required verifyhost bench-ingress.$TRUST_DOMAIN alpn http/1.1
+$(haproxy_config "$port" "$UPSTREAM" "$edge" "$tls")
 EOF
   start haproxy "$(command -v haproxy)" -db -f "$WORK/haproxy.cfg"
   wait_up "http://$LOOPBACK:$port/" "$LAST_PID" haproxy

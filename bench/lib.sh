@@ -106,6 +106,34 @@ EOF
   wait_up "http://$LOOPBACK:$admin/admin/ready" "$LAST_PID" "$name"
 }
 
+# haproxy_config PORT UPSTREAM EDGE TLS — what both benchmarks' HAProxy configs share: keep-alive HTTP on both
+# sides, PORT as one hop to UPSTREAM, and EDGE → TLS (mutual TLS with the mesh's bench certificates) → UPSTREAM
+# as two hops.
+haproxy_config() {
+  local port=$1 upstream=$2 edge=$3 tls=$4
+  cat <<EOF
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    http-reuse always
+frontend one-hop
+    bind $LOOPBACK:$port
+    default_backend upstream
+frontend tls-edge
+    bind $LOOPBACK:$edge
+    default_backend tls-hop
+frontend tls-ingress
+    bind $LOOPBACK:$tls ssl crt $PKI/ingress/haproxy.pem ca-file $PKI/ca/ca.pem verify required alpn http/1.1
+    default_backend upstream
+backend upstream
+    server upstream $LOOPBACK:$upstream
+backend tls-hop
+    server ingress $LOOPBACK:$tls ssl crt $PKI/egress/haproxy.pem ca-file $PKI/ca/ca.pem verify required verifyhost bench-ingress.$TRUST_DOMAIN alpn http/1.1
+EOF
+}
+
 PKI=$WORK/pki
 TRUST_DOMAIN=bench.local
 # make_pki — a mesh CA and the two identities the mTLS rows use (HAProxy gets them as cert+key files too).

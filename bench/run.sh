@@ -39,33 +39,15 @@ start_haproxy() {
 # HAProxy for bench/run.sh: HTTP reverse proxy, keep-alive on both sides.
 global
     maxconn 4096
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 30s
-    timeout server 30s
-    http-reuse always
-frontend bench
-    bind $LOOPBACK:$port
-    default_backend upstream
+$(haproxy_config "$port" "$upstream" "$edge" "$tls")
 frontend two-hops
     bind $LOOPBACK:$two
     default_backend inner
 frontend inner
     bind $LOOPBACK:$inner
     default_backend upstream
-frontend tls-edge
-    bind $LOOPBACK:$edge
-    default_backend tls-hop
-frontend tls-ingress
-    bind $LOOPBACK:$tls ssl crt $PKI/ingress/haproxy.pem ca-file $PKI/ca/ca.pem verify required alpn http/1.1
-    default_backend upstream
-backend upstream
-    server upstream $LOOPBACK:$upstream
 backend inner
     server inner $LOOPBACK:$inner
-backend tls-hop
-    server ingress $LOOPBACK:$tls ssl crt $PKI/egress/haproxy.pem ca-file $PKI/ca/ca.pem verify required verifyhost bench-ingress.$TRUST_DOMAIN alpn http/1.1
 EOF
   start haproxy "$(command -v haproxy)" -db -f "$WORK/haproxy.cfg"
   wait_up "http://$LOOPBACK:$port/" "$LAST_PID" haproxy
