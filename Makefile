@@ -8,7 +8,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help up down status build test test-prometheus fault-test abuse-test burst-test fuzz soak bench bench-connections check clean-run stop-instance kill-instance start-instance restart-instance
+.PHONY: help up down status build test test-prometheus fault-test abuse-test burst-test fuzz soak bench bench-connections bench-instructions check clean-run stop-instance kill-instance start-instance restart-instance
 
 help: ## List the targets
 	@echo "switchyard: a linkerd-style service mesh, run locally"
@@ -68,9 +68,13 @@ test-prometheus: ## promtool: check both scrape configs and the rules, run the r
 	@mesh/mesh.sh install-prometheus
 	@prometheus/check.sh
 
-bench: ## Benchmark direct / 1 hop / 2 hops / HAProxy, then 2,000 and 10,000 concurrent clients; target/bench/*.md
-	@bench/run.sh
+bench: ## Benchmark direct / switchyard (1 hop, mesh config, 2 hops, mTLS) / HAProxy / nginx: 3 rounds, pinned and not, a 2-min memory run (~22 min); instructions per request (callgrind); 2,000 and 10,000 concurrent clients; target/bench/*.md
+	@BENCH_LONG_SECS=$${BENCH_LONG_SECS:-120} bench/run.sh
+	@SKIP_BUILD=1 bench/callgrind.sh
 	@SKIP_BUILD=1 bench/connections.sh
+
+bench-instructions: ## Only the callgrind part of `make bench`: instructions per request and the top functions; target/bench/instructions.md
+	@bench/callgrind.sh
 
 bench-connections: ## Only the concurrent-connections part of `make bench`; table in target/bench/connections.md
 	@bench/connections.sh

@@ -2,12 +2,18 @@
 # bench/lib.sh — what the benchmark scripts share: starting and stopping processes, waiting for them, the
 # sidecar configs and the mesh PKI they use, and reading a process's memory. Sourced after the script has set
 # BIN, WORK and LOOPBACK and cd'ed to the repository root.
+#
+# PROXY_PREFIX and LOAD_PREFIX are empty here: a script that pins processes to CPUs sets them (e.g. to
+# `taskset -c 1`); start_switchyard starts the proxy under PROXY_PREFIX, handshakes its client under LOAD_PREFIX.
 
 LOG_NAME=bench
 # shellcheck source=mesh/lib/common.sh
 source "$REPO_ROOT/mesh/lib/common.sh"
 
 STARTED_PIDS=()
+PROXY_PREFIX=()
+LOAD_PREFIX=()
+# cleanup — the EXIT trap: stops every process this script started (TERM, then KILL after the grace period).
 cleanup() {
   local pid
   stop_processes TERM "${STARTED_PIDS[@]}"
@@ -35,6 +41,7 @@ wait_up() {
   return 1
 }
 
+# build — the release binaries with cargo, unless SKIP_BUILD=1.
 build() {
   if [[ ${SKIP_BUILD:-0} == 1 ]]; then
     say "SKIP_BUILD=1: using the binaries in $BIN"
@@ -102,7 +109,68 @@ EOF
   fi
   # shellcheck disable=SC2034 # read by the scripts that source this file
   LAST_ADMIN=$admin
-  start "$name" "$BIN/switchyard" run "$WORK/$name.yaml"
+  start "$name" "${PROXY_PREFIX[@]}" "$BIN/switchyard" run "$WORK/$name.yaml"
+  wait_up "http://$LOOPBACK:$admin/admin/ready" "$LAST_PID" "$name"
+}
+
+# mesh_sidecar_config FILE LABEL LISTEN_PORT ADMIN_PORT NEXT_PORT ACCESS_LOG — one router configured as the mesh
+# sidecar's egress router (mesh/sidecar.yaml.tmpl) with everything it does per request: an access log, the
+# caller's context honoured, peak-EWMA balancing, failure accrual, timeouts, hedging and budgeted retries. It
+# differs in what is not per request or not this router's: plaintext to 127.0.0.1:NEXT_PORT (no TLS), a static
+# dtab (no dtab store), no namers.
+mesh_sidecar_config() {
+  cat >"$1" <<EOF
+# switchyard for bench/run.sh: one $2 router as the mesh sidecar's egress router, everything to $LOOPBACK:$5.
+admin:
+  ip: $LOOPBACK
+  port: $4
+routers:
+- protocol: http
+  label: $2
+  httpAccessLog: $6
+  dtab: |
+    /svc/* => /\$/inet/$LOOPBACK/$5;
+  servers:
+  - ip: $LOOPBACK
+    port: $3
+    clearContext: false
+  client:
+    kind: io.l5d.static
+    connectTimeoutMs: 500
+    requestAttemptTimeoutMs: 2000
+    loadBalancer: {kind: ewma, decayTimeMs: 10000}
+    failureAccrual:
+      kind: io.l5d.consecutiveFailures
+      failures: 5
+      backoff: {kind: jittered, minMs: 1000, maxMs: 30000}
+  service:
+    totalTimeoutMs: 5000
+    responseClassifier: {kind: io.l5d.http.retryableRead5XX}
+    hedging: {percentile: 95, minMs: 2}
+    retries:
+      budget: {ttlSecs: 10, minRetriesPerSec: 10, percentCanRetry: 0.2}
+      backoff: {kind: jittered, minMs: 5, maxMs: 200}
+EOF
+}
+
+# start_mesh_switchyard NAME LABEL LISTEN_PORT NEXT_PORT — a sidecar with mesh_sidecar_config (its access log:
+# $WORK/NAME-access.log), checked with `switchyard check` first; sets LAST_PID and LAST_ADMIN; false if the
+# config is refused or the proxy does not start.
+start_mesh_switchyard() {
+  local name=$1 label=$2 port=$3 next=$4 admin
+  [[ -x $BIN/switchyard ]] || {
+    warn "$BIN/switchyard is missing"
+    return 1
+  }
+  admin=$(free_port)
+  mesh_sidecar_config "$WORK/$name.yaml" "$label" "$port" "$admin" "$next" "$WORK/$name-access.log"
+  if ! "$BIN/switchyard" check "$WORK/$name.yaml" >"$WORK/$name.check" 2>&1; then
+    show_log_tail "$WORK/$name.check" 15 "switchyard check refused $WORK/$name.yaml:"
+    return 1
+  fi
+  # shellcheck disable=SC2034 # read by the scripts that source this file
+  LAST_ADMIN=$admin
+  start "$name" "${PROXY_PREFIX[@]}" "$BIN/switchyard" run "$WORK/$name.yaml"
   wait_up "http://$LOOPBACK:$admin/admin/ready" "$LAST_PID" "$name"
 }
 
@@ -134,6 +202,46 @@ backend tls-hop
 EOF
 }
 
+# nginx_config DIR PORT UPSTREAM WORKERS WHO — DIR/nginx.conf (its paths all under DIR): nginx as a keep-alive
+# HTTP reverse proxy from PORT to UPSTREAM with WORKERS worker processes, for WHO.
+nginx_config() {
+  local dir=$1 port=$2 upstream=$3 workers=$4 who=$5
+  mkdir -p "$dir/tmp"
+  cat >"$dir/nginx.conf" <<EOF
+# nginx for $who: HTTP reverse proxy, keep-alive on both sides.
+worker_processes $workers;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events {
+    worker_connections 4096;
+}
+http {
+    access_log off;
+    client_body_temp_path $dir/tmp/client_body;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fastcgi;
+    uwsgi_temp_path $dir/tmp/uwsgi;
+    scgi_temp_path $dir/tmp/scgi;
+    # No limit on requests per keep-alive connection (nginx closes after 1,000 by default; HAProxy and
+    # switchyard do not close at all), on either side.
+    keepalive_requests 1000000;
+    upstream bench {
+        server $LOOPBACK:$upstream;
+        keepalive 32;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen $LOOPBACK:$port;
+        location / {
+            proxy_pass http://bench;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+}
+
 PKI=$WORK/pki
 TRUST_DOMAIN=bench.local
 # make_pki — a mesh CA and the two identities the mTLS rows use (HAProxy gets them as cert+key files too).
@@ -148,14 +256,8 @@ make_pki() {
 # handshakes PORT — full mutual-TLS handshakes per second a server accepts (bench/handshakes.py: one client,
 # a new session for every connection, 5 s).
 handshakes() {
-  python3 bench/handshakes.py "$LOOPBACK:$1" "$PKI/egress/bench-egress.pem" "$PKI/egress/bench-egress.key" \
-    "$PKI/ca/ca.pem" "bench-ingress.$TRUST_DOMAIN" 5 2>/dev/null || printf 'n/a'
-}
-
-# memory PID... — "VmRSS / VmHWM" in MiB, summed over the processes.
-memory() {
-  awk -v r="$(status_kib VmRSS "$@")" -v h="$(status_kib VmHWM "$@")" \
-    'BEGIN { printf "%.1f / %.1f MiB", r / 1024, h / 1024 }'
+  "${LOAD_PREFIX[@]}" python3 bench/handshakes.py "$LOOPBACK:$1" "$PKI/egress/bench-egress.pem" \
+    "$PKI/egress/bench-egress.key" "$PKI/ca/ca.pem" "bench-ingress.$TRUST_DOMAIN" 5 2>/dev/null || printf 'n/a'
 }
 
 # status_kib FIELD PID... — a /proc/PID/status field in KiB (VmRSS, VmHWM), summed over the processes.

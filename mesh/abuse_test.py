@@ -668,6 +668,22 @@ class SlowClients(AbuseCase):
                 break
         self.assert_closed_or_408(conn, 4.5, start, f"a head dribbled a byte per 300 ms ({i + 1} bytes sent)")
 
+    def test_a_second_request_head_dribbled_on_a_kept_alive_connection_is_cut_off(self):
+        # The wait between requests is bounded by the listener's idle deadline alone (no per-request head timer).
+        conn = self.connect()
+        conn.send(NORMAL_GET)
+        self.ok(await_response(conn, 2.0), "the first request of a keep-alive connection")
+        start = time.monotonic()
+        for i in range(len(NORMAL_GET) - 2):
+            try:
+                conn.send(NORMAL_GET[i : i + 1], timeout=1.0)
+            except (BrokenPipeError, ConnectionResetError):
+                break  # closed under us: what we wanted
+            readable, _, _ = select.select([conn.sock], [], [], 0.3)
+            if readable or time.monotonic() - start > IDLE_TIMEOUT + SLACK:
+                break
+        self.assert_closed_or_408(conn, IDLE_TIMEOUT + SLACK, start, "a second head dribbled a byte per 300 ms")
+
     def test_an_idle_keepalive_connection_is_closed_after_the_idle_timeout_not_the_header_timeout(self):
         conn = self.connect()
         conn.send(NORMAL_GET)

@@ -67,10 +67,10 @@ impl ConnectionRules {
     pub fn builder(&self, max_header_bytes: usize, mesh_peers: bool) -> auto::Builder<TokioExecutor> {
         let head = max_header_bytes.max(8192);
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        // hyper's HTTP/1 head timer runs from when it starts waiting for a request, also between requests on a
-        // kept-alive connection: there it must allow the idle time. The first head's deadline is `drive`'s.
-        let between = self.header.max(self.idle);
-        builder.http1().timer(TokioTimer::new()).header_read_timeout(between).max_buf_size(head);
+        // No per-request head timer from hyper: `drive` bounds the first head (`header`) and the wait for every
+        // later one (`idle`, counted from when the last request ended) — hyper's would re-arm a timer on every
+        // request for a deadline `drive` already enforces.
+        builder.http1().timer(TokioTimer::new()).header_read_timeout(None).max_buf_size(head);
         builder
             .http2()
             .timer(TokioTimer::new())
@@ -359,6 +359,8 @@ where
             None => activity.deadline(rules),
         };
         tokio::select! {
+            // In this order (no random start): the connection is what is polled on nearly every wake-up.
+            biased;
             res = conn.as_mut() => return res,
             _ = tokio::time::sleep_until(at) => {
                 if forced_at.is_some() {

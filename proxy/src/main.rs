@@ -35,6 +35,8 @@ ENVIRONMENT:
     SWITCHYARD_ADMIN_TOKEN   bearer token `switchyard dtab` sends (admin writes need it beyond loopback)
     SWITCHYARD_ADMIN_CA      CA certificate `switchyard dtab` trusts for an https:// admin
     SWITCHYARD_ADMIN_TLS_NAME   the name that admin's certificate must carry (default: the URL's host)
+    SWITCHYARD_WORKER_THREADS   threads serving traffic (default 1: one core per sidecar, beside its app;
+                             N > 1: a work-stealing pool of N)
 ";
 
 fn main() -> ExitCode {
@@ -112,10 +114,32 @@ fn check_json(file: &Path) -> ExitCode {
     }
 }
 
+/// How many threads serve traffic: `SWITCHYARD_WORKER_THREADS`, or 1.
+fn worker_threads(value: Option<&str>) -> Result<usize, String> {
+    let Some(text) = value else { return Ok(1) };
+    match text.trim().parse::<usize>() {
+        Ok(n @ 1..=1024) => Ok(n),
+        _ => Err(format!("{text:?} is not a number of threads from 1 to 1024")),
+    }
+}
+
 fn run(file: &Path) -> ExitCode {
     switchyard::telemetry::init_logging();
     let Some(cfg) = load(file) else { return ExitCode::from(EXIT_CONFIG) };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let threads = match worker_threads(std::env::var("SWITCHYARD_WORKER_THREADS").ok().as_deref()) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("switchyard: SWITCHYARD_WORKER_THREADS: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    // One thread: tokio's single-threaded scheduler, whose wake-ups cost no cross-thread synchronisation (what
+    // linkerd2-proxy does by default). More: the work-stealing scheduler with that many workers.
+    let built = match threads {
+        1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        n => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build(),
+    };
+    let rt = match built {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("switchyard: cannot start the runtime: {e}");

@@ -227,6 +227,7 @@ impl Server {
     {
         let downstream = Arc::new(Downstream {
             peer,
+            forwarded_for: http::HeaderValue::from_str(&peer.ip().to_string()).ok(),
             admission,
             body_idle: self.rules.body_idle,
             error_detail: self.limits.error_detail,

@@ -3,7 +3,8 @@
 //! dropped and counted rather than slowing requests down.
 //!
 //! Line format: `<RFC 3339 time> <router> <peer> "<METHOD> <target> <version>" <status> <ms> service=<path>
-//! client=<id> reqid=<l5d-reqid> trace=<trace id>`.
+//! client=<id> reqid=<l5d-reqid> trace=<trace id>`. A line is built by appending its fields (no formatting
+//! machinery, the time's date and second made once a second): it is written for every request.
 
 use std::io::Write;
 use std::path::Path as FsPath;
@@ -60,6 +61,66 @@ impl AccessLog {
     }
 }
 
+/// One request's line, as [`AccessLog::record`] writes it.
+pub struct Entry<'a> {
+    pub router: &'a str,
+    /// The caller's address, as text.
+    pub peer: &'a str,
+    pub method: &'a http::Method,
+    pub uri: &'a http::Uri,
+    pub version: http::Version,
+    pub status: u16,
+    pub elapsed: Duration,
+    /// The logical name, as text (`-` when the request never got one).
+    pub service: &'a str,
+    /// The bound client the last attempt went to (`-` when none).
+    pub client: &'a str,
+    /// Safe as it is: checked or made by [`super::trace::correlate`] (never escaped here).
+    pub reqid: &'a str,
+    /// Hex digits.
+    pub trace: &'a str,
+}
+
+impl AccessLog {
+    /// Queues the line for one request.
+    pub fn record(&self, e: &Entry<'_>) {
+        let mut line = String::with_capacity(192);
+        push_now(&mut line);
+        for field in [" ", e.router, " ", e.peer, " \"", e.method.as_str(), " "] {
+            line.push_str(field);
+        }
+        match (e.uri.scheme(), e.uri.path_and_query()) {
+            // Origin-form, the usual: the text as it came, without building the URI's string.
+            (None, Some(pq)) => line.push_str(&escape(pq.as_str())),
+            _ => line.push_str(&escape(&e.uri.to_string())),
+        }
+        let version = match e.version {
+            http::Version::HTTP_09 => " HTTP/0.9\" ",
+            http::Version::HTTP_10 => " HTTP/1.0\" ",
+            http::Version::HTTP_2 => " HTTP/2.0\" ",
+            http::Version::HTTP_3 => " HTTP/3.0\" ",
+            _ => " HTTP/1.1\" ",
+        };
+        line.push_str(version);
+        line.push_str(itoa::Buffer::new().format(e.status));
+        line.push(' ');
+        // Milliseconds with three decimals.
+        let micros = e.elapsed.as_micros();
+        line.push_str(itoa::Buffer::new().format(micros / 1000));
+        push_thousandths(&mut line, (micros % 1000) as u32);
+        for (key, value) in [(" service=", e.service), (" client=", e.client)] {
+            line.push_str(key);
+            line.push_str(&escape(value));
+        }
+        // Neither needs escaping: a request id is checked (or made) by `trace`, a trace id is hex digits.
+        for (key, value) in [(" reqid=", e.reqid), (" trace=", e.trace)] {
+            line.push_str(key);
+            line.push_str(value);
+        }
+        self.write(line);
+    }
+}
+
 /// A field as the log writes it: `"`, `\`, spaces, control and non-ASCII bytes become `\xHH`, so that no
 /// value a client sent can end a quoted field or forge another `key=value`.
 pub fn escape(field: &str) -> std::borrow::Cow<'_, str> {
@@ -80,8 +141,41 @@ pub fn escape(field: &str) -> std::borrow::Cow<'_, str> {
 
 /// Seconds and milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC), without a date crate.
 pub fn now_rfc3339() -> String {
+    let mut out = String::with_capacity(24);
+    push_now(&mut out);
+    out
+}
+
+/// Appends the time now as `YYYY-MM-DDTHH:MM:SS.mmmZ`: the part up to the second is made once a second per
+/// thread and copied.
+fn push_now(out: &mut String) {
+    use std::cell::RefCell;
+    thread_local! {
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
     let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs() as i64;
+    SECOND.with_borrow_mut(|(secs, text)| {
+        if *secs != d.as_secs() {
+            *secs = d.as_secs();
+            *text = date_and_second(d.as_secs() as i64);
+        }
+        out.push_str(text);
+    });
+    push_thousandths(out, d.subsec_millis());
+    out.push('Z');
+}
+
+/// Appends `.` and `n` (below 1000) as three digits.
+fn push_thousandths(out: &mut String, n: u32) {
+    out.push('.');
+    for _ in itoa::Buffer::new().format(n).len()..3 {
+        out.push('0');
+    }
+    out.push_str(itoa::Buffer::new().format(n));
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` (UTC) of `secs` since the epoch.
+fn date_and_second(secs: i64) -> String {
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil-from-days (Howard Hinnant's algorithm).
     let z = days + 719_468;
@@ -93,13 +187,7 @@ pub fn now_rfc3339() -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 #[cfg(test)]
@@ -118,7 +206,43 @@ mod tests {
     fn timestamps_look_right() {
         let t = now_rfc3339();
         assert_eq!(t.len(), 24, "{t}");
-        assert!(t.starts_with("20") && t.ends_with('Z') && &t[10..11] == "T", "{t}");
+        assert!(t.starts_with("20") && t.ends_with('Z') && &t[10..11] == "T" && &t[19..20] == ".", "{t}");
+        assert_eq!(date_and_second(0), "1970-01-01T00:00:00");
+        assert_eq!(date_and_second(951_782_400 + 86_399), "2000-02-29T23:59:59", "a leap day");
+        assert_eq!(date_and_second(1_796_083_200), "2026-12-01T00:00:00");
+    }
+
+    #[test]
+    fn a_line_has_every_field_and_escapes_what_a_client_wrote() {
+        let (tx, rx) = sync_channel(4);
+        let log = AccessLog { tx, dropped: Arc::new(AtomicU64::new(0)) };
+        let uri: http::Uri = "/convert?to=USD&x=a%20b".parse().unwrap();
+        let entry = |uri, elapsed| Entry {
+            router: "egress",
+            peer: "10.0.0.7",
+            method: &http::Method::GET,
+            uri,
+            version: http::Version::HTTP_11,
+            status: 200,
+            elapsed,
+            service: "/svc/forex-rate",
+            client: "/$/inet/127.0.0.1/4140",
+            reqid: "abc",
+            trace: "0af7651916cd43dd8448eb211c80319c",
+        };
+        log.record(&entry(&uri, Duration::from_micros(1_234_005)));
+        let line = rx.recv().unwrap();
+        let (time, rest) = line.split_at(24);
+        assert!(time.ends_with('Z'), "{line}");
+        assert_eq!(
+            rest,
+            " egress 10.0.0.7 \"GET /convert?to=USD&x=a%20b HTTP/1.1\" 200 1234.005 service=/svc/forex-rate \
+             client=/$/inet/127.0.0.1/4140 reqid=abc trace=0af7651916cd43dd8448eb211c80319c\n"
+        );
+        let absolute: http::Uri = "http://forex-rate/a\"b".parse().unwrap();
+        log.record(&entry(&absolute, Duration::from_micros(7)));
+        let line = rx.recv().unwrap();
+        assert!(line.contains("\"GET http://forex-rate/a\\x22b HTTP/1.1\" 200 0.007 "), "{line}");
     }
 
     #[test]

@@ -73,6 +73,8 @@ pub struct Balancer {
     pub id: Path,
     /// `id` as text, for headers.
     pub id_text: Box<str>,
+    /// `id` as an `l5d-dst-client` value, made once rather than per request.
+    pub id_header: Option<http::HeaderValue>,
     /// Request/response metrics for this client.
     pub metrics: RequestStats,
     /// The effective client policy (global `client:` plus matching `configs:` entries).
@@ -108,6 +110,7 @@ impl Balancer {
         let client = Self {
             metrics: families.traffic.stats(router, &id_text),
             endpoints_gauge: families.endpoints.with_label_values(&[router, &id_text]),
+            id_header: http::HeaderValue::from_str(&id_text).ok(),
             id_text,
             id,
             policy,

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use http::HeaderValue;
 use prometheus::{IntCounter, IntCounterVec};
 use switchyard_dtab::{BindError, Dtab, NameTree, Path};
 
@@ -159,6 +160,8 @@ pub struct Binding {
     pub budget_exhausted: IntCounter,
     pub hedges: IntCounter,
     pub hedge_wins: IntCounter,
+    /// The logical name as an `l5d-dst-service` value, made once per binding rather than per request.
+    pub dst_service: Option<HeaderValue>,
 }
 
 /// What a router keeps per logical name beyond one dtab: its retry budget and recent latencies.
@@ -320,6 +323,7 @@ impl Binder {
                     budget_exhausted: self.families.budget_exhausted.with_label_values(&labels),
                     hedges: self.families.hedges.with_label_values(&labels),
                     hedge_wins: self.families.hedge_wins.with_label_values(&labels),
+                    dst_service: HeaderValue::from_str(&path.to_string()).ok(),
                 };
             }
             for ready in pending {

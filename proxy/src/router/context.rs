@@ -5,11 +5,10 @@
 //! elsewhere they are stripped before anything looks at them. The `l5d-dst-*` headers always describe this hop's
 //! own routing: a client's are never passed on.
 
-use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http::{HeaderMap, Request};
-use switchyard_dtab::{Dtab, Path};
+use http::{HeaderMap, HeaderValue, Request};
+use switchyard_dtab::Dtab;
 use tokio::time::Instant;
 
 use super::bind::Target;
@@ -18,6 +17,7 @@ use super::error::{ProxyError, TimeoutKind};
 use super::headers::{
     self, L5D_CTX_DEADLINE, L5D_CTX_DTAB, L5D_DST_CLIENT, L5D_DST_RESIDUAL, L5D_DST_SERVICE, L5D_DTAB,
 };
+use super::Downstream;
 
 /// What a request's headers say about how to route it, as far as this hop trusts them.
 #[derive(Debug, Default)]
@@ -109,7 +109,16 @@ impl Deadline {
         if let Some(left) = self.remaining() {
             let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
             let at = now + left;
-            headers::set_text(h, L5D_CTX_DEADLINE, &format!("{} {}", now.as_nanos(), at.as_nanos()));
+            // Two integers, written without the formatting machinery: this runs on every request with a timeout.
+            let (mut a, mut b) = (itoa::Buffer::new(), itoa::Buffer::new());
+            let (now, at) = (a.format(now.as_nanos()), b.format(at.as_nanos()));
+            let mut value = Vec::with_capacity(now.len() + 1 + at.len());
+            value.extend_from_slice(now.as_bytes());
+            value.push(b' ');
+            value.extend_from_slice(at.as_bytes());
+            if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
+                h.insert(L5D_CTX_DEADLINE, v);
+            }
         }
     }
 }
@@ -127,14 +136,23 @@ fn parse_deadline(h: &HeaderMap) -> Option<Instant> {
 /// Headers every attempt shares: hygiene, `Via`, `X-Forwarded-For`, the logical name, the dtab override, and the
 /// request target for the upstream protocol.
 /// (Hop-by-hop headers were removed when the request arrived, before the proxy added any of its own.)
-pub fn prepare_request<B>(req: &mut Request<B>, peer: SocketAddr, service: &Path, local: Option<&Dtab>, h2: bool) {
+pub fn prepare_request<B>(
+    req: &mut Request<B>,
+    conn: &Downstream,
+    service: Option<&HeaderValue>,
+    local: Option<&Dtab>,
+    h2: bool,
+) {
     let version = req.version();
     let h = req.headers_mut();
     headers::append_via(h, version);
-    headers::append_forwarded_for(h, peer.ip());
+    headers::append_forwarded_for(h, conn.peer.ip(), conn.forwarded_for.as_ref());
     h.remove(L5D_DST_CLIENT);
     h.remove(L5D_DST_RESIDUAL);
-    headers::set_text(h, L5D_DST_SERVICE, &service.to_string());
+    match service {
+        Some(service) => h.insert(L5D_DST_SERVICE, service.clone()),
+        None => h.remove(L5D_DST_SERVICE),
+    };
     h.remove(L5D_CTX_DEADLINE);
     if let Some(local) = local {
         // The override travels with the request so the next hop routes the same way.
@@ -149,7 +167,10 @@ pub fn prepare_attempt(req: &mut Request<ReqBody>, target: &Target, deadline: &D
         headers::set_authority(req, host, h2);
     }
     let h = req.headers_mut();
-    headers::set_text(h, L5D_DST_CLIENT, &target.balancer.id_text);
+    match &target.balancer.id_header {
+        Some(client) => h.insert(L5D_DST_CLIENT, client.clone()),
+        None => h.remove(L5D_DST_CLIENT),
+    };
     if !target.residual.is_empty() {
         headers::set_text(h, L5D_DST_RESIDUAL, &target.residual.to_string());
     }

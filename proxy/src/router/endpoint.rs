@@ -385,6 +385,15 @@ impl Endpoint {
     /// connection that cannot (it failed, or the exchange could not finish cleanly) is closed.
     /// An answer still `unanswered` (its request was cancelled in flight) is read and dropped first.
     fn recycle(&self, mut sender: http1::SendRequest<ReqBody>, unanswered: Option<Pending>) {
+        if unanswered.is_none() {
+            // Usually the connection is ready again at once (a small answer was read whole with its headers):
+            // back to the pool now, without a task. A waker that does nothing is enough for one look.
+            match sender.poll_ready(&mut Context::from_waker(std::task::Waker::noop())) {
+                Poll::Ready(Ok(())) => return self.h1.put_back(sender),
+                Poll::Ready(Err(_)) => return,
+                Poll::Pending => {}
+            }
+        }
         let pool = Arc::downgrade(&self.h1);
         tokio::spawn(async move {
             if let Some(pending) = unanswered {

@@ -63,6 +63,10 @@ const HOP_BY_HOP: &[HeaderName] = &[
 /// forwards trailers, so a caller that takes them says so to the upstream (gRPC needs it over HTTP/2).
 /// Runs before the proxy adds headers of its own, so `Connection` cannot remove those either.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
+    // Most messages carry none: one pass over the names instead of a removal (a hash lookup) per name.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -85,6 +89,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
+}
+
+/// A header [`strip_hop_by_hop`] removes whatever `Connection` says.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || name == KEEP_ALIVE || name == PROXY_CONNECTION || name == L5D_ORIG_PROTO
 }
 
 /// Appends this proxy to `Via` (`1.1 switchyard`, `2.0 switchyard`).
@@ -119,12 +128,13 @@ pub fn check_host<B>(req: &Request<B>) -> Result<(), &'static str> {
 }
 
 /// Appends the downstream peer to `X-Forwarded-For`.
-pub fn append_forwarded_for(headers: &mut HeaderMap, peer: IpAddr) {
+pub fn append_forwarded_for(headers: &mut HeaderMap, peer: IpAddr, peer_value: Option<&HeaderValue>) {
     let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => format!("{prev}, {peer}"),
-        _ => peer.to_string(),
+        Some(prev) if !prev.is_empty() => HeaderValue::from_str(&format!("{prev}, {peer}")).ok(),
+        // The common case, a caller that is the first hop: the value made once for its connection.
+        _ => peer_value.cloned().or_else(|| HeaderValue::from_str(&peer.to_string()).ok()),
     };
-    if let Ok(v) = HeaderValue::from_str(&value) {
+    if let Some(v) = value {
         headers.insert(X_FORWARDED_FOR, v);
     }
 }
@@ -177,6 +187,12 @@ pub fn upgrade_to_h2<B>(req: &mut Request<B>) {
 /// Rewrites the request target for the upstream protocol, keeping the logical authority:
 /// HTTP/1 gets origin-form plus a `Host` header; HTTP/2 gets an absolute URI whose authority becomes `:authority`.
 pub fn set_target_for<B>(req: &mut Request<B>, h2_upstream: bool) {
+    let origin_form = req.uri().scheme().is_none() && req.uri().authority().is_none();
+    if !h2_upstream && origin_form && req.headers().get_all(header::HOST).iter().nth(1).is_none() {
+        // Already HTTP/1 shaped (the common case): nothing to rebuild.
+        *req.version_mut() = Version::HTTP_11;
+        return;
+    }
     let host = authority(req).map(str::to_owned);
     let pq = req.uri().path_and_query().map(|pq| pq.as_str().to_owned()).unwrap_or_else(|| "/".into());
     if h2_upstream {
@@ -261,10 +277,13 @@ mod tests {
     fn via_and_xff_append() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        append_forwarded_for(&mut h, "127.0.0.1".parse().unwrap());
+        append_forwarded_for(&mut h, "127.0.0.1".parse().unwrap(), None);
         append_via(&mut h, Version::HTTP_11);
         append_via(&mut h, Version::HTTP_2);
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        let mut first = HeaderMap::new();
+        append_forwarded_for(&mut first, "10.1.2.3".parse().unwrap(), Some(&HeaderValue::from_static("10.1.2.3")));
+        assert_eq!(first["x-forwarded-for"], "10.1.2.3", "a first hop gets its connection's value");
         let via: Vec<_> = h.get_all(header::VIA).iter().collect();
         assert_eq!(via, vec!["1.1 switchyard", "2.0 switchyard"]);
     }

@@ -4,9 +4,11 @@
 //! little more than the usual p90, not its whole delay.
 //!
 //! The window is two generations of [`GENERATION`] each, of log-spaced buckets counted with atomics: recording
-//! costs one atomic add, and reading a percentile walks 2 × [`BUCKETS`] counters.
+//! costs one atomic add, and reading a percentile walks 2 × [`BUCKETS`] counters — at most once per 1/64th of
+//! the window's answers that arrived since (every hedged request asks; the answer hardly moves between two).
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -27,6 +29,21 @@ pub struct LatencyWindow {
     /// The generation `slots[generation % 2]` counts.
     generation: AtomicU64,
     slots: [[AtomicU32; BUCKETS]; 2],
+    /// Answers recorded since the window was made.
+    recorded: AtomicU64,
+    /// The last percentile read, kept until the window has changed enough to move it.
+    last: Mutex<Option<LastRead>>,
+}
+
+/// A percentile as it was read, and the window it was read from.
+#[derive(Clone, Copy)]
+struct LastRead {
+    generation: u64,
+    percentile: f64,
+    /// `recorded` then, and how many answers the window held.
+    recorded: u64,
+    total: u64,
+    answer: Option<Duration>,
 }
 
 impl Default for LatencyWindow {
@@ -35,6 +52,8 @@ impl Default for LatencyWindow {
             start: Instant::now(),
             generation: AtomicU64::new(0),
             slots: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU32::new(0))),
+            recorded: AtomicU64::new(0),
+            last: Mutex::new(None),
         }
     }
 }
@@ -73,26 +92,43 @@ impl LatencyWindow {
     pub fn record(&self, d: Duration) {
         let g = self.current();
         self.slots[(g % 2) as usize][bucket(d)].fetch_add(1, Ordering::Relaxed);
+        self.recorded.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The latency `percentile` (0–100) of recent answers were within, if there were at least [`MIN_SAMPLES`].
     pub fn percentile(&self, percentile: f64) -> Option<Duration> {
-        self.current();
-        let counts: Vec<u64> =
-            (0..BUCKETS).map(|i| self.slots.iter().map(|g| u64::from(g[i].load(Ordering::Relaxed))).sum()).collect();
+        let generation = self.current();
+        let recorded = self.recorded.load(Ordering::Relaxed);
+        // Another request reading it right now: read it again rather than wait.
+        let Ok(mut last) = self.last.try_lock() else { return self.read(percentile).1 };
+        if let Some(l) = *last {
+            let fresh = recorded.saturating_sub(l.recorded) <= l.total / 64;
+            if l.generation == generation && l.percentile == percentile && fresh {
+                return l.answer;
+            }
+        }
+        let (total, answer) = self.read(percentile);
+        *last = Some(LastRead { generation, percentile, recorded, total, answer });
+        answer
+    }
+
+    /// Walks the counters: how many answers the window holds, and the percentile if they are enough.
+    fn read(&self, percentile: f64) -> (u64, Option<Duration>) {
+        let counts: [u64; BUCKETS] =
+            std::array::from_fn(|i| self.slots.iter().map(|g| u64::from(g[i].load(Ordering::Relaxed))).sum());
         let total: u64 = counts.iter().sum();
         if total < MIN_SAMPLES {
-            return None;
+            return (total, None);
         }
         let wanted = ((percentile / 100.0) * total as f64).ceil().max(1.0) as u64;
         let mut seen = 0;
         for (i, n) in counts.iter().enumerate() {
             seen += n;
             if seen >= wanted {
-                return Some(upper_bound(i));
+                return (total, Some(upper_bound(i)));
             }
         }
-        Some(upper_bound(BUCKETS - 1))
+        (total, Some(upper_bound(BUCKETS - 1)))
     }
 }
 
@@ -123,6 +159,19 @@ mod tests {
         }
         let p90 = w.percentile(90.0).unwrap();
         assert!(p90 >= Duration::from_millis(9) && p90 < Duration::from_millis(12), "{p90:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_percentile_follows_new_answers_within_a_generation() {
+        let w = LatencyWindow::default();
+        for _ in 0..128 {
+            w.record(Duration::from_millis(2));
+        }
+        assert!(w.percentile(50.0).unwrap() < Duration::from_millis(3));
+        for _ in 0..200 {
+            w.record(Duration::from_millis(40));
+        }
+        assert!(w.percentile(50.0).unwrap() >= Duration::from_millis(40), "the read is not kept past new answers");
     }
 
     #[test]

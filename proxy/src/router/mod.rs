@@ -82,6 +82,8 @@ pub struct Router {
 #[derive(Clone, Debug)]
 pub struct Downstream {
     pub peer: SocketAddr,
+    /// `peer`'s address as an `X-Forwarded-For` value, made once per connection.
+    pub forwarded_for: Option<http::HeaderValue>,
     pub admission: Admission,
     /// How long the request body may go silent (`bodyIdleTimeoutMs`).
     pub body_idle: Duration,
@@ -221,21 +223,29 @@ impl Router {
             Err(failure) => self.rescue(failure, &trail, start, conn.error_detail, reqid),
         };
         if let (Some(log), Some((method, uri, version))) = (&self.access_log, logged) {
-            let service = trail.service.as_ref().map(|p| p.to_string());
-            let esc = access_log::escape;
-            log.write(format!(
-                "{} {} {} \"{method} {} {version:?}\" {} {:.3} service={} client={} reqid={} trace={}",
-                access_log::now_rfc3339(),
-                self.label,
-                conn.peer.ip(),
-                esc(&uri.to_string()),
-                resp.status().as_u16(),
-                start.elapsed().as_secs_f64() * 1000.0,
-                esc(service.as_deref().unwrap_or("-")),
-                esc(trail.sent_to.as_ref().map_or("-", |b| &b.id_text)),
-                esc(reqid),
-                corr.trace_id,
-            ));
+            // Texts made once (per binding, per connection) where they exist, else now.
+            let bound = trail.binding.as_ref().and_then(|b| b.dst_service.as_ref()).and_then(|v| v.to_str().ok());
+            let service = match bound {
+                Some(text) => std::borrow::Cow::Borrowed(text),
+                None => trail.service.as_ref().map_or("-".into(), |p| p.to_string().into()),
+            };
+            let peer = match conn.forwarded_for.as_ref().and_then(|v| v.to_str().ok()) {
+                Some(text) => std::borrow::Cow::Borrowed(text),
+                None => conn.peer.ip().to_string().into(),
+            };
+            log.record(&access_log::Entry {
+                router: &self.label,
+                peer: &peer,
+                method: &method,
+                uri: &uri,
+                version,
+                status: resp.status().as_u16(),
+                elapsed: start.elapsed(),
+                service: &service,
+                client: trail.sent_to.as_ref().map_or("-", |b| &b.id_text),
+                reqid,
+                trace: corr.trace_id.as_str(),
+            });
         }
         resp.headers_mut().insert(headers::L5D_REQID, corr.reqid);
         resp
@@ -284,7 +294,7 @@ impl Router {
         if deadline.expired() {
             return Err(deadline.timed_out(TimeoutKind::CallerDeadline).into());
         }
-        context::prepare_request(&mut req, conn.peer, &ident.path, ctx.local_dtab.as_ref(), self.h2);
+        context::prepare_request(&mut req, conn, binding.dst_service.as_ref(), ctx.local_dtab.as_ref(), self.h2);
         let kept = match deadline.run(KeptRequest::take(req, self.max_request_bytes, conn.body_idle)).await {
             Ok(kept) => kept.map_err(ProxyError::from)?,
             Err(()) => return Err(deadline.timed_out(TimeoutKind::RequestBody).into()),

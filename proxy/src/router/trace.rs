@@ -17,18 +17,64 @@ use super::headers::{
 pub struct Correlation {
     pub reqid: HeaderValue,
     /// 32 lowercase hex digits.
-    pub trace_id: String,
+    pub trace_id: HexId<32>,
     /// The span this hop sends upstream (16 hex digits).
-    pub span_id: String,
+    pub span_id: HexId<16>,
 }
 
-/// `n` (16 or 32) random lowercase hex digits, never all zero (W3C forbids all-zero ids).
-fn hex(n: usize) -> String {
-    let id = fastrand::u128(1..);
-    if n >= 32 {
-        format!("{id:032x}")
-    } else {
-        format!("{:016x}", (id as u64).max(1))
+/// `N` lowercase hex digits, never all zero (W3C forbids all-zero ids): built and formatted without allocating,
+/// as every request makes two.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct HexId<const N: usize>([u8; N]);
+
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+impl<const N: usize> HexId<N> {
+    /// A random id.
+    fn random() -> Self {
+        let mut id = [b'0'; N];
+        let mut bits = fastrand::u128(1..);
+        for (i, digit) in id.iter_mut().enumerate() {
+            if i % 32 == 0 && i > 0 {
+                bits = fastrand::u128(1..);
+            }
+            *digit = HEX_DIGITS[(bits & 0xf) as usize];
+            bits >>= 4;
+        }
+        if id.iter().all(|&d| d == b'0') {
+            id[N - 1] = b'1';
+        }
+        Self(id)
+    }
+
+    /// `text` if it is exactly `N` hex digits, not all zero; lowercased.
+    fn parse(text: &str) -> Option<Self> {
+        let bytes: [u8; N] = text.as_bytes().try_into().ok()?;
+        (is_hex(text, N)).then(|| Self(bytes.map(|b| b.to_ascii_lowercase())))
+    }
+
+    /// The digits.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII hex digits are ever stored.
+        std::str::from_utf8(&self.0).unwrap_or("0")
+    }
+}
+
+impl<const N: usize> std::fmt::Display for HexId<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl<const N: usize> std::fmt::Debug for HexId<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl<const N: usize> PartialEq<&str> for HexId<N> {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
     }
 }
 
@@ -41,22 +87,22 @@ fn text<'a>(h: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
 }
 
 /// `version-traceid-parentid-flags` → (trace id, flags), for version 00 and valid ids.
-fn parse_traceparent(v: &str) -> Option<(String, String)> {
+fn parse_traceparent(v: &str) -> Option<(HexId<32>, [u8; 2])> {
     let mut it = v.split('-');
     let (ver, trace, parent, flags) = (it.next()?, it.next()?, it.next()?, it.next()?);
-    (ver == "00" && is_hex(trace, 32) && is_hex(parent, 16) && flags.len() == 2 && it.next().is_none())
-        .then(|| (trace.to_ascii_lowercase(), flags.to_string()))
+    let flags: [u8; 2] = flags.as_bytes().try_into().ok()?;
+    let valid = ver == "00" && is_hex(parent, 16) && it.next().is_none() && flags.iter().all(u8::is_ascii_hexdigit);
+    valid.then(|| HexId::parse(trace)).flatten().map(|t| (t, flags))
 }
 
 /// A B3 trace id (16 or 32 hex digits), widened to 32.
-fn b3_trace(v: &str) -> Option<String> {
-    if is_hex(v, 32) {
-        Some(v.to_ascii_lowercase())
-    } else if is_hex(v, 16) {
-        Some(format!("{:0>32}", v.to_ascii_lowercase()))
-    } else {
-        None
+fn b3_trace(v: &str) -> Option<HexId<32>> {
+    if let Some(short) = HexId::<16>::parse(v) {
+        let mut wide = [b'0'; 32];
+        wide[16..].copy_from_slice(&short.0);
+        return Some(HexId(wide));
     }
+    HexId::parse(v)
 }
 
 /// A request id kept from the caller: 1 to 64 characters of `A-Z a-z 0-9 . _ : -` (anything else — spaces,
@@ -65,13 +111,24 @@ fn is_safe_reqid(v: &[u8]) -> bool {
     (1..=64).contains(&v.len()) && v.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
+/// `00-<trace>-<span>-<flags>`, the `traceparent` this hop sends.
+fn traceparent(trace_id: &HexId<32>, span_id: &HexId<16>, flags: [u8; 2]) -> HeaderValue {
+    let mut v = [b'-'; 55];
+    v[..2].copy_from_slice(b"00");
+    v[3..35].copy_from_slice(&trace_id.0);
+    v[36..52].copy_from_slice(&span_id.0);
+    v[53..].copy_from_slice(&flags);
+    HeaderValue::from_bytes(&v)
+        .unwrap_or(HeaderValue::from_static("00-00000000000000000000000000000001-0000000000000001-00"))
+}
+
 /// Reads the incoming ids and rewrites the headers for the upstream request.
 pub fn correlate(h: &mut HeaderMap) -> Correlation {
-    let reqid = h
-        .get(&L5D_REQID)
-        .filter(|v| is_safe_reqid(v.as_bytes()))
-        .cloned()
-        .unwrap_or_else(|| HeaderValue::from_str(&hex(16)).unwrap_or(HeaderValue::from_static("0")));
+    let reqid = match h.get(&L5D_REQID).filter(|v| is_safe_reqid(v.as_bytes())) {
+        Some(given) => given.clone(),
+        None => HeaderValue::from_bytes(&HexId::<16>::random().0).unwrap_or(HeaderValue::from_static("0")),
+    };
+    // Exactly one goes upstream, even if the caller sent several.
     h.insert(L5D_REQID, reqid.clone());
 
     let single_b3 = text(h, &B3).map(str::to_owned);
@@ -84,18 +141,16 @@ pub fn correlate(h: &mut HeaderMap) -> Correlation {
     let (trace_id, flags) = match text(h, &TRACEPARENT).and_then(parse_traceparent) {
         Some(found) => found,
         None => match &from_b3 {
-            Some((t, _)) => (t.clone(), "01".to_string()),
-            None => (hex(32), "00".to_string()),
+            Some((t, _)) => (*t, *b"01"),
+            None => (HexId::random(), *b"00"),
         },
     };
-    let span_id = hex(16);
-    if let Ok(v) = HeaderValue::from_str(&format!("00-{trace_id}-{span_id}-{flags}")) {
-        h.insert(TRACEPARENT, v);
-    }
+    let span_id = HexId::<16>::random();
+    h.insert(TRACEPARENT, traceparent(&trace_id, &span_id, flags));
     if let Some((_, parent)) = from_b3 {
         // Keep B3 callers' view consistent: this hop's span, with the caller's as parent.
         if h.contains_key(&B3_TRACE) {
-            if let Ok(v) = HeaderValue::from_str(&span_id) {
+            if let Ok(v) = HeaderValue::from_bytes(&span_id.0) {
                 h.insert(B3_SPAN, v);
             }
             if let Some(p) = parent.as_deref().and_then(|p| HeaderValue::from_str(p).ok()) {
@@ -106,7 +161,7 @@ pub fn correlate(h: &mut HeaderMap) -> Correlation {
             let rest: Vec<&str> = single.split('-').skip(2).take(1).collect();
             let sampled = rest.first().copied().unwrap_or("1");
             let parent = parent.unwrap_or_default();
-            let b3 = format!("{}-{span_id}-{sampled}-{parent}", single.split('-').next().unwrap_or(&trace_id));
+            let b3 = format!("{}-{span_id}-{sampled}-{parent}", single.split('-').next().unwrap_or(trace_id.as_str()));
             if let Ok(v) = HeaderValue::from_str(&b3) {
                 h.insert(B3, v);
             }
@@ -132,7 +187,7 @@ mod tests {
         let mut h = HeaderMap::new();
         let c = correlate(&mut h);
         assert_eq!(c.reqid.len(), 16);
-        assert!(is_hex(&c.trace_id, 32) && is_hex(&c.span_id, 16));
+        assert!(is_hex(c.trace_id.as_str(), 32) && is_hex(c.span_id.as_str(), 16));
         assert_eq!(h["traceparent"], format!("00-{}-{}-00", c.trace_id, c.span_id));
         assert_eq!(h["l5d-reqid"], c.reqid);
     }
