@@ -315,48 +315,46 @@ put_dtab() {
     --data-binary "@$2" "http://$LOOPBACK:$1/dtab/bench" 2>/dev/null || true
 }
 
-# swap_dtabs ADMIN SECS OUT — every SWAP_MS for SECS seconds, replaces the `bench` router's dtab, alternating
-# between two equivalent ones (the second adds an unused dentry); writes "SUCCEEDED SENT" to OUT.
-swap_dtabs() {
-  local admin=$1 end now next sent=0 ok=0 pause
-  now=${EPOCHREALTIME//[!0-9]/}
-  next=$now
-  end=$((now + $2 * 1000000))
-  while ((now < end)); do
-    if [[ $(put_dtab "$admin" "$WORK/dtab-$((sent % 2))") == 204 ]]; then ok=$((ok + 1)); fi
-    sent=$((sent + 1))
-    next=$((next + SWAP_MS * 1000))
-    now=${EPOCHREALTIME//[!0-9]/}
-    pause=$((next - now))
-    ((pause <= 0)) || sleep "$(printf '%d.%06d' $((pause / 1000000)) $((pause % 1000000)))"
-    now=${EPOCHREALTIME//[!0-9]/}
-  done
-  echo "$ok $sent" >"$3"
+# swap_run ROUTER — wrk flat-out against the minimal switchyard hop for BENCH_SECS while bench/swap_dtabs.py (one
+# process, one kept-alive connection, on the load's CPU) PUTs dtab-0 and dtab-1 in turn to ROUTER's dtab every
+# SWAP_MS; prints "RPS P99 ERRORS SUCCEEDED SENT".
+swap_run() {
+  local swapper rps p99 non2xx sockets ok sent
+  "${LOAD_PREFIX[@]}" python3 bench/swap_dtabs.py "$SWAP_ADMIN" "$1" "$SECS" "$SWAP_MS" "$WORK/dtab-0" "$WORK/dtab-1" \
+    >"$WORK/swaps" &
+  swapper=$!
+  STARTED_PIDS+=("$swapper")
+  read -r rps p99 non2xx sockets < <(wrk_run "${PORT[switchyard-dtab]}" "$SECS")
+  wait "$swapper" || true
+  read -r ok sent <"$WORK/swaps" || { ok=0 sent=0; }
+  echo "$rps $p99 $((non2xx + sockets)) $ok $sent"
 }
 
-# measure_dtab_swaps — wrk flat-out against the minimal switchyard hop while swap_dtabs replaces its dtab.
+# measure_dtab_swaps — the minimal switchyard hop flat-out twice: while its `bench` router's dtab is replaced every
+# SWAP_MS, and, as the control, while the same PUTs go to a router it does not have (404: the same admin requests
+# and the same client beside wrk, no dtab change) — so the difference is what replacing the dtab costs.
 measure_dtab_swaps() {
-  local port=${PORT[switchyard-dtab]} swapper rps p99 non2xx sockets ok sent
+  local rps p99 errors ok sent c_rps c_p99 c_errors c_ok
   printf '/svc/* => /$/inet/%s/%s;\n' "$LOOPBACK" "$UPSTREAM" >"$WORK/dtab-0"
   printf '/svc/* => /$/inet/%s/%s;\n/other => /$/inet/%s/%s;\n' "$LOOPBACK" "$UPSTREAM" "$LOOPBACK" "$UPSTREAM" \
     >"$WORK/dtab-1"
-  warm_up "$port"
-  swap_dtabs "$SWAP_ADMIN" "$SECS" "$WORK/swaps" &
-  swapper=$!
-  STARTED_PIDS+=("$swapper")
-  read -r rps p99 non2xx sockets < <(wrk_run "$port" "$SECS")
-  wait "$swapper" || true
-  read -r ok sent <"$WORK/swaps" || { ok=0 sent=0; }
+  warm_up "${PORT[switchyard-dtab]}"
+  read -r c_rps c_p99 c_errors c_ok _ < <(swap_run no-such-router)
+  read -r rps p99 errors ok sent < <(swap_run bench)
   [[ $(put_dtab "$SWAP_ADMIN" "$WORK/dtab-0") == 204 ]] || warn "could not restore the switchyard hop's dtab"
   ((ok * SWAP_MS >= SECS * 900)) ||
     warn "only $ok dtab PUTs of $sent succeeded in $SECS s (expected $((SECS * 1000 / SWAP_MS)))"
+  ((c_ok == 0)) || warn "the control run's PUTs to a router that does not exist succeeded ($c_ok)"
   record switchyard-dtab wrk_rps "$rps"
   record switchyard-dtab wrk_p99 "$p99"
-  record switchyard-dtab wrk_errors $((non2xx + sockets))
+  record switchyard-dtab wrk_errors "$errors"
+  record switchyard-dtab control_rps "$c_rps"
+  record switchyard-dtab control_p99 "$c_p99"
+  record switchyard-dtab control_errors "$c_errors"
   record switchyard-dtab puts_ok "$ok"
   record switchyard-dtab puts "$sent"
-  printf '    %-50s wrk %s/s p99 %s µs, %s errors | %s of %s dtab PUTs answered 204\n' \
-    "${TITLE[switchyard-dtab]}" "$rps" "$p99" $((non2xx + sockets)) "$ok" "$sent"
+  printf '    %-50s wrk %s/s p99 %s µs, %s errors (control: %s/s p99 %s µs, %s errors) | %s of %s PUTs 204\n' \
+    "${TITLE[switchyard-dtab]}" "$rps" "$p99" "$errors" "$c_rps" "$c_p99" "$c_errors" "$ok" "$sent"
 }
 
 # cpu_jiffies — "STEAL TOTAL" of the whole machine so far (/proc/stat).
@@ -772,18 +770,18 @@ latency_table() {
 # swap_table — per pass and round: the minimal switchyard hop flat-out without and with dtab swaps.
 swap_table() {
   local pass r v key
-  echo "| pass | round | rps without swaps | with swaps | p99 µs without | with | errors without | with |" \
-    "dtab PUTs answered 204 / sent (per second) |"
+  echo "| pass | round | rps, control | with dtab swaps | p99 µs, control | with dtab swaps | errors, control |" \
+    "with dtab swaps | dtab PUTs answered 204 / sent (per second) |"
   echo "|---|---:|---:|---:|---:|---:|---:|---:|---|"
   for pass in "${PASSES[@]}"; do
     for ((r = 1; r <= ROUNDS; r++)); do
-      v=${VAL["$pass|$r|switchyard-dtab|puts"]:-}
+      key="$pass|$r|switchyard-dtab"
+      v=${VAL["$key|puts"]:-}
       [[ -n $v ]] || continue
-      key="$pass|$r|switchyard"
-      echo "| $pass | $r | ${VAL["$key|wrk_rps"]:-n/a} | ${VAL["$key-dtab|wrk_rps"]:-n/a} |" \
-        "${VAL["$key|wrk_p99"]:-n/a} | ${VAL["$key-dtab|wrk_p99"]:-n/a} |" \
-        "${VAL["$key|wrk_errors"]:-n/a} | ${VAL["$key-dtab|wrk_errors"]:-n/a} |" \
-        "${VAL["$key-dtab|puts_ok"]} / $v ($(awk -v n="${VAL["$key-dtab|puts_ok"]}" -v s="$SECS" \
+      echo "| $pass | $r | ${VAL["$key|control_rps"]:-n/a} | ${VAL["$key|wrk_rps"]:-n/a} |" \
+        "${VAL["$key|control_p99"]:-n/a} | ${VAL["$key|wrk_p99"]:-n/a} |" \
+        "${VAL["$key|control_errors"]:-n/a} | ${VAL["$key|wrk_errors"]:-n/a} |" \
+        "${VAL["$key|puts_ok"]} / $v ($(awk -v n="${VAL["$key|puts_ok"]}" -v s="$SECS" \
           'BEGIN { printf "%.1f", n / s }')/s) |"
     done
   done
@@ -922,7 +920,9 @@ write_report() {
       echo "## Dtab swaps: ${TITLE[switchyard]} flat-out (wrk, ${SECS} s) while its dtab is PUT every ${SWAP_MS} ms"
       echo
       echo "Alternating between \`/svc/* => /\$/inet/$LOOPBACK/UPSTREAM;\` and the same plus an unused" \
-        "\`/other\` dentry; \"without\" is the same hop's flat-out run of the same round."
+        "\`/other\` dentry, from one client process on one kept-alive connection. The control run, just before," \
+        "sends the same PUTs to a router the sidecar does not have (404, nothing changes): the same admin work and" \
+        "the same client beside wrk, so the difference between the two is what replacing the dtab costs."
       echo
       swap_table
     fi
@@ -957,7 +957,7 @@ estimate() {
   selected haproxy-2hop-mtls && hs=$((hs + 5))
   awk -v p=${#PASSES[@]} -v r="$ROUNDS" -v n="$n" -v s="$SECS" -v a="$((REQUESTS / RATE))" \
     -v b="$((HIGH_REQUESTS / HIGH_RATE))" -v w="$swap" -v h="$hs" -v l="$LONG_SECS" \
-    'BEGIN { printf "%.0f", (p * (r * (n * (s + a + b + 1) + w * (s + 1)) + (n + w) * 3 + h + 5) + l) / 60 }'
+    'BEGIN { printf "%.0f", (p * (r * (n * (s + a + b + 1) + w * (2 * s + 1)) + (n + w) * 3 + h + 5) + l) / 60 }'
 }
 
 # main — checks the settings, installs wrk, runs each pass and writes the report.

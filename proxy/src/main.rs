@@ -126,7 +126,8 @@ fn worker_threads(value: Option<&str>) -> Result<usize, String> {
 fn run(file: &Path) -> ExitCode {
     switchyard::telemetry::init_logging();
     let Some(cfg) = load(file) else { return ExitCode::from(EXIT_CONFIG) };
-    let threads = match worker_threads(std::env::var("SWITCHYARD_WORKER_THREADS").ok().as_deref()) {
+    let value = std::env::var_os("SWITCHYARD_WORKER_THREADS").map(|v| v.to_string_lossy().into_owned());
+    let threads = match worker_threads(value.as_deref()) {
         Ok(n) => n,
         Err(e) => {
             eprintln!("switchyard: SWITCHYARD_WORKER_THREADS: {e}");
@@ -160,4 +161,19 @@ fn run(file: &Path) -> ExitCode {
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worker_threads;
+
+    #[test]
+    fn worker_threads_default_to_one_and_refuse_nonsense() {
+        assert_eq!(worker_threads(None), Ok(1));
+        assert_eq!(worker_threads(Some(" 4 ")), Ok(4));
+        for bad in ["0", "-1", "two", "", "1025"] {
+            let err = worker_threads(Some(bad)).unwrap_err();
+            assert!(err.contains("not a number of threads from 1 to 1024"), "{bad:?}: {err}");
+        }
+    }
 }

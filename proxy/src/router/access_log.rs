@@ -13,6 +13,8 @@ use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::trace::HexId;
+
 /// Lines buffered between requests and the writer thread.
 const QUEUE: usize = 8192;
 
@@ -75,10 +77,9 @@ pub struct Entry<'a> {
     pub service: &'a str,
     /// The bound client the last attempt went to (`-` when none).
     pub client: &'a str,
-    /// Safe as it is: checked or made by [`super::trace::correlate`] (never escaped here).
     pub reqid: &'a str,
-    /// Hex digits.
-    pub trace: &'a str,
+    /// Hex digits by its type: written as it is.
+    pub trace: &'a HexId<32>,
 }
 
 impl AccessLog {
@@ -104,19 +105,16 @@ impl AccessLog {
         line.push_str(version);
         line.push_str(itoa::Buffer::new().format(e.status));
         line.push(' ');
-        // Milliseconds with three decimals.
-        let micros = e.elapsed.as_micros();
+        // Milliseconds with three decimals, rounded.
+        let micros = (e.elapsed.as_nanos() + 500) / 1000;
         line.push_str(itoa::Buffer::new().format(micros / 1000));
         push_thousandths(&mut line, (micros % 1000) as u32);
-        for (key, value) in [(" service=", e.service), (" client=", e.client)] {
+        for (key, value) in [(" service=", e.service), (" client=", e.client), (" reqid=", e.reqid)] {
             line.push_str(key);
             line.push_str(&escape(value));
         }
-        // Neither needs escaping: a request id is checked (or made) by `trace`, a trace id is hex digits.
-        for (key, value) in [(" reqid=", e.reqid), (" trace=", e.trace)] {
-            line.push_str(key);
-            line.push_str(value);
-        }
+        line.push_str(" trace=");
+        line.push_str(e.trace.as_str());
         self.write(line);
     }
 }
@@ -215,6 +213,7 @@ mod tests {
     #[test]
     fn a_line_has_every_field_and_escapes_what_a_client_wrote() {
         let (tx, rx) = sync_channel(4);
+        let trace = HexId::parse("0af7651916cd43dd8448eb211c80319c").unwrap();
         let log = AccessLog { tx, dropped: Arc::new(AtomicU64::new(0)) };
         let uri: http::Uri = "/convert?to=USD&x=a%20b".parse().unwrap();
         let entry = |uri, elapsed| Entry {
@@ -228,9 +227,9 @@ mod tests {
             service: "/svc/forex-rate",
             client: "/$/inet/127.0.0.1/4140",
             reqid: "abc",
-            trace: "0af7651916cd43dd8448eb211c80319c",
+            trace: &trace,
         };
-        log.record(&entry(&uri, Duration::from_micros(1_234_005)));
+        log.record(&entry(&uri, Duration::from_nanos(1_234_005_499)));
         let line = rx.recv().unwrap();
         let (time, rest) = line.split_at(24);
         assert!(time.ends_with('Z'), "{line}");

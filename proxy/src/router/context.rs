@@ -34,6 +34,10 @@ impl RequestContext {
     /// Reads the context headers when `trusted`, and strips the dtab overrides either way (they are re-sent, in
     /// `l5d-ctx-dtab`, only when honoured).
     pub fn read(h: &mut HeaderMap, trusted: bool) -> Result<Self, ProxyError> {
+        // Most requests carry no context: one look at the names instead of a lookup per header read or removed.
+        if !h.keys().any(|k| k.as_str().starts_with("l5d-ctx-") || k == L5D_DTAB) {
+            return Ok(Self::default());
+        }
         if !trusted {
             // Every `l5d-ctx-*` header is context from a caller this hop does not trust: none is passed on.
             let before = h.len();
@@ -147,13 +151,17 @@ pub fn prepare_request<B>(
     let h = req.headers_mut();
     headers::append_via(h, version);
     headers::append_forwarded_for(h, conn.peer.ip(), conn.forwarded_for.as_ref());
-    h.remove(L5D_DST_CLIENT);
-    h.remove(L5D_DST_RESIDUAL);
+    // What a caller sent in the proxy's own `l5d-dst-*` (and a deadline this hop did not read) never goes on. One
+    // look at the names, then removals only when there is something to remove.
+    if h.keys().any(|k| k.as_str().starts_with("l5d-dst-") || k == L5D_CTX_DEADLINE) {
+        h.remove(L5D_DST_CLIENT);
+        h.remove(L5D_DST_RESIDUAL);
+        h.remove(L5D_CTX_DEADLINE);
+    }
     match service {
         Some(service) => h.insert(L5D_DST_SERVICE, service.clone()),
         None => h.remove(L5D_DST_SERVICE),
     };
-    h.remove(L5D_CTX_DEADLINE);
     if let Some(local) = local {
         // The override travels with the request so the next hop routes the same way.
         headers::set_text(h, L5D_CTX_DTAB, &local.to_string());

@@ -95,7 +95,8 @@ impl LatencyWindow {
         self.recorded.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The latency `percentile` (0–100) of recent answers were within, if there were at least [`MIN_SAMPLES`].
+    /// The latency `percentile` (0–100) of recent answers were within, if there were at least [`MIN_SAMPLES`]. It
+    /// may not yet count the latest answers: up to 1/64th of the window's since it was last read.
     pub fn percentile(&self, percentile: f64) -> Option<Duration> {
         let generation = self.current();
         let recorded = self.recorded.load(Ordering::Relaxed);

@@ -244,7 +244,7 @@ impl Router {
                 service: &service,
                 client: trail.sent_to.as_ref().map_or("-", |b| &b.id_text),
                 reqid,
-                trace: corr.trace_id.as_str(),
+                trace: &corr.trace_id,
             });
         }
         resp.headers_mut().insert(headers::L5D_REQID, corr.reqid);

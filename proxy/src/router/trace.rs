@@ -23,7 +23,7 @@ pub struct Correlation {
 }
 
 /// `N` lowercase hex digits, never all zero (W3C forbids all-zero ids): built and formatted without allocating,
-/// as every request makes two.
+/// as every request makes up to three (a span id, and a trace id and request id when it came without).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct HexId<const N: usize>([u8; N]);
 
@@ -48,7 +48,7 @@ impl<const N: usize> HexId<N> {
     }
 
     /// `text` if it is exactly `N` hex digits, not all zero; lowercased.
-    fn parse(text: &str) -> Option<Self> {
+    pub fn parse(text: &str) -> Option<Self> {
         let bytes: [u8; N] = text.as_bytes().try_into().ok()?;
         (is_hex(text, N)).then(|| Self(bytes.map(|b| b.to_ascii_lowercase())))
     }
@@ -92,7 +92,7 @@ fn parse_traceparent(v: &str) -> Option<(HexId<32>, [u8; 2])> {
     let (ver, trace, parent, flags) = (it.next()?, it.next()?, it.next()?, it.next()?);
     let flags: [u8; 2] = flags.as_bytes().try_into().ok()?;
     let valid = ver == "00" && is_hex(parent, 16) && it.next().is_none() && flags.iter().all(u8::is_ascii_hexdigit);
-    valid.then(|| HexId::parse(trace)).flatten().map(|t| (t, flags))
+    valid.then(|| HexId::parse(trace)).flatten().map(|t| (t, flags.map(|b| b.to_ascii_lowercase())))
 }
 
 /// A B3 trace id (16 or 32 hex digits), widened to 32.
@@ -215,6 +215,14 @@ mod tests {
         let mut h = headers(&[("traceparent", "00-00000000000000000000000000000000-00f067aa0ba902b7-01")]);
         let c = correlate(&mut h);
         assert_ne!(c.trace_id, "00000000000000000000000000000000");
+        let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let mut h = headers(&[("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-zz")]);
+        assert_ne!(correlate(&mut h).trace_id, trace, "flags that are not hex: a new trace");
+
+        let mut h = headers(&[("traceparent", "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-0A")]);
+        assert_eq!(correlate(&mut h).trace_id, trace, "kept, in lowercase");
+        let sent = h["traceparent"].to_str().unwrap();
+        assert!(sent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && sent.ends_with("-0a"), "{sent}");
     }
 
     #[test]

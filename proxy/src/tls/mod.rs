@@ -371,7 +371,9 @@ async fn watch<T: Send + Sync + 'static>(weak: Weak<Reloading<T>>) {
     loop {
         tokio::time::sleep(RELOAD_INTERVAL).await;
         let Some(this) = weak.upgrade() else { return };
-        this.reload_if_changed();
+        // On the blocking pool: looking at the files (and rebuilding after a change) must not stall the thread that
+        // serves traffic — by default the sidecar's only one.
+        let _ = tokio::task::spawn_blocking(move || this.reload_if_changed()).await;
     }
 }
 
