@@ -68,7 +68,7 @@ test-prometheus: ## promtool: check both scrape configs and the rules, run the r
 	@mesh/mesh.sh install-prometheus
 	@prometheus/check.sh
 
-bench: ## Benchmark direct / switchyard (1 hop, mesh config, 2 hops, mTLS) / HAProxy / nginx: 3 rounds, pinned and not, a 2-min memory run (~22 min); instructions per request (callgrind); 2,000 and 10,000 concurrent clients; target/bench/*.md
+bench: ## Benchmark direct / switchyard (1 hop, mesh config, 2 hops, mTLS) / HAProxy / nginx: 3 rounds, pinned and not, a 2-min memory run (~22 min); instructions per request (callgrind, ~3 min); 2,000 and 10,000 concurrent clients (~5 min); target/bench/*.md
 	@BENCH_LONG_SECS=$${BENCH_LONG_SECS:-120} bench/run.sh
 	@SKIP_BUILD=1 bench/callgrind.sh
 	@SKIP_BUILD=1 bench/connections.sh
