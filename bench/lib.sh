@@ -78,10 +78,7 @@ EOF
 # YAML flow map.
 start_switchyard() {
   local name=$1 label=$2 port=$3 next=$4 tls=${5:-} pool=${6:-} admin
-  [[ -x $BIN/switchyard ]] || {
-    warn "$BIN/switchyard is missing"
-    return 1
-  }
+  switchyard_built || return 1
   admin=$(free_port)
   sidecar_config "$WORK/$name.yaml" "$label" "$port" "$admin" "$next"
   if [[ $tls == server ]]; then
@@ -107,33 +104,35 @@ EOF
       clientAuth: {certPath: $PKI/egress/bench-egress.pem, keyPath: $PKI/egress/bench-egress.key}
 EOF
   fi
-  # shellcheck disable=SC2034 # read by the scripts that source this file
-  LAST_ADMIN=$admin
-  start "$name" "${PROXY_PREFIX[@]}" "$BIN/switchyard" run "$WORK/$name.yaml"
-  wait_up "http://$LOOPBACK:$admin/admin/ready" "$LAST_PID" "$name"
+  run_sidecar "$name" "$admin"
 }
 
-# mesh_sidecar_config FILE LABEL LISTEN_PORT ADMIN_PORT NEXT_PORT ACCESS_LOG — one router configured as the mesh
-# sidecar's egress router (mesh/sidecar.yaml.tmpl) with everything it does per request: an access log, the
-# caller's context honoured, peak-EWMA balancing, failure accrual, timeouts, hedging and budgeted retries. It
+# switchyard_built — true when the proxy binary is there (else says so).
+switchyard_built() {
+  [[ -x $BIN/switchyard ]] && return 0
+  warn "$BIN/switchyard is missing"
+  return 1
+}
+
+# run_sidecar NAME ADMIN_PORT — starts switchyard on $WORK/NAME.yaml (under PROXY_PREFIX) and waits until its admin
+# on ADMIN_PORT is ready; sets LAST_PID and LAST_ADMIN.
+run_sidecar() {
+  # shellcheck disable=SC2034 # read by the scripts that source this file
+  LAST_ADMIN=$2
+  start "$1" "${PROXY_PREFIX[@]}" "$BIN/switchyard" run "$WORK/$1.yaml"
+  wait_up "http://$LOOPBACK:$2/admin/ready" "$LAST_PID" "$1"
+}
+
+# mesh_sidecar_config FILE LABEL LISTEN_PORT ADMIN_PORT NEXT_PORT ACCESS_LOG — sidecar_config's router configured
+# as the mesh sidecar's egress router (mesh/sidecar.yaml.tmpl) with everything it does per request: an access log,
+# the caller's context honoured, peak-EWMA balancing, failure accrual, timeouts, hedging and budgeted retries. It
 # differs in what is not per request or not this router's: plaintext to 127.0.0.1:NEXT_PORT (no TLS), a static
 # dtab (no dtab store), no namers.
 mesh_sidecar_config() {
-  cat >"$1" <<EOF
-# switchyard for bench/run.sh: one $2 router as the mesh sidecar's egress router, everything to $LOOPBACK:$5.
-admin:
-  ip: $LOOPBACK
-  port: $4
-routers:
-- protocol: http
-  label: $2
-  httpAccessLog: $6
-  dtab: |
-    /svc/* => /\$/inet/$LOOPBACK/$5;
-  servers:
-  - ip: $LOOPBACK
-    port: $3
+  sidecar_config "$@"
+  cat >>"$1" <<EOF
     clearContext: false
+  httpAccessLog: $6
   client:
     kind: io.l5d.static
     connectTimeoutMs: 500
@@ -158,20 +157,14 @@ EOF
 # config is refused or the proxy does not start.
 start_mesh_switchyard() {
   local name=$1 label=$2 port=$3 next=$4 admin
-  [[ -x $BIN/switchyard ]] || {
-    warn "$BIN/switchyard is missing"
-    return 1
-  }
+  switchyard_built || return 1
   admin=$(free_port)
   mesh_sidecar_config "$WORK/$name.yaml" "$label" "$port" "$admin" "$next" "$WORK/$name-access.log"
   if ! "$BIN/switchyard" check "$WORK/$name.yaml" >"$WORK/$name.check" 2>&1; then
     show_log_tail "$WORK/$name.check" 15 "switchyard check refused $WORK/$name.yaml:"
     return 1
   fi
-  # shellcheck disable=SC2034 # read by the scripts that source this file
-  LAST_ADMIN=$admin
-  start "$name" "${PROXY_PREFIX[@]}" "$BIN/switchyard" run "$WORK/$name.yaml"
-  wait_up "http://$LOOPBACK:$admin/admin/ready" "$LAST_PID" "$name"
+  run_sidecar "$name" "$admin"
 }
 
 # haproxy_config PORT UPSTREAM EDGE TLS — what both benchmarks' HAProxy configs share: keep-alive HTTP on both

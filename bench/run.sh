@@ -57,9 +57,9 @@
 #                               resident memory sampled every 10 s
 #   BENCH_TARGETS=(all)         the targets to measure, by the names above, separated by spaces
 #   SKIP_BUILD=1                use the binaries in target/release (otherwise: cargo build --release first)
-# With the defaults it takes about 17 minutes on 2 CPUs: about 19 s per target and round (5 s flat-out, 10 s at
-# 1,000/s, 3 s at 10,000/s), 8 targets (9 unpinned) × 3 rounds × 2 passes, plus warm-ups, dtab swaps and handshakes; it says
-# its own estimate when it starts.
+# With the defaults it takes about 18 minutes on 2 CPUs (20 with `make bench`'s 2-minute memory run): about 19 s
+# per target and round (5 s flat-out, 10 s at 1,000/s, 3 s at 10,000/s), 8 targets (9 unpinned) × 3 rounds × 2
+# passes, plus warm-ups, dtab swaps and handshakes; it says its own estimate when it starts.
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
